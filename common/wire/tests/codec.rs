@@ -1,0 +1,221 @@
+//! Round trips and hostile input for every decoder of the wire crate.
+
+use minicbor::Decoder;
+use proptest::prelude::*;
+use qos_wire::codec::{encode_into, List, WireError};
+use qos_wire::ids::{EdgeId, ProbeId, Seq};
+use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
+use qos_wire::phase::Phase;
+use qos_wire::probe::{DnsType, HttpMethod, ProbeKind, ProbeSpec, Step};
+use qos_wire::samples::{self, Rng};
+use qos_wire::summary::Summary;
+use qos_wire::uplink::{Ack, Batch, RecordKind};
+
+type S = Summary<128>;
+
+fn encode_summary(s: &S) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let n = encode_into(&mut buf, |e| s.encode(e)).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn summary_round_trip_and_size() {
+    for (interval, failures) in [(1, 0), (1, 2), (5, 0), (10, 1), (60, 0)] {
+        let s: S = samples::http_summary(7, interval, failures);
+        let bytes = encode_summary(&s);
+        let back = S::decode(&mut Decoder::new(&bytes)).unwrap();
+        assert_eq!(back, s, "interval {interval}");
+        assert_eq!(back.runs(), 60 / interval);
+    }
+}
+
+#[test]
+fn summary_records_failures_and_time_to_error() {
+    let s: S = samples::http_summary(3, 10, 2);
+    assert_eq!((s.ok, s.failed), (4, 2));
+    assert_eq!(s.errors[ErrorClass::Timeout as usize], 2);
+    assert_eq!(s.phases[qos_wire::summary::TIME_TO_ERROR].count, 2);
+    assert_eq!(s.phase(Phase::Total).count, 4);
+    assert_eq!(s.phase(Phase::Dns).count, 6, "failed runs still resolved the name");
+    assert_eq!(s.sketch.count(), 4);
+}
+
+#[test]
+fn summary_merge_is_exact_for_counts() {
+    let mut a: S = samples::http_summary(1, 5, 1);
+    let b: S = samples::http_summary(2, 5, 0);
+    let (ta, tb) = (a.phase(Phase::Total).sum, b.phase(Phase::Total).sum);
+    a.merge(&b);
+    assert_eq!(a.runs(), 24);
+    assert_eq!(a.phase(Phase::Total).sum, ta + tb);
+    assert_eq!(a.sketch.count(), 23);
+}
+
+#[test]
+fn batch_round_trip() {
+    let sums: Vec<S> = (0..3).map(|i| samples::http_summary(i, 10, 0)).collect();
+    let first = Seq::first_of_epoch(4).next();
+    let bytes = samples::batch(EdgeId(9), first, 5, &sums).unwrap();
+    let b = Batch::decode(&bytes).unwrap();
+    assert_eq!((b.edge, b.first_seq, b.dropped, b.len()), (EdgeId(9), first, 5, 3));
+    assert_eq!(b.last_seq(), Seq(first.0 + 2));
+    for (i, r) in b.records().enumerate() {
+        assert_eq!(r.kind, RecordKind::Summary);
+        assert_eq!(r.seq, Seq(first.0 + i as u64));
+        let s = S::decode(&mut Decoder::new(r.body)).unwrap();
+        assert_eq!(s, sums[i]);
+    }
+}
+
+#[test]
+fn batch_rejects_bad_headers() {
+    let s: S = samples::http_summary(1, 10, 0);
+    let good = samples::batch(EdgeId(1), Seq(1), 0, &[s]).unwrap();
+    // wrong version
+    let mut v2 = good.clone();
+    v2[1] = 2;
+    assert_eq!(Batch::decode(&v2), Err(WireError::UnsupportedVersion(2)));
+    // truncated anywhere
+    for cut in 0..good.len() {
+        assert!(Batch::decode(&good[..cut]).is_err(), "cut at {cut}");
+    }
+    // trailing byte
+    let mut t = good.clone();
+    t.push(0);
+    assert_eq!(Batch::decode(&t), Err(WireError::TrailingBytes));
+    // sequence numbers running past the epoch
+    let s: S = samples::http_summary(1, 10, 0);
+    let over = samples::batch(EdgeId(1), Seq(u32::MAX as u64), 0, &[s.clone(), s]).unwrap();
+    assert!(matches!(Batch::decode(&over), Err(WireError::Invalid(_))));
+}
+
+#[test]
+fn ack_round_trip() {
+    let mut buf = [0u8; 16];
+    let n = Ack { acked: Seq(7 << 32 | 3) }.encode(&mut buf).unwrap();
+    assert_eq!(Ack::decode(&buf[..n]).unwrap().acked, Seq(7 << 32 | 3));
+    assert!(Ack::decode(&buf[..n - 1]).is_err());
+}
+
+#[test]
+fn seq_gaps() {
+    let a = Seq::first_of_epoch(3).next();
+    assert_eq!(a.gap_to(a.next()), 0);
+    assert_eq!(a.gap_to(Seq(a.0 + 5)), 4);
+    assert_eq!(a.gap_to(Seq::first_of_epoch(4)), 0, "a new boot is not a gap");
+    assert_eq!(a.gap_to(a), 0);
+}
+
+fn all_probe_kinds() -> Vec<ProbeSpec<'static>> {
+    static STEPS: [Step<'static>; 2] = [
+        Step { send: b"PING\r\n", expect: b"+PONG" },
+        Step { send: b"", expect: b"" },
+    ];
+    let kinds = [
+        ProbeKind::Dns { resolver: "127.0.0.1:53", name: "shop.example", qtype: DnsType::Aaaa, expect: Some("::1") },
+        ProbeKind::Tcp { target: "db:5432" },
+        ProbeKind::Http {
+            method: HttpMethod::Post,
+            url: "https://shop.example/api",
+            body: b"{}",
+            expect_status: 201,
+            expect_body: None,
+            max_redirects: 3,
+        },
+        ProbeKind::UdpEcho { target: "127.0.0.1:7", payload: b"x" },
+        ProbeKind::CoapPing { target: "127.0.0.1:5683" },
+        ProbeKind::Icmp { host: "127.0.0.1" },
+        ProbeKind::Transaction { target: "127.0.0.1:6379", steps: List::from_slice(&STEPS) },
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| ProbeSpec { id: ProbeId(i as u16 + 1), interval_ms: 10_000, timeout_ms: 2_000, kind })
+        .collect()
+}
+
+#[test]
+fn probe_specs_round_trip() {
+    for spec in all_probe_kinds() {
+        let mut buf = [0u8; 256];
+        let n = encode_into(&mut buf, |e| spec.encode(e)).unwrap();
+        let back = ProbeSpec::decode(&mut Decoder::new(&buf[..n])).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(back.kind.name(), spec.kind.name());
+        if let ProbeKind::Transaction { steps, .. } = back.kind {
+            let s: Vec<Step> = steps.iter().collect();
+            assert_eq!(s[0].expect, b"+PONG");
+        }
+    }
+}
+
+#[test]
+fn probe_spec_validation() {
+    let mut spec = all_probe_kinds()[1];
+    spec.timeout_ms = 20_000;
+    let mut buf = [0u8; 256];
+    let n = encode_into(&mut buf, |e| spec.encode(e)).unwrap();
+    assert!(matches!(ProbeSpec::decode(&mut Decoder::new(&buf[..n])), Err(WireError::Invalid(_))));
+}
+
+#[test]
+fn probe_result_round_trip() {
+    let mut rng = Rng::new(5);
+    for fail in [false, true] {
+        let r = samples::http_result(&mut rng, ProbeId(3), 1_764_000_000_123, fail);
+        let mut buf = [0u8; 128];
+        let n = encode_into(&mut buf, |e| r.encode(e)).unwrap();
+        assert_eq!(ProbeResult::decode(&mut Decoder::new(&buf[..n])).unwrap(), r);
+    }
+    let empty = ProbeResult {
+        probe: ProbeId(1),
+        at_ms: 0,
+        phases: PhaseTimings::new(),
+        error: Some(ErrorClass::Refused),
+        error_after_us: None,
+        detail: 0,
+        redirects: 0,
+    };
+    let mut buf = [0u8; 64];
+    let n = encode_into(&mut buf, |e| empty.encode(e)).unwrap();
+    assert_eq!(ProbeResult::decode(&mut Decoder::new(&buf[..n])).unwrap(), empty);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Batch::decode(&bytes).map(|b| b.records().count());
+        let _ = Ack::decode(&bytes);
+        let _ = S::decode(&mut Decoder::new(&bytes));
+        let _ = ProbeSpec::decode(&mut Decoder::new(&bytes)).map(|s| {
+            if let ProbeKind::Transaction { steps, .. } = s.kind { steps.iter().count() } else { 0 }
+        });
+        let _ = ProbeResult::decode(&mut Decoder::new(&bytes));
+    }
+
+    #[test]
+    fn mutated_batches_never_panic(seed in any::<u64>(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+        let s: S = samples::http_summary(seed, 5, (seed % 3) as u32);
+        let mut bytes = samples::batch(EdgeId(1), Seq(seed >> 1), seed % 7, &[s]).unwrap();
+        for (at, v) in flips {
+            let i = at % bytes.len();
+            bytes[i] ^= v;
+        }
+        if let Ok(b) = Batch::decode(&bytes) {
+            for r in b.records() {
+                let _ = S::decode(&mut Decoder::new(r.body));
+            }
+        }
+    }
+
+    #[test]
+    fn summaries_round_trip(seed in any::<u64>(), interval in 1u32..=60, failures in 0u32..4) {
+        let s: S = samples::http_summary(seed, interval, failures.min(60 / interval));
+        let bytes = encode_summary(&s);
+        prop_assert_eq!(S::decode(&mut Decoder::new(&bytes)).unwrap(), s);
+    }
+}
