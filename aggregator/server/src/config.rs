@@ -1,0 +1,454 @@
+//! The super-manager's configuration: a TOML file, every key optional.
+//!
+//! Without a file (or for every key a file leaves out) the defaults below apply; they match
+//! `qos-aggregator.example.toml` next to `Cargo.toml`, which a test keeps in step with this
+//! module. Unknown keys are refused so that a misspelt option is an error, not a silent default.
+//!
+//! ```toml
+//! [http]
+//! listen = "127.0.0.1:8080"
+//! workers = 2
+//!
+//! [coap]
+//! listen = "127.0.0.1:5683"
+//!
+//! [coap.reliability]
+//! ack_timeout_ms = 2000
+//! ack_random_factor = 1.5
+//! max_retransmit = 4
+//!
+//! [store]
+//! data_dir = "./qos-data"
+//! synchronous = "full"
+//! ```
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The name of the SQLite database file inside [`StoreConfig::data_dir`].
+pub const DATABASE_FILE: &str = "qos.sqlite";
+
+/// Highest accepted [`HttpConfig::workers`].
+pub const MAX_HTTP_WORKERS: usize = 16;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[http]`: the JSON API.
+    pub http: HttpConfig,
+    /// `[coap]`: the CoAP/UDP ingest endpoint that edges and brokers send to.
+    pub coap: CoapConfig,
+    /// `[store]`: where and how records are kept.
+    pub store: StoreConfig,
+}
+
+/// `[http]`: the JSON API under `/api/v1/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `listen`: TCP address (`IP:port`) of the HTTP API. Default `127.0.0.1:8080`, reachable from
+    /// this machine only; use `0.0.0.0:8080` (or `[::]:8080`) to serve other machines. Port 0
+    /// picks a free port (the chosen one is logged).
+    pub listen: SocketAddr,
+    /// `workers`: threads answering HTTP requests, 1 to 16. Default 2. Each worker holds its own
+    /// read-only store connection, so API reads never block the ingest writer.
+    pub workers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080)),
+            workers: 2,
+        }
+    }
+}
+
+/// `[coap]`: the CoAP/UDP ingest endpoint (RFC 7252).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoapConfig {
+    /// `listen`: UDP address (`IP:port`) the CoAP ingest binds. Default `127.0.0.1:5683` (the
+    /// CoAP port on loopback), which accepts edges and brokers on this machine only — including
+    /// QEMU guests on user networking, which reach the host's loopback through their gateway.
+    /// To accept edges from other machines set `0.0.0.0:5683` (or `[::]:5683`) and restrict who
+    /// may send with the host firewall: plain CoAP has no authentication.
+    pub listen: SocketAddr,
+    /// `[coap.reliability]`: retransmission parameters for confirmable messages.
+    pub reliability: ReliabilityConfig,
+}
+
+/// Default for [`CoapConfig::listen`].
+fn default_coap_listen() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5683))
+}
+
+impl Default for CoapConfig {
+    fn default() -> Self {
+        CoapConfig {
+            listen: default_coap_listen(),
+            reliability: ReliabilityConfig::default(),
+        }
+    }
+}
+
+/// `[coap.reliability]`: the transmission parameters of RFC 7252 §4.8, used for the confirmable
+/// messages this endpoint sends (its defaults are the RFC's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReliabilityConfig {
+    /// `ack_timeout_ms`: ACK_TIMEOUT in milliseconds, at least 1. Default 2000.
+    pub ack_timeout_ms: u64,
+    /// `ack_random_factor`: ACK_RANDOM_FACTOR, a number of at least 1.0. Default 1.5. The first
+    /// retransmission waits a random time between ACK_TIMEOUT and ACK_TIMEOUT × this factor.
+    pub ack_random_factor: f64,
+    /// `max_retransmit`: MAX_RETRANSMIT, 0 to 255. Default 4.
+    pub max_retransmit: u8,
+}
+
+impl Default for ReliabilityConfig {
+    fn default() -> Self {
+        ReliabilityConfig {
+            ack_timeout_ms: 2000,
+            ack_random_factor: 1.5,
+            max_retransmit: 4,
+        }
+    }
+}
+
+/// `[store]`: the embedded SQLite store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `data_dir`: directory holding the database file `qos.sqlite` (and its `-wal`/`-shm`
+    /// companions). Created if missing. A relative path is resolved against the working directory
+    /// of the process, not against the configuration file. Default `./qos-data`.
+    pub data_dir: PathBuf,
+    /// `synchronous`: when commits reach the disk, `"full"` (default) or `"normal"`. See
+    /// [`Synchronous`].
+    pub synchronous: Synchronous,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("./qos-data"),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The path of the database file: `data_dir/qos.sqlite`.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+}
+
+/// SQLite's `synchronous` setting, in WAL mode.
+///
+/// The super-manager acknowledges a record only after its transaction has committed, and an
+/// acknowledged record is forgotten upstream (DESIGN §4), so a commit must outlive whatever can
+/// happen next.
+///
+/// - `Full` (default): every commit fsyncs the write-ahead log. A committed batch survives a
+///   process kill, an OS crash and a power loss. Cost: one fsync per transaction, which is why
+///   the ingest commits whole batches (and should group datagrams into one transaction).
+/// - `Normal`: commits are written to the log but fsynced only at checkpoints. A committed batch
+///   survives a process kill (the data sits in the OS page cache), but the last transactions can
+///   be lost on an OS crash or power loss — after they were acknowledged. The database itself
+///   stays consistent either way. Choose it only where that loss is acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// `PRAGMA synchronous = FULL`.
+    Full,
+    /// `PRAGMA synchronous = NORMAL`.
+    Normal,
+}
+
+impl Synchronous {
+    /// The value for `PRAGMA synchronous`.
+    pub fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Why a configuration could not be loaded. Every variant names the file; `Display` is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value (0 if unknown).
+        line: usize,
+        /// 1-based column (0 if unknown).
+        column: usize,
+        /// The parser's explanation, naming the field where it can.
+        message: String,
+    },
+    /// A value has the right type but is out of range.
+    #[error("{}: `{field}` = {value}: {reason}", path.display())]
+    Invalid {
+        /// The file (`<defaults>` when no file was given).
+        path: PathBuf,
+        /// The dotted key, such as `http.workers`.
+        field: &'static str,
+        /// The value found.
+        value: String,
+        /// What is expected instead.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(span) => line_column(text, span.start),
+                None => (0, 0),
+            };
+            ConfigError::Parse {
+                path: origin.to_path_buf(),
+                line,
+                column,
+                message: one_line(e.message()),
+            }
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks the ranges the types cannot express; `origin` names the file in errors.
+    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, value: &dyn fmt::Display, reason| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            field,
+            value: value.to_string(),
+            reason,
+        };
+        if self.http.workers == 0 || self.http.workers > MAX_HTTP_WORKERS {
+            return Err(invalid(
+                "http.workers",
+                &self.http.workers,
+                "expected 1 to 16 threads",
+            ));
+        }
+        let rel = &self.coap.reliability;
+        if rel.ack_timeout_ms == 0 {
+            return Err(invalid(
+                "coap.reliability.ack_timeout_ms",
+                &rel.ack_timeout_ms,
+                "expected at least 1 millisecond",
+            ));
+        }
+        if !rel.ack_random_factor.is_finite() || rel.ack_random_factor < 1.0 {
+            return Err(invalid(
+                "coap.reliability.ack_random_factor",
+                &rel.ack_random_factor,
+                "expected a finite number of at least 1.0",
+            ));
+        }
+        if self.store.data_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "store.data_dir",
+                &"\"\"",
+                "expected a directory path",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
+    (line, column)
+}
+
+/// Joins a possibly multi-line message into one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../qos-aggregator.example.toml");
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.http.workers, 2);
+        assert_eq!(config.coap.listen.to_string(), "127.0.0.1:5683");
+        assert_eq!(config.coap.reliability.ack_timeout_ms, 2000);
+        assert_eq!(config.coap.reliability.ack_random_factor, 1.5);
+        assert_eq!(config.coap.reliability.max_retransmit, 4);
+        assert_eq!(config.store.data_dir, PathBuf::from("./qos-data"));
+        assert_eq!(config.store.synchronous, Synchronous::Full);
+        assert_eq!(
+            config.store.database_path(),
+            Path::new("./qos-data").join("qos.sqlite")
+        );
+    }
+
+    #[test]
+    fn example_file_equals_the_defaults() {
+        assert_eq!(parse(EXAMPLE).unwrap(), Config::default());
+    }
+
+    /// Every option must appear (uncommented) in the example file, so the example documents all of
+    /// them; equality with the defaults alone would not notice a missing key.
+    #[test]
+    fn example_file_sets_every_option() {
+        fn keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+            if let serde_json::Value::Object(map) = value {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if v.is_object() {
+                        keys(&path, v, out);
+                    } else {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        let mut expected = Vec::new();
+        keys(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut expected,
+        );
+        let mut present = Vec::new();
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        keys("", &serde_json::to_value(&example).unwrap(), &mut present);
+        expected.sort();
+        present.sort();
+        assert_eq!(present, expected);
+        assert!(expected.len() >= 8, "keys found: {expected:?}");
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let config = parse("[http]\nlisten = \"0.0.0.0:9000\"\n").unwrap();
+        assert_eq!(config.http.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.http.workers, 2);
+        assert_eq!(config.coap, CoapConfig::default());
+        assert_eq!(config.store, StoreConfig::default());
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_name_and_line() {
+        let err = parse("[http]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n").unwrap_err();
+        let ConfigError::Parse {
+            line, ref message, ..
+        } = err
+        else {
+            panic!("expected a parse error, got {err:?}");
+        };
+        assert_eq!(line, 3);
+        assert!(message.contains("lisen"), "{message}");
+        let text = err.to_string();
+        assert!(text.starts_with("test.toml:3:"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn unknown_table_is_refused() {
+        let err = parse("[htp]\nlisten = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("htp"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_names_the_line() {
+        let err = parse("\n[coap]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: 3, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn synchronous_accepts_normal_and_refuses_others() {
+        let config = parse("[store]\nsynchronous = \"normal\"\n").unwrap();
+        assert_eq!(config.store.synchronous, Synchronous::Normal);
+        assert_eq!(config.store.synchronous.pragma_value(), "NORMAL");
+        let err = parse("[store]\nsynchronous = \"off\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: 2, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        let cases = [
+            ("[http]\nworkers = 0\n", "http.workers"),
+            ("[http]\nworkers = 17\n", "http.workers"),
+            (
+                "[coap.reliability]\nack_timeout_ms = 0\n",
+                "coap.reliability.ack_timeout_ms",
+            ),
+            (
+                "[coap.reliability]\nack_random_factor = 0.5\n",
+                "coap.reliability.ack_random_factor",
+            ),
+            (
+                "[coap.reliability]\nack_random_factor = nan\n",
+                "coap.reliability.ack_random_factor",
+            ),
+            ("[store]\ndata_dir = \"\"\n", "store.data_dir"),
+        ];
+        for (text, field) in cases {
+            match parse(text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: expected Invalid({field}), got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = Config::load(Path::new("no/such/dir/qos.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("no/such/dir/qos.toml"), "{err}");
+    }
+}

@@ -1,0 +1,24 @@
+//! `qos-aggregator`: the super-manager of the QoS-monitoring system.
+//!
+//! The crate is a library plus a thin binary (`src/main.rs`) so that tests and later listeners
+//! (the CoAP ingest) can drive the same code the binary runs. One module per concern:
+//!
+//! - [`config`]: the TOML configuration, its defaults and validation;
+//! - [`store`]: the [`store::Store`] trait and its SQLite implementation (deduplication by
+//!   `(edge, seq)`, gap and drop accounting, schema migrations);
+//! - [`ingest`]: uplink batches to the store and back to an acknowledgement (sans-IO);
+//! - [`coap`]: the CoAP resources of the super-manager over the shared endpoint (sans-IO);
+//! - [`stats`]: lock-free ingest counters and the reasons a datagram can be rejected;
+//! - [`http`]: the JSON API under `/api/v1/`;
+//! - [`serve`]: wires configuration, store, counters and listeners together ([`serve::run_serve`]);
+
+pub mod coap;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod serve;
+pub mod stats;
+pub mod store;
+
+/// The version of this build, as reported by `GET /api/v1/health`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

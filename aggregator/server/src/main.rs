@@ -1,0 +1,69 @@
+//! `qos-aggregator`: the super-manager's command line. The work is done by the library; this
+//! file parses arguments, sets up logging and signals, and maps errors to exit codes:
+//! 0 on a clean shutdown, 2 for usage and configuration errors, 1 for runtime errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use qos_aggregator::config::Config;
+use qos_aggregator::serve::run_serve;
+
+/// The super-manager of the QoS-monitoring system.
+#[derive(Debug, Parser)]
+#[command(name = "qos-aggregator", version, about)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    log_level: tracing::Level,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the super-manager: store, HTTP API (and CoAP ingest) until SIGINT or SIGTERM.
+    Serve {
+        /// TOML configuration file; without it the defaults apply (see
+        /// qos-aggregator.example.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    qos_host::init_logging(cli.log_level);
+    match cli.command {
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match &config_path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return fail(&e, 2),
+    };
+    match &config_path {
+        Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
+        None => tracing::info!("no --config given: using the defaults"),
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    qos_host::signal::install(shutdown.clone());
+    let result = run_serve(&config, shutdown).and_then(|handle| handle.wait());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, 1),
+    }
+}
+
+/// Prints `error` on one line and returns `code`.
+fn fail(error: &dyn std::error::Error, code: u8) -> ExitCode {
+    qos_host::fail("qos-aggregator", error, code)
+}

@@ -1,0 +1,316 @@
+//! `qos-aggregator serve`: opens the store, starts the listeners, stops them in order.
+//!
+//! [`run_serve`] returns at once with a [`ServeHandle`]; [`ServeHandle::wait`] blocks until the
+//! shutdown flag is set (by SIGINT/SIGTERM through [`crate::signal`], or by a test) and then stops
+//! everything. Listeners:
+//!
+//! - the HTTP API ([`crate::http`]), one read-only store connection per worker;
+//! - the CoAP ingest, which owns the store's single writer. It is not written yet:
+//!   [`start_ingest`] is the place it goes, with its contract documented there.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use std::net::UdpSocket;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::coap::{coap_config, CoapServer, MAX_MESSAGE};
+use crate::config::{CoapConfig, Config};
+use crate::ingest::Ingest;
+use crate::http::{self, HttpError, HttpServer};
+use crate::stats::IngestStats;
+use crate::store::{SqliteStore, Store, StoreError, StoreRead};
+
+/// How often [`ServeHandle::wait`] looks at the shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// Why serving could not start or ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP API could not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// A listener thread could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Spawn {
+        /// Which listener.
+        name: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A socket could not be bound.
+    #[error("cannot bind the {what} listener to {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The CoAP parameters are invalid.
+    #[error("invalid [coap.reliability]: {0}")]
+    Coap(String),
+    /// A listener thread ended by panicking.
+    #[error("the {name} listener stopped unexpectedly")]
+    ListenerFailed {
+        /// Which listener.
+        name: &'static str,
+    },
+}
+
+/// A listener running beside the HTTP API, stopped through the shared shutdown flag.
+pub struct Listener {
+    name: &'static str,
+    thread: Option<JoinHandle<()>>,
+    /// The address it is bound to, if it listens on a socket.
+    local: Option<SocketAddr>,
+}
+
+impl Listener {
+    /// A listener whose work runs on `thread`; the thread must end soon after the shutdown flag
+    /// is set.
+    pub fn thread(name: &'static str, thread: JoinHandle<()>) -> Listener {
+        Listener {
+            name,
+            thread: Some(thread),
+            local: None,
+        }
+    }
+
+    /// The address it is bound to, if it listens on a socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    /// The listener's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn has_died(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| t.is_finished())
+    }
+
+    fn join(mut self) -> Result<(), ServeError> {
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .map_err(|_| ServeError::ListenerFailed { name: self.name }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Start the CoAP ingest: bind `coap.listen` (UDP) now, so a bind error fails `serve` at
+/// start-up with the address in the message, and spawn the thread that owns `store` (the only
+/// writer). The thread is a thin driver around [`CoapServer`]: it waits on the socket until the
+/// endpoint's next deadline (at most [`SHUTDOWN_POLL`], so it notices `shutdown`), hands each
+/// datagram over, and sends what the server has to send. A batch is acknowledged only after
+/// the store committed it.
+pub fn start_ingest(
+    coap: &CoapConfig,
+    store: Box<dyn Store>,
+    stats: Arc<IngestStats>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Listener, ServeError> {
+    let socket = UdpSocket::bind(coap.listen).map_err(|source| ServeError::Bind {
+        what: "CoAP",
+        addr: coap.listen,
+        source,
+    })?;
+    let local = socket.local_addr().map_err(|source| ServeError::Bind {
+        what: "CoAP",
+        addr: coap.listen,
+        source,
+    })?;
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+    let server = CoapServer::new(coap_config(&coap.reliability), Ingest::new(store, stats), seed)
+        .map_err(|e| ServeError::Coap(e.to_string()))?;
+    tracing::info!(listen = %local, "CoAP ingest listening");
+    let thread = std::thread::Builder::new()
+        .name("coap-ingest".into())
+        .spawn(move || coap_loop(socket, server, &shutdown))
+        .map_err(|source| ServeError::Spawn { name: "coap-ingest", source })?;
+    Ok(Listener { name: "coap-ingest", thread: Some(thread), local: Some(local) })
+}
+
+fn coap_loop(socket: UdpSocket, mut server: CoapServer<SocketAddr>, shutdown: &AtomicBool) {
+    let start = Instant::now();
+    let mono = || start.elapsed().as_millis() as u64;
+    let unix_ms = || SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    // Room for one byte more than the largest message, to recognise oversized datagrams.
+    let mut rx = vec![0u8; MAX_MESSAGE + 1];
+    let mut tx = vec![0u8; MAX_MESSAGE];
+    while !shutdown.load(Ordering::Relaxed) {
+        let now = mono();
+        let wait = server
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.saturating_sub(now)))
+            .unwrap_or(SHUTDOWN_POLL)
+            .clamp(Duration::from_millis(1), SHUTDOWN_POLL);
+        if let Err(e) = socket.set_read_timeout(Some(wait)) {
+            tracing::error!(error = %e, "CoAP socket: cannot set timeout");
+            return;
+        }
+        match socket.recv_from(&mut rx) {
+            Ok((n, from)) => server.handle_datagram(mono(), unix_ms(), from, &rx[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            // ICMP errors of earlier sends surface here on Linux; they concern one peer only.
+            Err(e) => tracing::debug!(error = %e, "CoAP receive error"),
+        }
+        let now = mono();
+        server.handle_timeout(now);
+        while let Some((to, n)) = server.poll_transmit(now, &mut tx) {
+            if let Err(e) = socket.send_to(&tx[..n], to) {
+                tracing::debug!(error = %e, peer = %to, "CoAP send failed");
+            }
+        }
+    }
+}
+
+/// A running `serve`: HTTP API plus the other listeners.
+pub struct ServeHandle {
+    shutdown: Arc<AtomicBool>,
+    http: Option<HttpServer>,
+    listeners: Vec<Listener>,
+    stats: Arc<IngestStats>,
+    database: PathBuf,
+}
+
+impl std::fmt::Debug for ServeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeHandle")
+            .field("http", &self.http)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts serving with `config`: creates `store.data_dir`, opens (and migrates) the store,
+/// starts the HTTP API and the ingest slot. Returns once everything listens. Setting `shutdown`
+/// asks every listener to stop; [`ServeHandle::wait`] then joins them.
+pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHandle, ServeError> {
+    let started = Instant::now();
+    let data_dir = &config.store.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| ServeError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let database = config.store.database_path();
+    let store = SqliteStore::open(&database, config.store.synchronous)?;
+    tracing::info!(
+        path = %database.display(),
+        synchronous = config.store.synchronous.pragma_value(),
+        "store open"
+    );
+
+    let stats = Arc::new(IngestStats::new());
+    let readers = (0..config.http.workers)
+        .map(|_| store.open_reader())
+        .collect::<Result<Vec<Box<dyn StoreRead>>, _>>()?;
+    let http = http::start(config.http.listen, readers, stats.clone(), started)?;
+    tracing::info!(
+        "HTTP API on http://{}{} (health, stats, edges)",
+        http.local_addr(),
+        http::API_PREFIX
+    );
+
+    let mut handle = ServeHandle {
+        shutdown: shutdown.clone(),
+        http: Some(http),
+        listeners: Vec::new(),
+        stats: stats.clone(),
+        database,
+    };
+    // Further listeners slot in here, each stopped by `shutdown` and joined by `stop`.
+    handle.listeners.push(start_ingest(
+        &config.coap,
+        Box::new(store),
+        stats,
+        shutdown,
+    )?);
+    Ok(handle)
+}
+
+impl ServeHandle {
+    /// The address the HTTP API is bound to.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .as_ref()
+            .map(HttpServer::local_addr)
+            .expect("HTTP server runs until stop")
+    }
+
+    /// The UDP address the CoAP ingest is bound to.
+    pub fn coap_addr(&self) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find_map(Listener::local_addr)
+            .expect("the CoAP ingest runs until stop")
+    }
+
+    /// The ingest counters shown by the API.
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> &Path {
+        &self.database
+    }
+
+    /// Blocks until the shutdown flag is set (or a listener dies), then stops everything.
+    pub fn wait(self) -> Result<(), ServeError> {
+        let mut died = None;
+        while !self.shutdown.load(Ordering::SeqCst) {
+            if let Some(dead) = self.listeners.iter().find(|l| l.has_died()) {
+                tracing::error!(listener = dead.name(), "listener stopped unexpectedly");
+                died = Some(dead.name());
+                break;
+            }
+            std::thread::sleep(SHUTDOWN_POLL);
+        }
+        let result = self.stop();
+        match died {
+            Some(name) => result.and(Err(ServeError::ListenerFailed { name })),
+            None => result,
+        }
+    }
+
+    /// Sets the shutdown flag, stops the HTTP API (current requests finish), and joins the other
+    /// listeners. Returns the first listener failure, if any.
+    pub fn stop(mut self) -> Result<(), ServeError> {
+        self.shutdown.store(true, Ordering::SeqCst);
+        tracing::info!("shutting down");
+        if let Some(http) = self.http.take() {
+            http.stop();
+        }
+        let mut result = Ok(());
+        for listener in self.listeners.drain(..) {
+            if let Err(e) = listener.join() {
+                tracing::error!(error = %e, "listener failed");
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        tracing::info!("stopped");
+        result
+    }
+}

@@ -1,0 +1,281 @@
+//! Ingest counters: lock-free, shared between the ingest thread (which counts) and the HTTP
+//! workers (which report them at `GET /api/v1/stats`).
+//!
+//! Counters only grow, from process start; they are not persisted (the store's own totals are).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Why an incoming datagram or record was refused. Each reason is counted separately and
+/// rendered under its [`name`](RejectReason::name) in the `rejected` object of the stats.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Not a valid CoAP message or not valid CBOR.
+    Malformed,
+    /// The message or payload ended early.
+    Truncated,
+    /// A payload version this binary does not know.
+    UnsupportedVersion,
+    /// A request for a resource the endpoint does not have.
+    UnknownResource,
+    /// Larger than the endpoint accepts.
+    Oversized,
+    /// A Content-Format other than application/cbor.
+    BadContentFormat,
+    /// The store failed; the batch was not acknowledged and nothing of it was written.
+    StoreError,
+}
+
+impl RejectReason {
+    /// Every reason, in rendering order. Adding a variant means adding it here.
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::Malformed,
+        RejectReason::Truncated,
+        RejectReason::UnsupportedVersion,
+        RejectReason::UnknownResource,
+        RejectReason::Oversized,
+        RejectReason::BadContentFormat,
+        RejectReason::StoreError,
+    ];
+
+    /// The snake_case name used in JSON and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::Truncated => "truncated",
+            RejectReason::UnsupportedVersion => "unsupported_version",
+            RejectReason::UnknownResource => "unknown_resource",
+            RejectReason::Oversized => "oversized",
+            RejectReason::BadContentFormat => "bad_content_format",
+            RejectReason::StoreError => "store_error",
+        }
+    }
+
+    /// Position in [`RejectReason::ALL`] (and in the counter array).
+    fn index(self) -> usize {
+        match self {
+            RejectReason::Malformed => 0,
+            RejectReason::Truncated => 1,
+            RejectReason::UnsupportedVersion => 2,
+            RejectReason::UnknownResource => 3,
+            RejectReason::Oversized => 4,
+            RejectReason::BadContentFormat => 5,
+            RejectReason::StoreError => 6,
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The live counters. Share it as `Arc<IngestStats>`; all methods take `&self`.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    datagrams: AtomicU64,
+    batches: AtomicU64,
+    records: AtomicU64,
+    duplicates: AtomicU64,
+    stored: AtomicU64,
+    acked: AtomicU64,
+    rejected: [AtomicU64; RejectReason::ALL.len()],
+}
+
+impl IngestStats {
+    /// Fresh counters, all zero.
+    pub fn new() -> IngestStats {
+        IngestStats::default()
+    }
+
+    /// `n` datagrams arrived (valid or not).
+    pub fn add_datagrams(&self, n: u64) {
+        self.datagrams.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` batches were decoded.
+    pub fn add_batches(&self, n: u64) {
+        self.batches.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` records were decoded (new or duplicate).
+    pub fn add_records(&self, n: u64) {
+        self.records.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` records were already stored and ignored.
+    pub fn add_duplicates(&self, n: u64) {
+        self.duplicates.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` records were stored for the first time.
+    pub fn add_stored(&self, n: u64) {
+        self.stored.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` acknowledgements were sent.
+    pub fn add_acked(&self, n: u64) {
+        self.acked.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One datagram or record was refused for `reason`.
+    pub fn reject(&self, reason: RejectReason) {
+        self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A consistent-enough copy of the counters (each read atomically, not all at one instant).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            received: Received {
+                datagrams: get(&self.datagrams),
+                batches: get(&self.batches),
+                records: get(&self.records),
+            },
+            duplicates: get(&self.duplicates),
+            stored: get(&self.stored),
+            acked: get(&self.acked),
+            rejected: RejectReason::ALL.map(|r| (r, get(&self.rejected[r.index()]))),
+        }
+    }
+}
+
+/// A copy of [`IngestStats`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// What arrived.
+    pub received: Received,
+    /// Records already stored, ignored.
+    pub duplicates: u64,
+    /// Records stored for the first time.
+    pub stored: u64,
+    /// Acknowledgements sent.
+    pub acked: u64,
+    /// Refusals per reason, in [`RejectReason::ALL`] order.
+    pub rejected: [(RejectReason, u64); RejectReason::ALL.len()],
+}
+
+/// The `received` group of the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Received {
+    /// Datagrams.
+    pub datagrams: u64,
+    /// Decoded batches.
+    pub batches: u64,
+    /// Decoded records.
+    pub records: u64,
+}
+
+impl StatsSnapshot {
+    /// The count for `reason`.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason.index()].1
+    }
+
+    /// All refusals together.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The JSON rendering:
+    /// `{"received":{"datagrams":..,"batches":..,"records":..},"duplicates":..,"stored":..,
+    /// "acked":..,"rejected":{"malformed":..,...},"rejected_total":..}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let rejected: serde_json::Map<String, serde_json::Value> = self
+            .rejected
+            .iter()
+            .map(|(r, n)| (r.name().to_string(), (*n).into()))
+            .collect();
+        serde_json::json!({
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "stored": self.stored,
+            "acked": self.acked,
+            "rejected": rejected,
+            "rejected_total": self.rejected_total(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case_and_indices_match_all() {
+        let mut names = Vec::new();
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+            let name = r.name();
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
+            assert_eq!(r.to_string(), name);
+            names.push(name);
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RejectReason::ALL.len());
+    }
+
+    #[test]
+    fn counters_accumulate_and_render_as_json() {
+        let stats = IngestStats::new();
+        stats.add_datagrams(3);
+        stats.add_batches(2);
+        stats.add_records(10);
+        stats.add_stored(8);
+        stats.add_duplicates(2);
+        stats.add_acked(2);
+        stats.reject(RejectReason::Truncated);
+        stats.reject(RejectReason::BadContentFormat);
+        stats.reject(RejectReason::BadContentFormat);
+
+        let snap = stats.snapshot();
+        assert_eq!(snap.rejected(RejectReason::BadContentFormat), 2);
+        assert_eq!(snap.rejected(RejectReason::Malformed), 0);
+        assert_eq!(snap.rejected_total(), 3);
+
+        let json = snap.to_json();
+        assert_eq!(json["received"]["datagrams"], 3);
+        assert_eq!(json["received"]["batches"], 2);
+        assert_eq!(json["received"]["records"], 10);
+        assert_eq!(json["stored"], 8);
+        assert_eq!(json["duplicates"], 2);
+        assert_eq!(json["acked"], 2);
+        assert_eq!(json["rejected"]["truncated"], 1);
+        assert_eq!(json["rejected"]["bad_content_format"], 2);
+        assert_eq!(json["rejected"]["store_error"], 0);
+        assert_eq!(
+            json["rejected"].as_object().unwrap().len(),
+            RejectReason::ALL.len()
+        );
+        assert_eq!(json["rejected_total"], 3);
+    }
+
+    #[test]
+    fn counting_from_many_threads_loses_nothing() {
+        let stats = std::sync::Arc::new(IngestStats::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        stats.add_datagrams(1);
+                        stats.reject(RejectReason::Oversized);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let snap = stats.snapshot();
+        assert_eq!(snap.received.datagrams, 4000);
+        assert_eq!(snap.rejected(RejectReason::Oversized), 4000);
+    }
+}

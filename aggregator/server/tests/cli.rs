@@ -1,0 +1,145 @@
+//! The `qos-aggregator` binary: exit codes, one-line errors, clean shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const BIN: &str = env!("CARGO_BIN_EXE_qos-aggregator");
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "qos-aggregator-cli-{}-{name}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_config_error_exits_2_with_one_line_naming_file_and_line() {
+    let dir = TempDir::new("bad-config");
+    let path = dir.0.join("bad.toml");
+    std::fs::write(&path, "[store]\ndata_dir = \"x\"\ndatadir = \"y\"\n").unwrap();
+    let (code, stderr) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("bad.toml:3:"), "{stderr}");
+    assert!(lines[0].contains("datadir"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let (code, stderr) = run(&["serve", "--config", "does-not-exist.toml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("does-not-exist.toml"), "{stderr}");
+}
+
+#[test]
+fn subcommands_not_built_yet_are_usage_errors() {
+    let (code, stderr) = run(&["broker", "--config", "x.toml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn a_runtime_error_exits_1() {
+    let dir = TempDir::new("runtime");
+    let blocker = dir.0.join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let config = dir.0.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = {:?}\n",
+            blocker.join("sub")
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = run(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let error_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("qos-aggregator: error:"))
+        .collect();
+    assert_eq!(error_lines.len(), 1, "{stderr}");
+    assert!(error_lines[0].contains("sub"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_answers_then_exits_cleanly_on_sigterm() {
+    let dir = TempDir::new("sigterm");
+    let config = dir.0.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[store]\ndata_dir = {:?}\nsynchronous = \"normal\"\n",
+            dir.0.join("data")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("server ended before listening:\n{seen}");
+        }
+        seen.push_str(&line);
+        if let Some(rest) = line.split("HTTP API on http://").nth(1) {
+            break rest.split('/').next().unwrap().parse().unwrap();
+        }
+    };
+
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("\"status\":\"ok\""), "{reply}");
+
+    let pid = child.id().to_string();
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}{rest}");
+    assert!(rest.contains("stopped"), "{seen}{rest}");
+    assert!(dir.0.join("data").join("qos.sqlite").exists());
+}

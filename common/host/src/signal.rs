@@ -1,0 +1,77 @@
+//! SIGINT and SIGTERM as a shutdown flag, without extra dependencies.
+//!
+//! [`install`] registers a handler for both signals (through the C library's `signal(2)`,
+//! which std already links on Unix) that only stores `true` into the given flag — an atomic
+//! store, which is async-signal-safe. The serving threads poll the flag and shut down in order.
+//! A second signal while the flag is already set ends the process at once with `_exit(130)`,
+//! for the case where a clean shutdown hangs.
+//!
+//! Why not a crate: `ctrlc` or `signal-hook` would do the same in more code and more dependencies;
+//! the two functions declared below are POSIX and have the same signal numbers (SIGINT 2, SIGTERM
+//! 15) on every Unix. On other platforms [`install`] does nothing and Ctrl-C ends the process
+//! with the platform's default behaviour (SQLite's journal keeps the store consistent).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Makes SIGINT and SIGTERM set `flag`. Call once; later calls keep the first flag and return
+/// `false`.
+pub fn install(flag: Arc<AtomicBool>) -> bool {
+    imp::install(flag)
+}
+
+#[cfg(unix)]
+#[allow(unsafe_code)]
+mod imp {
+    use std::os::raw::c_int;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    const SIGINT: c_int = 2;
+    const SIGTERM: c_int = 15;
+    /// `SIG_ERR` is `(sighandler_t) -1`.
+    const SIG_ERR: usize = usize::MAX;
+
+    extern "C" {
+        fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
+        fn _exit(status: c_int) -> !;
+    }
+
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+    extern "C" fn on_signal(_signum: c_int) {
+        // Only async-signal-safe operations: an atomic load of the initialised OnceLock, an
+        // atomic swap, and _exit.
+        if let Some(flag) = FLAG.get() {
+            if flag.swap(true, Ordering::SeqCst) {
+                // SAFETY: _exit is async-signal-safe and never returns.
+                unsafe { _exit(130) }
+            }
+        }
+    }
+
+    pub(super) fn install(flag: Arc<AtomicBool>) -> bool {
+        if FLAG.set(flag).is_err() {
+            return false;
+        }
+        for signum in [SIGINT, SIGTERM] {
+            // SAFETY: `on_signal` has the C handler signature and only does async-signal-safe
+            // work; FLAG is initialised before the handler is registered.
+            let previous = unsafe { signal(signum, on_signal) };
+            if previous == SIG_ERR {
+                tracing::warn!(signum, "cannot install signal handler");
+            }
+        }
+        true
+    }
+}
+
+#[cfg(not(unix))]
+mod imp {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    pub(super) fn install(_flag: Arc<AtomicBool>) -> bool {
+        false
+    }
+}

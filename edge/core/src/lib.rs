@@ -1,0 +1,27 @@
+//! The sub-manager (edge) state machine: no_std, no allocation, no clock, no sockets.
+//!
+//! - [`outbox`]: the fixed-capacity store-and-forward queue with sequence numbers, cumulative
+//!   acknowledgement and the stated loss rules.
+//! - [`uplink`]: CON exchanges carrying batches from the outbox to a broker, with failover.
+//! - [`summariser`]: window summaries of probe results.
+//! - [`storage`]: what an edge persists (boot epoch, configuration, outbox) behind a small trait.
+//!
+//! Drivers (the Linux binary, the embassy boards) own the sockets and the clock and call into
+//! these with `now` in milliseconds.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub(crate) mod fmt;
+
+pub mod outbox;
+pub mod storage;
+pub mod summariser;
+pub mod uplink;
+
+pub use outbox::Outbox;
+pub use summariser::Summariser;
+pub use uplink::{Uplink, UplinkConfig};

@@ -1,0 +1,293 @@
+//! The uplink: moves the outbox to a broker (or the super-manager) in CON exchanges, one batch
+//! at a time (NSTART 1), and releases records on cumulative acknowledgement.
+//!
+//! Rules, in one place:
+//! - A batch is a CON `POST /u` (Content-Format 60) carrying [`qos_wire::uplink`]'s batch. The
+//!   2.04 answer carries an [`Ack`]; every record up to it leaves the outbox.
+//! - If the exchange fails (no ACK after the CoAP retransmissions, or a Reset), the same batch
+//!   goes to the next broker in the list at once (failover). Sequence numbers stay, so the
+//!   store deduplicates whatever had arrived before.
+//! - While on a broker other than the first, the uplink returns to the first one after
+//!   `return_after_ms` (default 5 min), at the next batch: the first broker is the preferred
+//!   one (nearest), the others are fallbacks.
+//! - A 5.xx answer (the store is unavailable) retries the same batch at the same broker after
+//!   `retry_after_ms`. A 4.xx answer means the receiver will never accept this batch (for
+//!   instance a wire version it does not speak): the batch is dropped and counted in `dropped`,
+//!   so the loss is visible upstream, and the outbox moves on.
+
+use heapless::Vec;
+use qos_coap::{
+    content_format, option, Code, Config as CoapConfig, Endpoint, Event as CoapEvent, ExchangeId,
+    Incoming, Reliability, Request,
+};
+use qos_wire::codec::encode_into;
+use qos_wire::event::Event;
+use qos_wire::ids::{EdgeId, Seq};
+use qos_wire::summary::Summary;
+use qos_wire::uplink::{encode_batch_head, Ack, RecordKind, MAX_RECORDS, UPLINK_PATH};
+
+use crate::fmt::{debug, info, warn};
+use crate::outbox::{InFlight, Outbox, PushError};
+
+/// Largest CoAP message the edge sends or accepts (RFC 7252 §4.6).
+pub const MSG: usize = 1152;
+/// Largest batch payload: leaves room for the CoAP header, token and options within [`MSG`].
+pub const MAX_BATCH: usize = 1024;
+
+/// The CoAP endpoint of an edge: 4 concurrent exchanges, 8 deduplication entries.
+pub type EdgeEndpoint<A> = Endpoint<A, 4, 8, MSG>;
+
+/// Uplink settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UplinkConfig {
+    /// CoAP reliability parameters (RFC 7252 §4.8).
+    pub coap: CoapConfig,
+    /// Return to the first broker after this long on another one, ms.
+    pub return_after_ms: u64,
+    /// Wait before retrying after a 5.xx answer, ms.
+    pub retry_after_ms: u64,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        UplinkConfig { coap: CoapConfig::default(), return_after_ms: 300_000, retry_after_ms: 5_000 }
+    }
+}
+
+/// Counters of the uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct UplinkStats {
+    /// Batches started (a resend after failover counts again).
+    pub batches: u32,
+    /// Batches acknowledged.
+    pub acked_batches: u32,
+    /// Exchanges that failed (timeout or reset).
+    pub failures: u32,
+    /// Moves to another broker.
+    pub failovers: u32,
+    /// Batches refused with 4.xx and dropped.
+    pub refused: u32,
+    /// 5.xx answers.
+    pub server_errors: u32,
+}
+
+/// Why the uplink could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum UplinkError {
+    /// No broker address, or more than the capacity.
+    Brokers,
+    /// Invalid CoAP parameters.
+    Coap(qos_coap::ConfigError),
+}
+
+/// The uplink of edge `edge` to up to `B` brokers, with an outbox of `N` records of at most
+/// `REC` bytes. `A` is the peer address type of the driver.
+pub struct Uplink<A, const B: usize, const N: usize, const REC: usize> {
+    edge: EdgeId,
+    config: UplinkConfig,
+    endpoint: EdgeEndpoint<A>,
+    outbox: Outbox<N, REC>,
+    brokers: Vec<A, B>,
+    current: usize,
+    left_first_at: u64,
+    exchange: Option<(ExchangeId, InFlight)>,
+    not_before: u64,
+    stats: UplinkStats,
+}
+
+impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B, N, REC> {
+    /// An uplink sending `outbox` (fresh, or restored from storage) to `brokers` in order of
+    /// preference. `seed` drives CoAP message IDs, tokens and jitter.
+    pub fn new(
+        edge: EdgeId,
+        brokers: &[A],
+        config: UplinkConfig,
+        outbox: Outbox<N, REC>,
+        seed: u64,
+    ) -> Result<Self, UplinkError> {
+        let brokers = Vec::from_slice(brokers).map_err(|_| UplinkError::Brokers)?;
+        if brokers.is_empty() {
+            return Err(UplinkError::Brokers);
+        }
+        let endpoint = EdgeEndpoint::new(config.coap, seed).map_err(UplinkError::Coap)?;
+        Ok(Uplink {
+            edge,
+            config,
+            endpoint,
+            outbox,
+            brokers,
+            current: 0,
+            left_first_at: 0,
+            exchange: None,
+            not_before: 0,
+            stats: UplinkStats::default(),
+        })
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Outbox<N, REC> {
+        &self.outbox
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> UplinkStats {
+        self.stats
+    }
+
+    /// The CoAP endpoint (to answer requests the driver received, and for its counters).
+    pub fn endpoint(&mut self) -> &mut EdgeEndpoint<A> {
+        &mut self.endpoint
+    }
+
+    /// The broker batches go to now.
+    pub fn broker(&self) -> A {
+        self.brokers[self.current]
+    }
+
+    /// Queue a window summary.
+    pub fn push_summary<const S: usize>(&mut self, s: &Summary<S>) -> Result<(), PushError> {
+        self.outbox.push(RecordKind::Summary, |e| s.encode(e))
+    }
+
+    /// Queue an event; it goes out before any queued summary.
+    pub fn push_event(&mut self, ev: &Event) -> Result<(), PushError> {
+        self.outbox.push(RecordKind::Event, |e| ev.encode(e))
+    }
+
+    /// Process a datagram. Answers to our batches are consumed here; a request for the edge
+    /// (configuration, on-demand probe) is returned for the application to answer through
+    /// [`Uplink::endpoint`].
+    pub fn handle_datagram<'a>(&mut self, now: u64, from: A, bytes: &'a [u8]) -> Option<Request<'a, A>> {
+        match self.endpoint.handle_datagram(now, from, bytes)? {
+            Incoming::Request(r) => Some(r),
+            Incoming::Response { exchange, message } => {
+                if let Some((id, flight)) = self.exchange {
+                    if id == exchange {
+                        self.exchange = None;
+                        self.on_answer(now, flight, message.code(), message.payload());
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn on_answer(&mut self, now: u64, flight: InFlight, code: Code, payload: &[u8]) {
+        if code == Code::CHANGED || code == Code::CREATED {
+            match Ack::decode(payload) {
+                Ok(ack) if ack.acked >= flight.first => {
+                    let n = self.outbox.ack(ack.acked);
+                    self.stats.acked_batches += 1;
+                    debug!("batch acked up to {} ({} records)", ack.acked.0, n);
+                }
+                _ => {
+                    warn!("unusable ack for batch from {}; resending", flight.first.0);
+                    self.not_before = now + self.config.retry_after_ms;
+                }
+            }
+        } else if code.class() == 4 {
+            self.stats.refused += 1;
+            let dropped = self.outbox.drop_in_flight();
+            warn!("batch from {} refused ({:?}); {} records dropped", flight.first.0, code.class(), dropped);
+        } else {
+            self.stats.server_errors += 1;
+            self.not_before = now + self.config.retry_after_ms;
+        }
+    }
+
+    /// Advance timers and start the next batch if none is in flight. Call after
+    /// `handle_datagram`, when the deadline of [`Uplink::poll_timeout`] passes, and after
+    /// pushing records.
+    pub fn poll(&mut self, now: u64) {
+        self.endpoint.handle_timeout(now);
+        while let Some(ev) = self.endpoint.poll_event() {
+            let failed = match ev {
+                CoapEvent::Timeout(id) | CoapEvent::Reset(id) => id,
+                _ => continue,
+            };
+            if matches!(self.exchange, Some((id, _)) if id == failed) {
+                self.exchange = None;
+                self.stats.failures += 1;
+                self.fail_over(now);
+            }
+        }
+        if self.exchange.is_none() && now >= self.not_before {
+            self.send_batch(now);
+        }
+    }
+
+    fn fail_over(&mut self, now: u64) {
+        if self.brokers.len() > 1 {
+            if self.current == 0 {
+                self.left_first_at = now;
+            }
+            self.current = (self.current + 1) % self.brokers.len();
+            self.stats.failovers += 1;
+            info!("uplink fails over to broker {}", self.current);
+        }
+    }
+
+    fn send_batch(&mut self, now: u64) {
+        if self.current != 0 && now.saturating_sub(self.left_first_at) >= self.config.return_after_ms {
+            self.current = 0;
+        }
+        let head_room = 32;
+        let Some(flight) = self.outbox.start_batch(MAX_BATCH - head_room, MAX_RECORDS) else {
+            return;
+        };
+        let mut payload = [0u8; MAX_BATCH];
+        let dropped = self.outbox.stats().dropped;
+        let edge = self.edge;
+        let records = &self.outbox;
+        let n = encode_into(&mut payload, |e| {
+            encode_batch_head(e, edge, flight.first, dropped, flight.count)?;
+            for r in records.in_flight_records() {
+                use minicbor::encode::Write;
+                e.writer_mut().write_all(r.bytes()).map_err(|_| qos_wire::codec::WireError::BufferFull)?;
+            }
+            Ok(())
+        });
+        let Ok(n) = n else {
+            // A record larger than a batch can never be sent: drop it visibly.
+            let dropped = self.outbox.drop_in_flight();
+            warn!("batch does not fit in a message; {} records dropped", dropped);
+            return;
+        };
+        let to = self.brokers[self.current];
+        let sent = self.endpoint.request(now, to, Reliability::Confirmable, Code::POST, |w| {
+            w.uri_path(UPLINK_PATH)?;
+            w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
+            w.payload(&payload[..n])
+        });
+        match sent {
+            Ok(id) => {
+                self.exchange = Some((id, flight));
+                self.stats.batches += 1;
+            }
+            Err(e) => warn!("cannot start batch exchange: {:?}", e),
+        }
+    }
+
+    /// Earliest time `poll` must be called again, if any.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let retry = (self.exchange.is_none() && self.not_before > 0 && !self.outbox.is_empty())
+            .then_some(self.not_before);
+        match (self.endpoint.poll_timeout(), retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self, now: u64, buf: &mut [u8]) -> Option<(A, usize)> {
+        self.endpoint.poll_transmit(now, buf)
+    }
+
+    /// Sequence number the next new batch starts at.
+    pub fn next_seq(&self) -> Seq {
+        self.outbox.next_seq()
+    }
+}
