@@ -58,6 +58,23 @@ impl Config {
     /// Upper bound for `max_retransmit` (the timeout doubles on each retransmission).
     pub const MAX_RETRANSMIT_LIMIT: u8 = 20;
 
+    /// The defaults with the three parameters users set (as configuration files write them:
+    /// ACK_RANDOM_FACTOR as a number such as 1.5). Check the result with [`Config::validate`].
+    pub fn with_reliability(
+        ack_timeout_ms: u64,
+        ack_random_factor: f64,
+        max_retransmit: u8,
+    ) -> Config {
+        let permille = ack_random_factor * 1000.0 + 0.5;
+        Config {
+            ack_timeout_ms,
+            // `as` saturates: NaN and negatives become 0 and fail validation.
+            ack_random_factor_permille: permille as u32,
+            max_retransmit,
+            ..Config::default()
+        }
+    }
+
     /// Checks the invariants the endpoint relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ack_timeout_ms == 0 {
@@ -133,6 +150,27 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reliability_from_user_numbers() {
+        let c = Config::with_reliability(1000, 1.5, 2);
+        assert_eq!(
+            (
+                c.ack_timeout_ms,
+                c.ack_random_factor_permille,
+                c.max_retransmit
+            ),
+            (1000, 1500, 2)
+        );
+        assert_eq!(
+            Config::with_reliability(2000, 1.0004, 4).ack_random_factor_permille,
+            1000
+        );
+        assert!(Config::with_reliability(2000, 0.5, 4).validate().is_err());
+        assert!(Config::with_reliability(2000, f64::NAN, 4)
+            .validate()
+            .is_err());
+    }
 
     #[test]
     fn derived_values_follow_the_rfc() {

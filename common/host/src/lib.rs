@@ -53,8 +53,14 @@ mod tests {
 
     #[test]
     fn causes_join_on_one_line_once() {
-        let e = E("cannot open a.toml", Some(Box::new(E("no such file\nreally", None))));
-        assert_eq!(super::one_line(&e), "cannot open a.toml: no such file really");
+        let e = E(
+            "cannot open a.toml",
+            Some(Box::new(E("no such file\nreally", None))),
+        );
+        assert_eq!(
+            super::one_line(&e),
+            "cannot open a.toml: no such file really"
+        );
         let dup = E("read a.toml: denied", Some(Box::new(E("denied", None))));
         assert_eq!(super::one_line(&dup), "read a.toml: denied");
     }

@@ -51,7 +51,11 @@ fn senml(s: &S) -> usize {
     }
     for c in ErrorClass::ALL {
         if s.errors[c as usize] > 0 {
-            recs.push((format!("err.{}", c.name()), "count", f64::from(s.errors[c as usize])));
+            recs.push((
+                format!("err.{}", c.name()),
+                "count",
+                f64::from(s.errors[c as usize]),
+            ));
         }
     }
     for (i, count) in s.sketch.iter() {
@@ -62,7 +66,10 @@ fn senml(s: &S) -> usize {
     for (k, (name, unit, v)) in recs.iter().enumerate() {
         e.map(if k == 0 { 5 } else { 3 }).unwrap();
         if k == 0 {
-            e.i8(-2).unwrap().str("urn:dev:qos:edge-1:probe-1:").unwrap();
+            e.i8(-2)
+                .unwrap()
+                .str("urn:dev:qos:edge-1:probe-1:")
+                .unwrap();
             e.i8(-3).unwrap().u32(s.start_s).unwrap();
         }
         e.u8(0).unwrap().str(name).unwrap();
@@ -105,7 +112,10 @@ fn main() {
     println!("one 60 s summary of an HTTP probe: 6 phases (dns, connect, upload, first_byte, download, total)");
     println!("with count/min/max/sum, error classes, and a sketch of total time (log-normal phases, seeded)");
     println!();
-    println!("{:<34} {:>6} {:>8} {:>11} {:>7} {:>9} {:>8}", "scenario", "runs", "buckets", "ours (B)", "budget", "SenML (B)", "JSON (B)");
+    println!(
+        "{:<34} {:>6} {:>8} {:>11} {:>7} {:>9} {:>8}",
+        "scenario", "runs", "buckets", "ours (B)", "budget", "SenML (B)", "JSON (B)"
+    );
     let mut worst_default = 0;
     for (label, interval, failures) in [
         ("every 10 s (default), all ok", 10, 0),
@@ -146,6 +156,11 @@ fn main() {
         senml(&one) as f64 / ours(&one) as f64,
         json(&one) as f64 / ours(&one) as f64
     );
-    println!("sketch memory on the edge: size_of::<Sketch<128>>() = {} bytes", core::mem::size_of::<Sketch<128>>());
-    println!("worst case at the default interval over 50 seeds: {worst_default} bytes (budget {BUDGET})");
+    println!(
+        "sketch memory on the edge: size_of::<Sketch<128>>() = {} bytes",
+        core::mem::size_of::<Sketch<128>>()
+    );
+    println!(
+        "worst case at the default interval over 50 seeds: {worst_default} bytes (budget {BUDGET})"
+    );
 }

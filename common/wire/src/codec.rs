@@ -164,7 +164,9 @@ impl<'b, T: Element<'b> + PartialEq> PartialEq for List<'b, T> {
 impl<'b, T: Element<'b>> List<'b, T> {
     /// A list of the given items (for senders).
     pub const fn from_slice(items: &'b [T]) -> Self {
-        List { repr: Repr::Slice(items) }
+        List {
+            repr: Repr::Slice(items),
+        }
     }
 
     /// Decode an array of at most `max` elements, validating each.
@@ -180,8 +182,16 @@ impl<'b, T: Element<'b>> List<'b, T> {
         for _ in 0..n {
             T::decode_element(d)?;
         }
-        let bytes = d.input().get(start..d.position()).ok_or(WireError::Malformed)?;
-        Ok(List { repr: Repr::Cbor { bytes, len: n as u16 } })
+        let bytes = d
+            .input()
+            .get(start..d.position())
+            .ok_or(WireError::Malformed)?;
+        Ok(List {
+            repr: Repr::Cbor {
+                bytes,
+                len: n as u16,
+            },
+        })
     }
 
     /// Encode as a CBOR array (received lists are copied verbatim).
@@ -190,7 +200,9 @@ impl<'b, T: Element<'b>> List<'b, T> {
         match self.repr {
             Repr::Cbor { bytes, .. } => {
                 use minicbor::encode::Write;
-                e.writer_mut().write_all(bytes).map_err(|_| WireError::BufferFull)
+                e.writer_mut()
+                    .write_all(bytes)
+                    .map_err(|_| WireError::BufferFull)
             }
             Repr::Slice(items) => items.iter().try_for_each(|i| i.encode_element(e)),
         }
@@ -212,8 +224,15 @@ impl<'b, T: Element<'b>> List<'b, T> {
     /// Iterate over the elements.
     pub fn iter(&self) -> ListIter<'b, T> {
         match self.repr {
-            Repr::Cbor { bytes, len } => ListIter { inner: IterRepr::Cbor { d: Decoder::new(bytes), left: len } },
-            Repr::Slice(s) => ListIter { inner: IterRepr::Slice(s.iter()) },
+            Repr::Cbor { bytes, len } => ListIter {
+                inner: IterRepr::Cbor {
+                    d: Decoder::new(bytes),
+                    left: len,
+                },
+            },
+            Repr::Slice(s) => ListIter {
+                inner: IterRepr::Slice(s.iter()),
+            },
         }
     }
 }

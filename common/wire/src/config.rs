@@ -78,7 +78,11 @@ impl<'a> EdgeConfig<'a> {
                 return Err(WireError::Invalid("duplicate probe id"));
             }
         }
-        if self.rules.iter().any(|r| !self.probes.iter().any(|p| p.id == r.probe)) {
+        if self
+            .rules
+            .iter()
+            .any(|r| !self.probes.iter().any(|p| p.id == r.probe))
+        {
             return Err(WireError::Invalid("rule names an unknown probe"));
         }
         Ok(())
@@ -92,7 +96,10 @@ impl<'a> EdgeConfig<'a> {
     /// Encode as CDDL `edge-config` into `buf`.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         codec::encode_into(buf, |e| {
-            e.array(5)?.u8(codec::VERSION)?.u32(self.etag)?.u16(self.window_s)?;
+            e.array(5)?
+                .u8(codec::VERSION)?
+                .u32(self.etag)?
+                .u16(self.window_s)?;
             self.probes.encode(e)?;
             self.rules.encode(e)
         })
@@ -108,7 +115,12 @@ impl<'a> EdgeConfig<'a> {
         let probes = List::decode(&mut d, MAX_PROBES)?;
         let rules = List::decode(&mut d, MAX_RULES)?;
         codec::finish(&d)?;
-        let cfg = EdgeConfig { etag, window_s, probes, rules };
+        let cfg = EdgeConfig {
+            etag,
+            window_s,
+            probes,
+            rules,
+        };
         cfg.validate()?;
         Ok(cfg)
     }

@@ -32,14 +32,32 @@ pub struct Event {
 
 impl Event {
     /// The event for `crossing` of rule `rule` (watching `metric`) of `probe` at `at_ms`.
-    pub fn from_crossing(probe: ProbeId, rule: u8, metric: Metric, c: Crossing, at_ms: u64) -> Event {
-        Event { probe, rule, metric, raised: c.direction == Direction::Raised, at_ms, value: c.value }
+    pub fn from_crossing(
+        probe: ProbeId,
+        rule: u8,
+        metric: Metric,
+        c: Crossing,
+        at_ms: u64,
+    ) -> Event {
+        Event {
+            probe,
+            rule,
+            metric,
+            raised: c.direction == Direction::Raised,
+            at_ms,
+            value: c.value,
+        }
     }
 
     /// Encode as CDDL `event`.
     pub fn encode(&self, e: &mut SliceEncoder<'_>) -> Result<(), WireError> {
-        e.array(6)?.u16(self.probe.0)?.u8(self.rule)?.bool(self.raised)?;
-        e.i8(self.metric.to_wire())?.u64(self.at_ms)?.u32(self.value)?;
+        e.array(6)?
+            .u16(self.probe.0)?
+            .u8(self.rule)?
+            .bool(self.raised)?;
+        e.i8(self.metric.to_wire())?
+            .u64(self.at_ms)?
+            .u32(self.value)?;
         Ok(())
     }
 
@@ -52,6 +70,13 @@ impl Event {
         let metric = Metric::from_wire(d.i64()?).ok_or(WireError::Invalid("metric"))?;
         let at_ms = d.u64()?;
         let value = d.u32()?;
-        Ok(Event { probe, rule, metric, raised, at_ms, value })
+        Ok(Event {
+            probe,
+            rule,
+            metric,
+            raised,
+            at_ms,
+            value,
+        })
     }
 }

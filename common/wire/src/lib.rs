@@ -15,17 +15,17 @@
 #[cfg(any(test, feature = "samples"))]
 extern crate std;
 
-pub mod phase;
-pub mod sketch;
-pub mod threshold;
 pub mod codec;
 pub mod config;
 pub mod event;
 pub mod ids;
 pub mod outcome;
+pub mod phase;
 pub mod probe;
 pub mod registration;
-pub mod summary;
-pub mod uplink;
 #[cfg(feature = "samples")]
 pub mod samples;
+pub mod sketch;
+pub mod summary;
+pub mod threshold;
+pub mod uplink;

@@ -85,7 +85,10 @@ pub struct PhaseTimings {
 impl PhaseTimings {
     /// No phase measured.
     pub const fn new() -> Self {
-        PhaseTimings { us: [0; Phase::COUNT], present: 0 }
+        PhaseTimings {
+            us: [0; Phase::COUNT],
+            present: 0,
+        }
     }
     /// Record `phase` as taking `us` microseconds.
     pub fn set(&mut self, phase: Phase, us: u32) {
@@ -102,7 +105,9 @@ impl PhaseTimings {
     }
     /// Measured phases and their times, in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (Phase, u32)> + '_ {
-        Phase::ALL.iter().filter_map(move |&p| self.get(p).map(|t| (p, t)))
+        Phase::ALL
+            .iter()
+            .filter_map(move |&p| self.get(p).map(|t| (p, t)))
     }
     /// Bit mask of measured phases (bit = phase wire value).
     pub fn mask(&self) -> u8 {
@@ -140,7 +145,10 @@ impl ProbeResult {
     /// `[probe, at_ms, mask, *phase_us, error / null, error_after / null, detail, redirects]`.
     pub fn encode(&self, e: &mut SliceEncoder<'_>) -> Result<(), WireError> {
         let n = self.phases.iter().count() as u64;
-        e.array(7 + n)?.u16(self.probe.0)?.u64(self.at_ms)?.u8(self.phases.mask())?;
+        e.array(7 + n)?
+            .u16(self.probe.0)?
+            .u64(self.at_ms)?
+            .u8(self.phases.mask())?;
         for (_, us) in self.phases.iter() {
             e.u32(us)?;
         }
@@ -177,7 +185,15 @@ impl ProbeResult {
         let error_after_us = opt(d, |d| Ok(d.u32()?))?;
         let detail = d.u32()?;
         let redirects = d.u8()?;
-        Ok(ProbeResult { probe, at_ms, phases, error, error_after_us, detail, redirects })
+        Ok(ProbeResult {
+            probe,
+            at_ms,
+            phases,
+            error,
+            error_after_us,
+            detail,
+            redirects,
+        })
     }
 }
 

@@ -169,8 +169,15 @@ impl ProbeKind<'_> {
 }
 
 /// Names of the probe kinds by wire code.
-pub const KIND_NAMES: [&str; 7] =
-    ["dns", "tcp", "http", "udp_echo", "coap_ping", "icmp", "transaction"];
+pub const KIND_NAMES: [&str; 7] = [
+    "dns",
+    "tcp",
+    "http",
+    "udp_echo",
+    "coap_ping",
+    "icmp",
+    "transaction",
+];
 
 /// One probe of an edge. Wire (CDDL `probe-spec`): `[id, interval_ms, timeout_ms, kind, ...]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,7 +203,9 @@ impl<'a> ProbeSpec<'a> {
         }
         if let ProbeKind::Http { url, .. } = self.kind {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(WireError::Invalid("url must start with http:// or https://"));
+                return Err(WireError::Invalid(
+                    "url must start with http:// or https://",
+                ));
             }
         }
         Ok(())
@@ -211,9 +220,17 @@ impl<'a> ProbeSpec<'a> {
             ProbeKind::UdpEcho { .. } | ProbeKind::Transaction { .. } => 2,
         };
         e.array(4 + params)?;
-        e.u16(self.id.0)?.u32(self.interval_ms)?.u32(self.timeout_ms)?.u8(self.kind.code())?;
+        e.u16(self.id.0)?
+            .u32(self.interval_ms)?
+            .u32(self.timeout_ms)?
+            .u8(self.kind.code())?;
         match self.kind {
-            ProbeKind::Dns { resolver, name, qtype, expect } => {
+            ProbeKind::Dns {
+                resolver,
+                name,
+                qtype,
+                expect,
+            } => {
                 e.str(resolver)?.str(name)?.u16(qtype.qtype())?;
                 opt_str(e, expect)?;
             }
@@ -223,8 +240,18 @@ impl<'a> ProbeSpec<'a> {
             ProbeKind::Icmp { host } => {
                 e.str(host)?;
             }
-            ProbeKind::Http { method, url, body, expect_status, expect_body, max_redirects } => {
-                e.u8(method as u8)?.str(url)?.bytes(body)?.u16(expect_status)?;
+            ProbeKind::Http {
+                method,
+                url,
+                body,
+                expect_status,
+                expect_body,
+                max_redirects,
+            } => {
+                e.u8(method as u8)?
+                    .str(url)?
+                    .bytes(body)?
+                    .u16(expect_status)?;
                 opt_str(e, expect_body)?;
                 e.u8(max_redirects)?;
             }
@@ -252,7 +279,15 @@ impl<'a> ProbeSpec<'a> {
                 let name = text(d)?;
                 let qtype = DnsType::from_qtype(d.u16()?).ok_or(WireError::Invalid("qtype"))?;
                 let expect = opt(d, text)?;
-                (4, ProbeKind::Dns { resolver, name, qtype, expect })
+                (
+                    4,
+                    ProbeKind::Dns {
+                        resolver,
+                        name,
+                        qtype,
+                        expect,
+                    },
+                )
             }
             1 => (1, ProbeKind::Tcp { target: text(d)? }),
             2 => {
@@ -262,9 +297,25 @@ impl<'a> ProbeSpec<'a> {
                 let expect_status = d.u16()?;
                 let expect_body = opt(d, text)?;
                 let max_redirects = d.u8()?;
-                (6, ProbeKind::Http { method, url, body, expect_status, expect_body, max_redirects })
+                (
+                    6,
+                    ProbeKind::Http {
+                        method,
+                        url,
+                        body,
+                        expect_status,
+                        expect_body,
+                        max_redirects,
+                    },
+                )
             }
-            3 => (2, ProbeKind::UdpEcho { target: text(d)?, payload: blob(d)? }),
+            3 => (
+                2,
+                ProbeKind::UdpEcho {
+                    target: text(d)?,
+                    payload: blob(d)?,
+                },
+            ),
             4 => (1, ProbeKind::CoapPing { target: text(d)? }),
             5 => (1, ProbeKind::Icmp { host: text(d)? }),
             6 => {
@@ -277,7 +328,12 @@ impl<'a> ProbeSpec<'a> {
         if n != 4 + params {
             return Err(WireError::Malformed);
         }
-        let spec = ProbeSpec { id, interval_ms, timeout_ms, kind };
+        let spec = ProbeSpec {
+            id,
+            interval_ms,
+            timeout_ms,
+            kind,
+        };
         spec.validate()?;
         Ok(spec)
     }
@@ -286,7 +342,10 @@ impl<'a> ProbeSpec<'a> {
 impl<'a> Element<'a> for Step<'a> {
     fn decode_element(d: &mut Decoder<'a>) -> Result<Self, WireError> {
         codec::array(d, 2, 2)?;
-        Ok(Step { send: blob(d)?, expect: blob(d)? })
+        Ok(Step {
+            send: blob(d)?,
+            expect: blob(d)?,
+        })
     }
     fn encode_element(&self, e: &mut SliceEncoder<'_>) -> Result<(), WireError> {
         e.array(2)?.bytes(self.send)?.bytes(self.expect)?;

@@ -89,7 +89,8 @@ impl fmt::Display for QueryParam<'_> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 impl<'a> Registration<'a> {
@@ -118,10 +119,22 @@ impl<'a> Registration<'a> {
             match k {
                 "ep" => ep = Some(v),
                 "d" => d = Some(v),
-                "lt" => lt = Some(v.parse::<u32>().map_err(|_| RegistrationError::Invalid("lt"))?),
-                "id" => id = Some(v.parse::<u32>().map_err(|_| RegistrationError::Invalid("id"))?),
+                "lt" => {
+                    lt = Some(
+                        v.parse::<u32>()
+                            .map_err(|_| RegistrationError::Invalid("lt"))?,
+                    )
+                }
+                "id" => {
+                    id = Some(
+                        v.parse::<u32>()
+                            .map_err(|_| RegistrationError::Invalid("id"))?,
+                    )
+                }
                 "fw" => fw = v,
-                "pd" => pd = u32::from_str_radix(v, 16).map_err(|_| RegistrationError::Invalid("pd"))?,
+                "pd" => {
+                    pd = u32::from_str_radix(v, 16).map_err(|_| RegistrationError::Invalid("pd"))?
+                }
                 _ => {}
             }
         }
@@ -141,6 +154,13 @@ impl<'a> Registration<'a> {
         if fw.len() > MAX_NAME {
             return Err(RegistrationError::Invalid("fw"));
         }
-        Ok(Registration { ep, d, lt, id, fw, pd })
+        Ok(Registration {
+            ep,
+            d,
+            lt,
+            id,
+            fw,
+            pd,
+        })
     }
 }

@@ -37,7 +37,9 @@ impl Rng {
     }
     /// Log-normal with the given median (µs) and shape σ.
     pub fn log_normal(&mut self, median_us: f64, sigma: f64) -> u32 {
-        (median_us * (sigma * self.normal()).exp()).round().clamp(1.0, u32::MAX as f64) as u32
+        (median_us * (sigma * self.normal()).exp())
+            .round()
+            .clamp(1.0, u32::MAX as f64) as u32
     }
 }
 

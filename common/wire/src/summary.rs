@@ -181,7 +181,11 @@ impl<const N: usize> Summary<N> {
             }
         }
         e.array(8 + 4 * u64::from(mask.count_ones()))?;
-        e.u16(self.probe.0)?.u32(self.start_s)?.u16(self.len_s)?.u32(self.ok)?.u32(self.failed)?;
+        e.u16(self.probe.0)?
+            .u32(self.start_s)?
+            .u16(self.len_s)?
+            .u32(self.ok)?
+            .u32(self.failed)?;
         let classes = self.errors.iter().filter(|&&c| c > 0).count() as u64;
         e.array(2 * classes)?;
         for (i, &c) in self.errors.iter().enumerate().filter(|(_, &c)| c > 0) {
@@ -192,7 +196,10 @@ impl<const N: usize> Summary<N> {
         for (i, s) in self.phases.iter().enumerate().filter(|(_, s)| s.count > 0) {
             let missing = self.reference_count(i).saturating_sub(s.count);
             let base = u64::from(s.count) * u64::from(s.min);
-            e.u32(missing)?.u32(s.min)?.u32(s.max - s.min)?.u64(s.sum - base)?;
+            e.u32(missing)?
+                .u32(s.min)?
+                .u32(s.max - s.min)?
+                .u64(s.sum - base)?;
         }
         Ok(())
     }
@@ -206,7 +213,8 @@ impl<const N: usize> Summary<N> {
         let mut s = Summary::new(probe, start_s, len_s);
         s.ok = d.u32()?;
         s.failed = d.u32()?;
-        s.ok.checked_add(s.failed).ok_or(WireError::Invalid("run count"))?;
+        s.ok.checked_add(s.failed)
+            .ok_or(WireError::Invalid("run count"))?;
         let m = codec::array(d, 0, 2 * ErrorClass::COUNT as u64)?;
         if m % 2 != 0 {
             return Err(WireError::Malformed);
@@ -230,12 +238,19 @@ impl<const N: usize> Summary<N> {
             let excess = d.u64()?;
             let count = s.reference_count(i).checked_sub(missing).filter(|&c| c > 0);
             let count = count.ok_or(WireError::Invalid("phase count"))?;
-            let max = min.checked_add(range).ok_or(WireError::Invalid("phase max"))?;
+            let max = min
+                .checked_add(range)
+                .ok_or(WireError::Invalid("phase max"))?;
             let base = u64::from(count) * u64::from(min);
             if excess > u64::from(count) * u64::from(range) {
                 return Err(WireError::Invalid("phase sum"));
             }
-            s.phases[i] = PhaseStat { count, min, max, sum: base + excess };
+            s.phases[i] = PhaseStat {
+                count,
+                min,
+                max,
+                sum: base + excess,
+            };
         }
         Ok(s)
     }

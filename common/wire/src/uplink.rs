@@ -77,7 +77,11 @@ pub fn encode_batch_head(
     dropped: u64,
     count: u16,
 ) -> Result<(), WireError> {
-    e.array(5)?.u8(codec::VERSION)?.u32(edge.0)?.u64(first_seq.0)?.u64(dropped)?;
+    e.array(5)?
+        .u8(codec::VERSION)?
+        .u32(edge.0)?
+        .u64(first_seq.0)?
+        .u64(dropped)?;
     e.array(u64::from(count))?;
     Ok(())
 }
@@ -127,9 +131,18 @@ impl<'a> Batch<'a> {
         for _ in 0..n {
             record(&mut d)?;
         }
-        let records = d.input().get(start..d.position()).ok_or(WireError::Malformed)?;
+        let records = d
+            .input()
+            .get(start..d.position())
+            .ok_or(WireError::Malformed)?;
         codec::finish(&d)?;
-        Ok(Batch { edge, first_seq, dropped, count: n as u16, records })
+        Ok(Batch {
+            edge,
+            first_seq,
+            dropped,
+            count: n as u16,
+            records,
+        })
     }
 
     /// Number of records.
@@ -153,7 +166,12 @@ impl<'a> Batch<'a> {
         let first = self.first_seq.0;
         (0..u64::from(self.count)).map_while(move |i| {
             let (kind, raw, body) = record(&mut d).ok()?;
-            Some(RecordRef { seq: Seq(first + i), kind, raw, body })
+            Some(RecordRef {
+                seq: Seq(first + i),
+                kind,
+                raw,
+                body,
+            })
         })
     }
 }
@@ -163,7 +181,10 @@ fn record<'a>(d: &mut Decoder<'a>) -> Result<(RecordKind, &'a [u8], &'a [u8]), W
     codec::array(d, 2, 2)?;
     let kind = RecordKind::from_u8(d.u8()?).ok_or(WireError::Invalid("record kind"))?;
     let body = codec::raw_item(d)?;
-    let raw = d.input().get(start..d.position()).ok_or(WireError::Malformed)?;
+    let raw = d
+        .input()
+        .get(start..d.position())
+        .ok_or(WireError::Malformed)?;
     Ok((kind, raw, body))
 }
 

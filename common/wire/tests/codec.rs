@@ -38,7 +38,11 @@ fn summary_records_failures_and_time_to_error() {
     assert_eq!(s.errors[ErrorClass::Timeout as usize], 2);
     assert_eq!(s.phases[qos_wire::summary::TIME_TO_ERROR].count, 2);
     assert_eq!(s.phase(Phase::Total).count, 4);
-    assert_eq!(s.phase(Phase::Dns).count, 6, "failed runs still resolved the name");
+    assert_eq!(
+        s.phase(Phase::Dns).count,
+        6,
+        "failed runs still resolved the name"
+    );
     assert_eq!(s.sketch.count(), 4);
 }
 
@@ -59,7 +63,10 @@ fn batch_round_trip() {
     let first = Seq::first_of_epoch(4).next();
     let bytes = samples::batch(EdgeId(9), first, 5, &sums).unwrap();
     let b = Batch::decode(&bytes).unwrap();
-    assert_eq!((b.edge, b.first_seq, b.dropped, b.len()), (EdgeId(9), first, 5, 3));
+    assert_eq!(
+        (b.edge, b.first_seq, b.dropped, b.len()),
+        (EdgeId(9), first, 5, 3)
+    );
     assert_eq!(b.last_seq(), Seq(first.0 + 2));
     for (i, r) in b.records().enumerate() {
         assert_eq!(r.kind, RecordKind::Summary);
@@ -94,7 +101,11 @@ fn batch_rejects_bad_headers() {
 #[test]
 fn ack_round_trip() {
     let mut buf = [0u8; 16];
-    let n = Ack { acked: Seq(7 << 32 | 3) }.encode(&mut buf).unwrap();
+    let n = Ack {
+        acked: Seq(7 << 32 | 3),
+    }
+    .encode(&mut buf)
+    .unwrap();
     assert_eq!(Ack::decode(&buf[..n]).unwrap().acked, Seq(7 << 32 | 3));
     assert!(Ack::decode(&buf[..n - 1]).is_err());
 }
@@ -104,17 +115,32 @@ fn seq_gaps() {
     let a = Seq::first_of_epoch(3).next();
     assert_eq!(a.gap_to(a.next()), 0);
     assert_eq!(a.gap_to(Seq(a.0 + 5)), 4);
-    assert_eq!(a.gap_to(Seq::first_of_epoch(4)), 0, "a new boot is not a gap");
+    assert_eq!(
+        a.gap_to(Seq::first_of_epoch(4)),
+        0,
+        "a new boot is not a gap"
+    );
     assert_eq!(a.gap_to(a), 0);
 }
 
 fn all_probe_kinds() -> Vec<ProbeSpec<'static>> {
     static STEPS: [Step<'static>; 2] = [
-        Step { send: b"PING\r\n", expect: b"+PONG" },
-        Step { send: b"", expect: b"" },
+        Step {
+            send: b"PING\r\n",
+            expect: b"+PONG",
+        },
+        Step {
+            send: b"",
+            expect: b"",
+        },
     ];
     let kinds = [
-        ProbeKind::Dns { resolver: "127.0.0.1:53", name: "shop.example", qtype: DnsType::Aaaa, expect: Some("::1") },
+        ProbeKind::Dns {
+            resolver: "127.0.0.1:53",
+            name: "shop.example",
+            qtype: DnsType::Aaaa,
+            expect: Some("::1"),
+        },
         ProbeKind::Tcp { target: "db:5432" },
         ProbeKind::Http {
             method: HttpMethod::Post,
@@ -124,15 +150,28 @@ fn all_probe_kinds() -> Vec<ProbeSpec<'static>> {
             expect_body: None,
             max_redirects: 3,
         },
-        ProbeKind::UdpEcho { target: "127.0.0.1:7", payload: b"x" },
-        ProbeKind::CoapPing { target: "127.0.0.1:5683" },
+        ProbeKind::UdpEcho {
+            target: "127.0.0.1:7",
+            payload: b"x",
+        },
+        ProbeKind::CoapPing {
+            target: "127.0.0.1:5683",
+        },
         ProbeKind::Icmp { host: "127.0.0.1" },
-        ProbeKind::Transaction { target: "127.0.0.1:6379", steps: List::from_slice(&STEPS) },
+        ProbeKind::Transaction {
+            target: "127.0.0.1:6379",
+            steps: List::from_slice(&STEPS),
+        },
     ];
     kinds
         .into_iter()
         .enumerate()
-        .map(|(i, kind)| ProbeSpec { id: ProbeId(i as u16 + 1), interval_ms: 10_000, timeout_ms: 2_000, kind })
+        .map(|(i, kind)| ProbeSpec {
+            id: ProbeId(i as u16 + 1),
+            interval_ms: 10_000,
+            timeout_ms: 2_000,
+            kind,
+        })
         .collect()
 }
 
@@ -157,7 +196,10 @@ fn probe_spec_validation() {
     spec.timeout_ms = 20_000;
     let mut buf = [0u8; 256];
     let n = encode_into(&mut buf, |e| spec.encode(e)).unwrap();
-    assert!(matches!(ProbeSpec::decode(&mut Decoder::new(&buf[..n])), Err(WireError::Invalid(_))));
+    assert!(matches!(
+        ProbeSpec::decode(&mut Decoder::new(&buf[..n])),
+        Err(WireError::Invalid(_))
+    ));
 }
 
 #[test]
@@ -167,7 +209,10 @@ fn probe_result_round_trip() {
         let r = samples::http_result(&mut rng, ProbeId(3), 1_764_000_000_123, fail);
         let mut buf = [0u8; 128];
         let n = encode_into(&mut buf, |e| r.encode(e)).unwrap();
-        assert_eq!(ProbeResult::decode(&mut Decoder::new(&buf[..n])).unwrap(), r);
+        assert_eq!(
+            ProbeResult::decode(&mut Decoder::new(&buf[..n])).unwrap(),
+            r
+        );
     }
     let empty = ProbeResult {
         probe: ProbeId(1),
@@ -180,7 +225,10 @@ fn probe_result_round_trip() {
     };
     let mut buf = [0u8; 64];
     let n = encode_into(&mut buf, |e| empty.encode(e)).unwrap();
-    assert_eq!(ProbeResult::decode(&mut Decoder::new(&buf[..n])).unwrap(), empty);
+    assert_eq!(
+        ProbeResult::decode(&mut Decoder::new(&buf[..n])).unwrap(),
+        empty
+    );
 }
 
 proptest! {
@@ -217,5 +265,190 @@ proptest! {
         let s: S = samples::http_summary(seed, interval, failures.min(60 / interval));
         let bytes = encode_summary(&s);
         prop_assert_eq!(S::decode(&mut Decoder::new(&bytes)).unwrap(), s);
+    }
+}
+
+mod registration {
+    use qos_wire::ids::EdgeId;
+    use qos_wire::registration::{Registration, RegistrationError, DEFAULT_LIFETIME};
+
+    #[test]
+    fn query_round_trip() {
+        let r = Registration {
+            ep: "seoul-1",
+            d: "kr-central",
+            lt: 300,
+            id: EdgeId(42),
+            fw: "0.1.0",
+            pd: 0xdead_beef,
+        };
+        let opts: Vec<String> = r.query().iter().map(|q| q.to_string()).collect();
+        assert_eq!(
+            opts,
+            [
+                "ep=seoul-1",
+                "d=kr-central",
+                "lt=300",
+                "id=42",
+                "fw=0.1.0",
+                "pd=deadbeef"
+            ]
+        );
+        let back = Registration::from_query(opts.iter().map(String::as_str)).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn defaults_unknown_and_bad_parameters() {
+        let r = Registration::from_query(["ep=a", "d=b", "id=1", "et=oic.d.sensor"]).unwrap();
+        assert_eq!((r.lt, r.fw, r.pd), (DEFAULT_LIFETIME, "", 0));
+        assert_eq!(
+            Registration::from_query(["d=b", "id=1"]),
+            Err(RegistrationError::Missing("ep"))
+        );
+        assert_eq!(
+            Registration::from_query(["ep=a", "d=b"]),
+            Err(RegistrationError::Missing("id"))
+        );
+        assert_eq!(
+            Registration::from_query(["ep=a b", "d=b", "id=1"]),
+            Err(RegistrationError::Invalid("ep"))
+        );
+        assert_eq!(
+            Registration::from_query(["ep=a", "d=b", "id=1", "lt=5"]),
+            Err(RegistrationError::Invalid("lt"))
+        );
+        assert_eq!(
+            Registration::from_query(["ep=a", "d=b", "id=x"]),
+            Err(RegistrationError::Invalid("id"))
+        );
+        let long = format!("ep={}", "x".repeat(64));
+        assert_eq!(
+            Registration::from_query([long.as_str(), "d=b", "id=1"]),
+            Err(RegistrationError::Invalid("ep"))
+        );
+    }
+}
+
+mod config_and_events {
+    use super::*;
+    use qos_wire::config::{EdgeConfig, RuleBinding};
+    use qos_wire::event::Event;
+    use qos_wire::threshold::{Metric, ThresholdRule};
+
+    fn tcp(id: u16) -> ProbeSpec<'static> {
+        ProbeSpec {
+            id: ProbeId(id),
+            interval_ms: 1000,
+            timeout_ms: 500,
+            kind: ProbeKind::Tcp {
+                target: "127.0.0.1:1",
+            },
+        }
+    }
+
+    fn encode(cfg: &EdgeConfig) -> Vec<u8> {
+        let mut buf = vec![0u8; 1024];
+        let n = cfg.encode(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn config_rejects_what_an_edge_must_not_apply() {
+        let rule = ThresholdRule {
+            metric: Metric::Availability,
+            raise: 0,
+            clear: 0,
+            k: 2,
+            n: 3,
+        };
+        let probes = [tcp(1), tcp(2)];
+        let good = [RuleBinding {
+            probe: ProbeId(2),
+            rule,
+        }];
+        let cfg = EdgeConfig {
+            etag: 1,
+            window_s: 60,
+            probes: List::from_slice(&probes),
+            rules: List::from_slice(&good),
+        };
+        let bytes = encode(&cfg);
+        let back = EdgeConfig::decode(&bytes).unwrap();
+        assert_eq!(back.probe(ProbeId(2)), Some(tcp(2)));
+        assert_eq!(back.rules.iter().next().unwrap().rule, rule);
+
+        let dup = [tcp(1), tcp(1)];
+        let bad = EdgeConfig {
+            probes: List::from_slice(&dup),
+            rules: List::from_slice(&[]),
+            ..cfg
+        };
+        assert_eq!(
+            EdgeConfig::decode(&encode(&bad)),
+            Err(WireError::Invalid("duplicate probe id"))
+        );
+        let orphan = [RuleBinding {
+            probe: ProbeId(9),
+            rule,
+        }];
+        let bad = EdgeConfig {
+            rules: List::from_slice(&orphan),
+            ..cfg
+        };
+        assert_eq!(
+            EdgeConfig::decode(&encode(&bad)),
+            Err(WireError::Invalid("rule names an unknown probe"))
+        );
+        let invalid = [RuleBinding {
+            probe: ProbeId(1),
+            rule: ThresholdRule { k: 4, ..rule },
+        }];
+        let bad = EdgeConfig {
+            rules: List::from_slice(&invalid),
+            ..cfg
+        };
+        assert!(
+            EdgeConfig::decode(&encode(&bad)).is_err(),
+            "k > n is refused"
+        );
+        let mut v2 = bytes.clone();
+        v2[1] = 2;
+        assert_eq!(
+            EdgeConfig::decode(&v2),
+            Err(WireError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn events_round_trip() {
+        for metric in [
+            Metric::Availability,
+            Metric::Phase(Phase::Dns),
+            Metric::Phase(Phase::Total),
+        ] {
+            let ev = Event {
+                probe: ProbeId(3),
+                rule: 1,
+                metric,
+                raised: true,
+                at_ms: 1_764_000_000_000,
+                value: 7,
+            };
+            let mut buf = [0u8; 64];
+            let n = encode_into(&mut buf, |e| ev.encode(e)).unwrap();
+            assert_eq!(Event::decode(&mut Decoder::new(&buf[..n])).unwrap(), ev);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn config_and_event_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(c) = EdgeConfig::decode(&bytes) {
+                let _ = c.probes.iter().count() + c.rules.iter().count();
+            }
+            let _ = Event::decode(&mut Decoder::new(&bytes));
+        }
     }
 }

@@ -31,8 +31,14 @@ fn encode(f: impl FnOnce(&mut SliceEncoder<'_>) -> Result<(), WireError>) -> Vec
 }
 
 fn tools_present() -> bool {
-    let cddl = Command::new("cddl-verify").arg("--version").output().is_ok_and(|o| o.status.success());
-    let cbor2 = Command::new("python3").args(["-c", "import cbor2"]).output().is_ok_and(|o| o.status.success());
+    let cddl = Command::new("cddl-verify")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let cbor2 = Command::new("python3")
+        .args(["-c", "import cbor2"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if cddl && cbor2 {
         return true;
     }
@@ -52,8 +58,13 @@ fn dir() -> PathBuf {
 fn cddl_verify(ty: &str, name: &str, bytes: &[u8]) -> (bool, String) {
     let path = dir().join(format!("{name}.cbor"));
     std::fs::write(&path, bytes).unwrap();
-    let out = Command::new("cddl-verify").args(["-t", ty, SCHEMA]).arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new("cddl-verify")
+        .args(["-t", ty, SCHEMA])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -79,7 +90,11 @@ print(json.dumps({"value": plain(value), "identical": cbor2.dumps(value) == data
         .unwrap();
     child.stdin.take().unwrap().write_all(bytes).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "cbor2 failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cbor2 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (v["value"].clone(), v["identical"].as_bool().unwrap())
 }
@@ -91,7 +106,10 @@ fn check(ty: &str, name: &str, good: &[u8], bad: &[u8]) -> serde_json::Value {
     let (ok, text) = cddl_verify(ty, &format!("{name}-bad"), bad);
     assert!(!ok, "{name}-bad must NOT validate as {ty}:\n{text}");
     let (value, identical) = cbor2_decode(good);
-    assert!(identical, "cbor2 re-encodes {name} differently: not preferred serialisation");
+    assert!(
+        identical,
+        "cbor2 re-encodes {name} differently: not preferred serialisation"
+    );
     value
 }
 
@@ -103,13 +121,28 @@ fn mutate(bytes: &[u8], at: usize, to: &[u8]) -> Vec<u8> {
     v
 }
 
-static STEPS: [Step<'static>; 2] =
-    [Step { send: b"PING\r\n", expect: b"+PONG" }, Step { send: b"\x00\x00\x00\x08\x04\xd2\x16\x2f", expect: b"N" }];
+static STEPS: [Step<'static>; 2] = [
+    Step {
+        send: b"PING\r\n",
+        expect: b"+PONG",
+    },
+    Step {
+        send: b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+        expect: b"N",
+    },
+];
 
 fn probes() -> Vec<ProbeSpec<'static>> {
     let kinds = [
-        ProbeKind::Dns { resolver: "127.0.0.1:5353", name: "shop.test", qtype: DnsType::A, expect: Some("127.0.0.1") },
-        ProbeKind::Tcp { target: "127.0.0.1:5432" },
+        ProbeKind::Dns {
+            resolver: "127.0.0.1:5353",
+            name: "shop.test",
+            qtype: DnsType::A,
+            expect: Some("127.0.0.1"),
+        },
+        ProbeKind::Tcp {
+            target: "127.0.0.1:5432",
+        },
         ProbeKind::Http {
             method: HttpMethod::Get,
             url: "http://127.0.0.1:8080/",
@@ -118,15 +151,28 @@ fn probes() -> Vec<ProbeSpec<'static>> {
             expect_body: Some("ok"),
             max_redirects: 2,
         },
-        ProbeKind::UdpEcho { target: "127.0.0.1:7", payload: b"qos" },
-        ProbeKind::CoapPing { target: "127.0.0.1:5683" },
+        ProbeKind::UdpEcho {
+            target: "127.0.0.1:7",
+            payload: b"qos",
+        },
+        ProbeKind::CoapPing {
+            target: "127.0.0.1:5683",
+        },
         ProbeKind::Icmp { host: "127.0.0.1" },
-        ProbeKind::Transaction { target: "127.0.0.1:6379", steps: List::from_slice(&STEPS) },
+        ProbeKind::Transaction {
+            target: "127.0.0.1:6379",
+            steps: List::from_slice(&STEPS),
+        },
     ];
     kinds
         .into_iter()
         .enumerate()
-        .map(|(i, kind)| ProbeSpec { id: ProbeId(i as u16 + 1), interval_ms: 10_000, timeout_ms: 2_000, kind })
+        .map(|(i, kind)| ProbeSpec {
+            id: ProbeId(i as u16 + 1),
+            interval_ms: 10_000,
+            timeout_ms: 2_000,
+            kind,
+        })
         .collect()
 }
 
@@ -139,16 +185,37 @@ fn every_message_validates_against_the_schema() {
     let s: Summary<128> = samples::http_summary(11, 5, 1);
     let summary = encode(|e| s.encode(e));
     // a text string where the probe id must be: invalid
-    let v = check("summary", "summary", &summary, &mutate(&summary, 1, b"\x61x"));
+    let v = check(
+        "summary",
+        "summary",
+        &summary,
+        &mutate(&summary, 1, b"\x61x"),
+    );
     assert_eq!(v[0], 1);
     assert_eq!(v[3], s.ok);
     assert_eq!(v[4], s.failed);
 
     // event
-    let ev = Event { probe: ProbeId(2), rule: 0, metric: Metric::Phase(Phase::FirstByte), raised: true, at_ms: 1_764_000_000_500, value: 250_000 };
+    let ev = Event {
+        probe: ProbeId(2),
+        rule: 0,
+        metric: Metric::Phase(Phase::FirstByte),
+        raised: true,
+        at_ms: 1_764_000_000_500,
+        value: 250_000,
+    };
     let event = encode(|e| ev.encode(e));
-    let avail = Event { metric: Metric::Availability, raised: false, ..ev };
-    check("event", "event-availability", &encode(|e| avail.encode(e)), &mutate(&event, 4, b"\x07"));
+    let avail = Event {
+        metric: Metric::Availability,
+        raised: false,
+        ..ev
+    };
+    check(
+        "event",
+        "event-availability",
+        &encode(|e| avail.encode(e)),
+        &mutate(&event, 4, b"\x07"),
+    );
     let v = check("event", "event", &event, &mutate(&event, 3, b"\x02"));
     assert_eq!(v[2], true);
     assert_eq!(v[3], Phase::FirstByte as u8);
@@ -157,13 +224,23 @@ fn every_message_validates_against_the_schema() {
     let mut rng = Rng::new(2);
     let r = samples::http_result(&mut rng, ProbeId(1), 1_764_000_000_000, false);
     let result = encode(|e| r.encode(e));
-    let v = check("probe-result", "probe-result", &result, &mutate(&result, 1, b"\xf6"));
+    let v = check(
+        "probe-result",
+        "probe-result",
+        &result,
+        &mutate(&result, 1, b"\xf6"),
+    );
     let fields = v.as_array().unwrap();
     assert_eq!(fields.len(), 7 + 6, "six phases measured");
     assert_eq!(fields[fields.len() - 2], 200);
     let failed = samples::http_result(&mut rng, ProbeId(1), 1_764_000_000_000, true);
     let failed_bytes = encode(|e| failed.encode(e));
-    check("probe-result", "probe-result-failed", &failed_bytes, &failed_bytes[..failed_bytes.len() - 1]);
+    check(
+        "probe-result",
+        "probe-result-failed",
+        &failed_bytes,
+        &failed_bytes[..failed_bytes.len() - 1],
+    );
 
     // batch with one record of each kind
     let batch = encode(|e| {
@@ -183,7 +260,11 @@ fn every_message_validates_against_the_schema() {
 
     // ack
     let mut buf = [0u8; 16];
-    let n = Ack { acked: Seq(3 << 32 | 41) }.encode(&mut buf).unwrap();
+    let n = Ack {
+        acked: Seq(3 << 32 | 41),
+    }
+    .encode(&mut buf)
+    .unwrap();
     let v = check("ack", "ack", &buf[..n], &mutate(&buf[..n], 1, b"\x20"));
     assert_eq!(v[1], (3u64 << 32) | 41);
 
@@ -196,15 +277,43 @@ fn every_message_validates_against_the_schema() {
         e.encode(&sk)?;
         Ok(())
     });
-    check("sketch", "sketch", &sketch, &mutate(&sketch, 2, b"\x19\x03\xd1"));
+    check(
+        "sketch",
+        "sketch",
+        &sketch,
+        &mutate(&sketch, 2, b"\x19\x03\xd1"),
+    );
 
     // configuration with every probe kind and both kinds of rule
     let specs = probes();
     let rules = [
-        RuleBinding { probe: ProbeId(3), rule: ThresholdRule { metric: Metric::Phase(Phase::FirstByte), raise: 200_000, clear: 150_000, k: 2, n: 3 } },
-        RuleBinding { probe: ProbeId(3), rule: ThresholdRule { metric: Metric::Availability, raise: 0, clear: 0, k: 3, n: 5 } },
+        RuleBinding {
+            probe: ProbeId(3),
+            rule: ThresholdRule {
+                metric: Metric::Phase(Phase::FirstByte),
+                raise: 200_000,
+                clear: 150_000,
+                k: 2,
+                n: 3,
+            },
+        },
+        RuleBinding {
+            probe: ProbeId(3),
+            rule: ThresholdRule {
+                metric: Metric::Availability,
+                raise: 0,
+                clear: 0,
+                k: 3,
+                n: 5,
+            },
+        },
     ];
-    let cfg = EdgeConfig { etag: 42, window_s: 60, probes: List::from_slice(&specs), rules: List::from_slice(&rules) };
+    let cfg = EdgeConfig {
+        etag: 42,
+        window_s: 60,
+        probes: List::from_slice(&specs),
+        rules: List::from_slice(&rules),
+    };
     let mut buf = vec![0u8; 2048];
     let n = cfg.encode(&mut buf).unwrap();
     let config = &buf[..n];

@@ -3,7 +3,9 @@
 #![allow(unused_macros, unused_imports)]
 
 #[cfg(all(feature = "defmt", feature = "log"))]
-compile_error!("features `defmt` and `log` are mutually exclusive: pick the one your target logs with");
+compile_error!(
+    "features `defmt` and `log` are mutually exclusive: pick the one your target logs with"
+);
 
 macro_rules! debug {
     ($s:literal $(, $x:expr)* $(,)?) => {{

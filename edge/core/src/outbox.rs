@@ -95,7 +95,16 @@ pub struct Outbox<const N: usize, const REC: usize> {
 impl<const N: usize, const REC: usize> Outbox<N, REC> {
     /// An empty outbox whose first record will get `first`.
     pub const fn new(first: Seq) -> Self {
-        Outbox { entries: Vec::new(), next_seq: first.0, stats: OutboxStats { queued: 0, dropped: 0, acked: 0, high_water: 0 } }
+        Outbox {
+            entries: Vec::new(),
+            next_seq: first.0,
+            stats: OutboxStats {
+                queued: 0,
+                dropped: 0,
+                acked: 0,
+                high_water: 0,
+            },
+        }
     }
 
     /// Start a new boot epoch: records not yet in flight will be numbered from
@@ -131,13 +140,20 @@ impl<const N: usize, const REC: usize> Outbox<N, REC> {
         body: impl FnOnce(&mut SliceEncoder<'_>) -> Result<(), WireError>,
     ) -> Result<(), PushError> {
         let mut buf = [0u8; REC];
-        let n = encode_into(&mut buf, |e| encode_record(e, kind, body)).map_err(PushError::Encode)?;
+        let n =
+            encode_into(&mut buf, |e| encode_record(e, kind, body)).map_err(PushError::Encode)?;
         let mut bytes = Vec::new();
-        bytes.extend_from_slice(&buf[..n]).map_err(|_| PushError::Encode(WireError::BufferFull))?;
+        bytes
+            .extend_from_slice(&buf[..n])
+            .map_err(|_| PushError::Encode(WireError::BufferFull))?;
         if self.entries.is_full() {
             self.drop_oldest()?;
         }
-        let entry = Entry { kind: kind as u8, seq: None, bytes };
+        let entry = Entry {
+            kind: kind as u8,
+            seq: None,
+            bytes,
+        };
         let at = if kind == RecordKind::Event {
             self.entries
                 .iter()
@@ -170,7 +186,10 @@ impl<const N: usize, const REC: usize> Outbox<N, REC> {
     pub fn in_flight(&self) -> Option<InFlight> {
         let first = self.entries.first()?.seq?;
         let count = self.entries.iter().take_while(|e| e.seq.is_some()).count() as u16;
-        Some(InFlight { first: Seq(first), count })
+        Some(InFlight {
+            first: Seq(first),
+            count,
+        })
     }
 
     /// Records of the batch in flight, in sequence order.
@@ -186,16 +205,14 @@ impl<const N: usize, const REC: usize> Outbox<N, REC> {
             return Some(f);
         }
         let mut used = 0;
-        let mut count = 0u16;
-        for e in self.entries.iter_mut() {
+        for (count, e) in self.entries.iter_mut().enumerate() {
             let len = e.bytes.len();
-            if count >= max_records || (count > 0 && used + len > budget) {
+            if count >= usize::from(max_records) || (count > 0 && used + len > budget) {
                 break;
             }
             e.seq = Some(self.next_seq);
             self.next_seq += 1;
             used += len;
-            count += 1;
         }
         self.in_flight()
     }
@@ -203,7 +220,11 @@ impl<const N: usize, const REC: usize> Outbox<N, REC> {
     /// Cumulative acknowledgement: forget every in-flight record numbered up to `acked`.
     /// Returns how many were released.
     pub fn ack(&mut self, acked: Seq) -> usize {
-        let n = self.entries.iter().take_while(|e| matches!(e.seq, Some(s) if s <= acked.0)).count();
+        let n = self
+            .entries
+            .iter()
+            .take_while(|e| matches!(e.seq, Some(s) if s <= acked.0))
+            .count();
         for _ in 0..n {
             self.entries.remove(0);
         }
@@ -231,5 +252,193 @@ impl<const N: usize, const REC: usize> Outbox<N, REC> {
     /// Restore an outbox saved with [`Outbox::save`].
     pub fn load(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minicbor::Decoder;
+
+    type Box8 = Outbox<8, 64>;
+
+    fn push_n(o: &mut Box8, kind: RecordKind, tag: u32) {
+        o.push(kind, |e| {
+            e.u32(tag)?;
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    fn tag(e: &Entry<64>) -> u32 {
+        let mut d = Decoder::new(e.bytes());
+        d.array().unwrap();
+        d.u8().unwrap();
+        d.u32().unwrap()
+    }
+
+    fn tags(o: &Box8) -> std::vec::Vec<u32> {
+        o.entries.iter().map(tag).collect()
+    }
+
+    #[test]
+    fn numbers_are_assigned_at_send_time_in_order() {
+        let mut o = Box8::new(Seq::first_of_epoch(2));
+        push_n(&mut o, RecordKind::Summary, 1);
+        push_n(&mut o, RecordKind::Summary, 2);
+        push_n(&mut o, RecordKind::Event, 100);
+        assert_eq!(
+            tags(&o),
+            [100, 1, 2],
+            "the event jumps ahead of unsent summaries"
+        );
+        let f = o.start_batch(1000, 2).unwrap();
+        assert_eq!((f.first, f.count), (Seq::first_of_epoch(2), 2));
+        // an event pushed now goes after the batch in flight, before the unsent summary
+        push_n(&mut o, RecordKind::Event, 101);
+        assert_eq!(tags(&o), [100, 1, 101, 2]);
+        // the same batch is handed out again until acknowledged
+        assert_eq!(o.start_batch(1000, 8), Some(f));
+        assert_eq!(o.ack(f.last()), 2);
+        let g = o.start_batch(1000, 8).unwrap();
+        assert_eq!((g.first, g.count), (Seq(f.last().0 + 1), 2));
+        assert_eq!(
+            o.in_flight_records().map(tag).collect::<std::vec::Vec<_>>(),
+            [101, 2]
+        );
+    }
+
+    #[test]
+    fn partial_and_stale_acks() {
+        let mut o = Box8::new(Seq(10));
+        for t in 0..4 {
+            push_n(&mut o, RecordKind::Summary, t);
+        }
+        let f = o.start_batch(1000, 3).unwrap();
+        assert_eq!(o.ack(Seq(9)), 0, "an ack below the batch releases nothing");
+        assert_eq!(o.ack(Seq(10)), 1);
+        assert_eq!(
+            o.in_flight(),
+            Some(InFlight {
+                first: Seq(11),
+                count: 2
+            })
+        );
+        assert_eq!(
+            o.ack(Seq(99)),
+            2,
+            "unsent records are never released by an ack"
+        );
+        assert_eq!(o.len(), 1);
+        assert_eq!(o.stats().acked, 3);
+        let _ = f;
+    }
+
+    #[test]
+    fn overflow_drops_the_oldest_summary_first_and_counts_it() {
+        let mut o = Box8::new(Seq(0));
+        push_n(&mut o, RecordKind::Event, 1000);
+        for t in 0..7 {
+            push_n(&mut o, RecordKind::Summary, t);
+        }
+        o.start_batch(1000, 2).unwrap(); // event 1000 and summary 0 in flight
+        push_n(&mut o, RecordKind::Summary, 7);
+        assert_eq!(
+            tags(&o),
+            [1000, 0, 2, 3, 4, 5, 6, 7],
+            "summary 1 (oldest unsent) dropped"
+        );
+        assert_eq!(o.stats().dropped, 1);
+        // events survive while summaries remain to be dropped
+        for t in 0..3 {
+            push_n(&mut o, RecordKind::Event, 2000 + t);
+        }
+        assert_eq!(tags(&o), [1000, 0, 2000, 2001, 2002, 5, 6, 7]);
+        assert_eq!(o.stats().dropped, 4);
+        assert_eq!(o.stats().queued, 12);
+        assert_eq!(o.stats().high_water, 8);
+    }
+
+    #[test]
+    fn all_in_flight_refuses_rather_than_dropping_sent_records() {
+        let mut o: Outbox<2, 64> = Outbox::new(Seq(0));
+        for t in 0..2 {
+            o.push(RecordKind::Summary, |e| {
+                e.u32(t)?;
+                Ok(())
+            })
+            .unwrap();
+        }
+        o.start_batch(1000, 8).unwrap();
+        let r = o.push(RecordKind::Summary, |e| {
+            e.u32(9)?;
+            Ok(())
+        });
+        assert_eq!(r, Err(PushError::AllInFlight));
+    }
+
+    #[test]
+    fn budget_limits_a_batch_but_never_below_one_record() {
+        let mut o = Box8::new(Seq(0));
+        for t in 0..4 {
+            push_n(&mut o, RecordKind::Summary, 1_000_000 + t); // 8 bytes per record
+        }
+        assert_eq!(o.start_batch(17, 8).unwrap().count, 2);
+        o.ack(Seq(1));
+        assert_eq!(o.start_batch(1, 8).unwrap().count, 1);
+    }
+
+    #[test]
+    fn too_large_record_is_an_error_not_a_panic() {
+        let mut o: Outbox<2, 8> = Outbox::new(Seq(0));
+        let r = o.push(RecordKind::Summary, |e| {
+            e.bytes(&[0u8; 32])?;
+            Ok(())
+        });
+        assert!(matches!(r, Err(PushError::Encode(_))));
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn save_and_load_keep_everything_and_a_new_epoch_numbers_after() {
+        let mut o = Box8::new(Seq::first_of_epoch(1));
+        for t in 0..5 {
+            push_n(&mut o, RecordKind::Summary, t);
+        }
+        let f = o.start_batch(1000, 2).unwrap();
+        let mut buf = [0u8; 1024];
+        let bytes = o.save(&mut buf).unwrap();
+        let mut back = Box8::load(bytes).unwrap();
+        assert_eq!(back, o);
+        back.start_epoch(2);
+        assert_eq!(
+            back.in_flight(),
+            Some(f),
+            "the batch in flight keeps its old numbers"
+        );
+        back.ack(f.last());
+        let g = back.start_batch(1000, 8).unwrap();
+        assert_eq!(g.first, Seq::first_of_epoch(2));
+        assert!(Box8::load(&bytes_garbage()).is_err());
+    }
+
+    fn bytes_garbage() -> [u8; 4] {
+        [0xff, 0xff, 0xff, 0xff]
+    }
+
+    #[test]
+    fn dropping_in_flight_counts() {
+        let mut o = Box8::new(Seq(0));
+        for t in 0..3 {
+            push_n(&mut o, RecordKind::Summary, t);
+        }
+        o.start_batch(1000, 2).unwrap();
+        assert_eq!(o.drop_in_flight(), 2);
+        assert_eq!(o.stats().dropped, 2);
+        assert_eq!(
+            o.start_batch(1000, 8).unwrap().first,
+            Seq(2),
+            "numbers are never reused"
+        );
     }
 }

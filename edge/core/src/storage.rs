@@ -55,13 +55,20 @@ pub enum BootError<E> {
 /// starting again from epoch 1 could reuse numbers the store has seen.
 pub fn next_boot<S: Storage>(storage: &mut S) -> Result<BootState, BootError<S::Error>> {
     let mut buf = [0u8; 16];
-    let prev = match storage.read(Slot::Boot, &mut buf).map_err(BootError::Storage)? {
+    let prev = match storage
+        .read(Slot::Boot, &mut buf)
+        .map_err(BootError::Storage)?
+    {
         None => BootState::default(),
         Some(bytes) => postcard::from_bytes(bytes).map_err(|_| BootError::Corrupt)?,
     };
-    let next = BootState { epoch: prev.epoch.checked_add(1).ok_or(BootError::Exhausted)? };
+    let next = BootState {
+        epoch: prev.epoch.checked_add(1).ok_or(BootError::Exhausted)?,
+    };
     let bytes = postcard::to_slice(&next, &mut buf).map_err(|_| BootError::Corrupt)?;
-    storage.write(Slot::Boot, bytes).map_err(BootError::Storage)?;
+    storage
+        .write(Slot::Boot, bytes)
+        .map_err(BootError::Storage)?;
     Ok(next)
 }
 
@@ -77,7 +84,10 @@ pub struct RamStorage<const CAP: usize> {
 impl<const CAP: usize> RamStorage<CAP> {
     /// Empty storage.
     pub fn new() -> Self {
-        RamStorage { slots: Default::default(), written: [false; 3] }
+        RamStorage {
+            slots: Default::default(),
+            written: [false; 3],
+        }
     }
 }
 

@@ -50,7 +50,11 @@ pub struct UplinkConfig {
 
 impl Default for UplinkConfig {
     fn default() -> Self {
-        UplinkConfig { coap: CoapConfig::default(), return_after_ms: 300_000, retry_after_ms: 5_000 }
+        UplinkConfig {
+            coap: CoapConfig::default(),
+            return_after_ms: 300_000,
+            retry_after_ms: 5_000,
+        }
     }
 }
 
@@ -160,7 +164,12 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
     /// Process a datagram. Answers to our batches are consumed here; a request for the edge
     /// (configuration, on-demand probe) is returned for the application to answer through
     /// [`Uplink::endpoint`].
-    pub fn handle_datagram<'a>(&mut self, now: u64, from: A, bytes: &'a [u8]) -> Option<Request<'a, A>> {
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: u64,
+        from: A,
+        bytes: &'a [u8],
+    ) -> Option<Request<'a, A>> {
         match self.endpoint.handle_datagram(now, from, bytes)? {
             Incoming::Request(r) => Some(r),
             Incoming::Response { exchange, message } => {
@@ -191,7 +200,12 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
         } else if code.class() == 4 {
             self.stats.refused += 1;
             let dropped = self.outbox.drop_in_flight();
-            warn!("batch from {} refused ({:?}); {} records dropped", flight.first.0, code.class(), dropped);
+            warn!(
+                "batch from {} refused ({:?}); {} records dropped",
+                flight.first.0,
+                code.class(),
+                dropped
+            );
         } else {
             self.stats.server_errors += 1;
             self.not_before = now + self.config.retry_after_ms;
@@ -231,7 +245,9 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
     }
 
     fn send_batch(&mut self, now: u64) {
-        if self.current != 0 && now.saturating_sub(self.left_first_at) >= self.config.return_after_ms {
+        if self.current != 0
+            && now.saturating_sub(self.left_first_at) >= self.config.return_after_ms
+        {
             self.current = 0;
         }
         let head_room = 32;
@@ -246,22 +262,29 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             encode_batch_head(e, edge, flight.first, dropped, flight.count)?;
             for r in records.in_flight_records() {
                 use minicbor::encode::Write;
-                e.writer_mut().write_all(r.bytes()).map_err(|_| qos_wire::codec::WireError::BufferFull)?;
+                e.writer_mut()
+                    .write_all(r.bytes())
+                    .map_err(|_| qos_wire::codec::WireError::BufferFull)?;
             }
             Ok(())
         });
         let Ok(n) = n else {
             // A record larger than a batch can never be sent: drop it visibly.
             let dropped = self.outbox.drop_in_flight();
-            warn!("batch does not fit in a message; {} records dropped", dropped);
+            warn!(
+                "batch does not fit in a message; {} records dropped",
+                dropped
+            );
             return;
         };
         let to = self.brokers[self.current];
-        let sent = self.endpoint.request(now, to, Reliability::Confirmable, Code::POST, |w| {
-            w.uri_path(UPLINK_PATH)?;
-            w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
-            w.payload(&payload[..n])
-        });
+        let sent = self
+            .endpoint
+            .request(now, to, Reliability::Confirmable, Code::POST, |w| {
+                w.uri_path(UPLINK_PATH)?;
+                w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
+                w.payload(&payload[..n])
+            });
         match sent {
             Ok(id) => {
                 self.exchange = Some((id, flight));
@@ -289,5 +312,153 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
     /// Sequence number the next new batch starts at.
     pub fn next_seq(&self) -> Seq {
         self.outbox.next_seq()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qos_wire::ids::ProbeId;
+
+    type Up = Uplink<u8, 2, 16, 256>;
+    type Server = Endpoint<u8, 4, 8, MSG>;
+    const EDGE: u8 = 1;
+    const B1: u8 = 2;
+
+    fn summary(i: u32) -> Summary<16> {
+        let mut s = Summary::new(ProbeId(1), 60 * i, 60);
+        s.ok = i;
+        s
+    }
+
+    /// Deliver what the uplink sends to a server answering with `answer`; returns the number
+    /// of requests the server saw.
+    fn exchange(
+        up: &mut Up,
+        server: &mut Server,
+        now: u64,
+        mut answer: impl FnMut(&[u8]) -> (Code, std::vec::Vec<u8>),
+    ) -> usize {
+        let mut buf = [0u8; MSG];
+        let mut seen = 0;
+        up.poll(now);
+        while let Some((to, n)) = up.poll_transmit(now, &mut buf) {
+            assert_eq!(to, up.broker());
+            let bytes = buf[..n].to_vec();
+            if let Some(Incoming::Request(req)) = server.handle_datagram(now, EDGE, &bytes) {
+                seen += 1;
+                assert!(req.message.path_is(UPLINK_PATH));
+                assert_eq!(req.message.content_format(), Some(content_format::CBOR));
+                let (code, body) = answer(req.message.payload());
+                server
+                    .respond(now, &req.handle, code, |w| w.payload(&body))
+                    .unwrap();
+            }
+            let mut out = [0u8; MSG];
+            while let Some((_, m)) = server.poll_transmit(now, &mut out) {
+                let reply = out[..m].to_vec();
+                assert!(up.handle_datagram(now, B1, &reply).is_none());
+            }
+        }
+        up.poll(now);
+        seen
+    }
+
+    fn ack_all(payload: &[u8]) -> (Code, std::vec::Vec<u8>) {
+        let b = qos_wire::uplink::Batch::decode(payload).unwrap();
+        let mut buf = [0u8; 16];
+        let n = Ack {
+            acked: b.last_seq(),
+        }
+        .encode(&mut buf)
+        .unwrap();
+        (Code::CHANGED, buf[..n].to_vec())
+    }
+
+    fn new_uplink() -> (Up, Server) {
+        let up = Up::new(
+            EdgeId(5),
+            &[B1],
+            UplinkConfig::default(),
+            Outbox::new(Seq::first_of_epoch(1)),
+            7,
+        )
+        .unwrap();
+        (up, Server::new(CoapConfig::default(), 8).unwrap())
+    }
+
+    #[test]
+    fn batches_are_acked_and_released() {
+        let (mut up, mut server) = new_uplink();
+        for i in 0..3 {
+            up.push_summary(&summary(i)).unwrap();
+        }
+        assert_eq!(
+            exchange(&mut up, &mut server, 0, ack_all),
+            1,
+            "one batch carries all three"
+        );
+        assert!(up.outbox().is_empty());
+        assert_eq!(up.stats().acked_batches, 1);
+        assert_eq!(up.next_seq(), Seq(Seq::first_of_epoch(1).0 + 3));
+    }
+
+    #[test]
+    fn refused_batches_are_dropped_and_counted() {
+        let (mut up, mut server) = new_uplink();
+        up.push_summary(&summary(1)).unwrap();
+        exchange(&mut up, &mut server, 0, |_| {
+            (Code::BAD_REQUEST, b"no".to_vec())
+        });
+        assert!(up.outbox().is_empty());
+        assert_eq!((up.stats().refused, up.outbox().stats().dropped), (1, 1));
+        // the next batch reports the loss
+        up.push_summary(&summary(2)).unwrap();
+        let mut dropped = 0;
+        exchange(&mut up, &mut server, 1, |p| {
+            dropped = qos_wire::uplink::Batch::decode(p).unwrap().dropped;
+            ack_all(p)
+        });
+        assert_eq!(dropped, 1);
+    }
+
+    #[test]
+    fn server_errors_retry_later_with_the_same_numbers() {
+        let (mut up, mut server) = new_uplink();
+        up.push_summary(&summary(1)).unwrap();
+        let mut first = None;
+        exchange(&mut up, &mut server, 0, |p| {
+            first = Some(qos_wire::uplink::Batch::decode(p).unwrap().first_seq);
+            (Code::SERVICE_UNAVAILABLE, std::vec::Vec::new())
+        });
+        assert_eq!(up.stats().server_errors, 1);
+        assert_eq!(
+            up.poll_timeout(),
+            Some(UplinkConfig::default().retry_after_ms)
+        );
+        assert_eq!(
+            exchange(&mut up, &mut server, 10, ack_all),
+            0,
+            "nothing is sent before the retry time"
+        );
+        let mut again = None;
+        exchange(&mut up, &mut server, 5_000, |p| {
+            again = Some(qos_wire::uplink::Batch::decode(p).unwrap().first_seq);
+            ack_all(p)
+        });
+        assert_eq!(again, first);
+        assert!(up.outbox().is_empty());
+    }
+
+    #[test]
+    fn no_broker_is_an_error() {
+        let r = Up::new(
+            EdgeId(1),
+            &[],
+            UplinkConfig::default(),
+            Outbox::new(Seq(0)),
+            1,
+        );
+        assert!(matches!(r, Err(UplinkError::Brokers)));
     }
 }

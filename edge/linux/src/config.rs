@@ -102,7 +102,9 @@ pub struct StorageSection {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { dir: PathBuf::from("./qos-edge-data") }
+        StorageSection {
+            dir: PathBuf::from("./qos-edge-data"),
+        }
     }
 }
 
@@ -142,8 +144,10 @@ fn default_timeout() -> u32 {
 impl Config {
     /// Read and check the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(&text, path)
     }
 
@@ -153,7 +157,10 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
-        cfg.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(cfg)
     }
 
@@ -161,13 +168,20 @@ impl Config {
         let name_ok = |s: &str| {
             !s.is_empty()
                 && s.len() <= 63
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         };
         if !name_ok(&self.edge.name) {
-            return Err(format!("edge.name {:?}: use 1-63 letters, digits, '-', '_' or '.'", self.edge.name));
+            return Err(format!(
+                "edge.name {:?}: use 1-63 letters, digits, '-', '_' or '.'",
+                self.edge.name
+            ));
         }
         if !name_ok(&self.edge.region) {
-            return Err(format!("edge.region {:?}: use 1-63 letters, digits, '-', '_' or '.'", self.edge.region));
+            return Err(format!(
+                "edge.region {:?}: use 1-63 letters, digits, '-', '_' or '.'",
+                self.edge.region
+            ));
         }
         let u = &self.uplink;
         if u.brokers.is_empty() {
@@ -177,15 +191,24 @@ impl Config {
             return Err("uplink.window_s must be at least 1".into());
         }
         if u.ack_timeout_ms == 0 || !(1.0..=4.0).contains(&u.ack_random_factor) {
-            return Err("uplink.ack_timeout_ms must be > 0 and uplink.ack_random_factor within 1.0..=4.0".into());
+            return Err(
+                "uplink.ack_timeout_ms must be > 0 and uplink.ack_random_factor within 1.0..=4.0"
+                    .into(),
+            );
         }
         let mut ids = std::collections::BTreeSet::new();
         for p in &self.probes {
             if p.id == 0 || !ids.insert(p.id) {
-                return Err(format!("probe id {}: ids must be unique and non-zero", p.id));
+                return Err(format!(
+                    "probe id {}: ids must be unique and non-zero",
+                    p.id
+                ));
             }
             if p.interval_ms < 100 || p.timeout_ms == 0 || p.timeout_ms > p.interval_ms {
-                return Err(format!("probe {}: need interval_ms >= 100 and 1 <= timeout_ms <= interval_ms", p.id));
+                return Err(format!(
+                    "probe {}: need interval_ms >= 100 and 1 <= timeout_ms <= interval_ms",
+                    p.id
+                ));
             }
         }
         Ok(())
@@ -198,7 +221,10 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/qos-edge.example.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/qos-edge.example.toml"
+        ));
         let cfg = Config::load(path).expect("example config");
         assert_eq!(cfg.uplink, UplinkSection::default());
         assert_eq!(cfg.storage, StorageSection::default());
@@ -208,7 +234,9 @@ mod tests {
     #[test]
     fn unknown_field_is_named() {
         let text = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\ncolour = 3\n";
-        let err = Config::parse(text, Path::new("e.toml")).unwrap_err().to_string();
+        let err = Config::parse(text, Path::new("e.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("colour") && err.contains("e.toml"), "{err}");
     }
 
@@ -216,14 +244,25 @@ mod tests {
     fn bad_values_rejected() {
         let base = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\n";
         for (extra, needle) in [
-            ("[[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"x:1\"\ntimeout_ms = 0\n", "probe 1"),
+            (
+                "[[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"x:1\"\ntimeout_ms = 0\n",
+                "probe 1",
+            ),
             ("[uplink]\nbrokers = []\n", "uplink.brokers"),
-            ("[[probe]]\nid = 1\nkind = \"icmpx\"\ntarget = \"x\"\n", "icmpx"),
+            (
+                "[[probe]]\nid = 1\nkind = \"icmpx\"\ntarget = \"x\"\n",
+                "icmpx",
+            ),
         ] {
-            let err = Config::parse(&format!("{base}{extra}"), Path::new("e.toml")).unwrap_err().to_string();
+            let err = Config::parse(&format!("{base}{extra}"), Path::new("e.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{err}");
         }
-        let err = Config::parse("[edge]\nid = 1\nname = \"a b\"\nregion = \"r\"\n", Path::new("e.toml"));
+        let err = Config::parse(
+            "[edge]\nid = 1\nname = \"a b\"\nregion = \"r\"\n",
+            Path::new("e.toml"),
+        );
         assert!(err.unwrap_err().to_string().contains("edge.name"));
     }
 }

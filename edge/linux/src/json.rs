@@ -7,7 +7,11 @@ use crate::config::ProbeKindName;
 
 /// `{"kind", "target", "ok", "phases_us": {phase: µs}, "error", "error_after_us", "detail"}`.
 pub fn result(kind: ProbeKindName, target: &str, r: &ProbeResult) -> Value {
-    let phases: Map<String, Value> = r.phases.iter().map(|(p, us)| (p.name().to_string(), json!(us))).collect();
+    let phases: Map<String, Value> = r
+        .phases
+        .iter()
+        .map(|(p, us)| (p.name().to_string(), json!(us)))
+        .collect();
     json!({
         "kind": format!("{kind:?}").to_lowercase(),
         "target": target,

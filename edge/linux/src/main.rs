@@ -68,8 +68,15 @@ fn main() -> ExitCode {
                 Err(e) => qos_host::fail("qos-edge", &e, 1),
             }
         }
-        Command::Probe { kind, target, timeout_ms } => {
-            let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        Command::Probe {
+            kind,
+            target,
+            timeout_ms,
+        } => {
+            let at = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             let timeout = Duration::from_millis(timeout_ms.max(1));
             let r = match kind {
                 ProbeKindName::Tcp => probe::tcp_connect(ProbeId(0), &target, timeout, at),

@@ -83,7 +83,11 @@ mod tests {
         let connect = r.phases.get(Phase::Connect).unwrap();
         let total = r.phases.get(Phase::Total).unwrap();
         assert!(connect <= total);
-        assert_eq!(r.phases.get(Phase::Dns), None, "an IP literal needs no lookup");
+        assert_eq!(
+            r.phases.get(Phase::Dns),
+            None,
+            "an IP literal needs no lookup"
+        );
     }
 
     #[test]
@@ -101,7 +105,12 @@ mod tests {
     fn a_name_is_resolved_and_timed() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let r = tcp_connect(ProbeId(1), &format!("localhost:{port}"), Duration::from_secs(2), 0);
+        let r = tcp_connect(
+            ProbeId(1),
+            &format!("localhost:{port}"),
+            Duration::from_secs(2),
+            0,
+        );
         assert!(r.phases.get(Phase::Dns).is_some());
     }
 }

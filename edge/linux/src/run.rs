@@ -57,7 +57,10 @@ pub enum RunError {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 struct Scheduled {
@@ -126,8 +129,10 @@ fn save_outbox(storage: &mut FileStorage, outbox: &EdgeOutbox) {
 /// Run until `shutdown` is set.
 pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let dir = cfg.storage.dir.display().to_string();
-    let mut storage =
-        FileStorage::open(&cfg.storage.dir).map_err(|source| RunError::Storage { path: dir.clone(), source })?;
+    let mut storage = FileStorage::open(&cfg.storage.dir).map_err(|source| RunError::Storage {
+        path: dir.clone(),
+        source,
+    })?;
     let boot = next_boot(&mut storage).map_err(|e| RunError::Boot {
         path: storage.path(Slot::Boot).display().to_string(),
         detail: match e {
@@ -138,18 +143,28 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     })?;
     let outbox = restore_outbox(&mut storage, boot.epoch);
 
-    let bind: SocketAddr = if cfg.uplink.brokers[0].is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
+    let bind: SocketAddr = if cfg.uplink.brokers[0].is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .expect("literal");
     let socket = UdpSocket::bind(bind).map_err(RunError::Socket)?;
     let u = &cfg.uplink;
-    let mut coap = qos_coap::Config::default();
-    coap.ack_timeout_ms = u64::from(u.ack_timeout_ms);
-    coap.ack_random_factor_permille = (u.ack_random_factor * 1000.0).round() as u32;
-    coap.max_retransmit = u.max_retransmit;
+    let coap = qos_coap::Config::with_reliability(
+        u64::from(u.ack_timeout_ms),
+        u.ack_random_factor,
+        u.max_retransmit,
+    );
     let seed = unix_ms() ^ (u64::from(std::process::id()) << 32) ^ u64::from(cfg.edge.id);
     let mut uplink = EdgeUplink::new(
         EdgeId(cfg.edge.id),
         &u.brokers,
-        UplinkConfig { coap, ..UplinkConfig::default() },
+        UplinkConfig {
+            coap,
+            ..UplinkConfig::default()
+        },
         outbox,
         seed,
     )
@@ -212,12 +227,21 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                     // Requests from the centre (configuration, on-demand probes) are not
                     // served by this build: answer 4.04 so the caller knows at once.
                     let handle = req.handle;
-                    let _ = uplink.endpoint().respond(mono(), &handle, qos_coap::Code::NOT_FOUND, |_| Ok(()));
+                    let _ = uplink.endpoint().respond(
+                        mono(),
+                        &handle,
+                        qos_coap::Code::NOT_FOUND,
+                        |_| Ok(()),
+                    );
                 }
                 uplink.poll(mono());
                 flush(&socket, &mut uplink, &mut tx, mono());
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => tracing::debug!(error = %e, "receive error"),
         }
         let after = uplink.outbox().stats();
@@ -228,7 +252,13 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     }
     save_outbox(&mut storage, uplink.outbox());
     let s = uplink.stats();
-    tracing::info!(batches = s.batches, acked = s.acked_batches, failovers = s.failovers, queued = uplink.outbox().len(), "edge stopped");
+    tracing::info!(
+        batches = s.batches,
+        acked = s.acked_batches,
+        failovers = s.failovers,
+        queued = uplink.outbox().len(),
+        "edge stopped"
+    );
     Ok(())
 }
 

@@ -17,7 +17,9 @@ impl FileStorage {
     /// Storage in `dir`, created if missing.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(FileStorage { dir: dir.to_owned() })
+        Ok(FileStorage {
+            dir: dir.to_owned(),
+        })
     }
 
     /// The file of `slot`.
@@ -40,7 +42,10 @@ impl Storage for FileStorage {
             Err(e) => return Err(e),
         };
         let out = buf.get_mut(..bytes.len()).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is larger than expected", self.path(slot).display()))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is larger than expected", self.path(slot).display()),
+            )
         })?;
         out.copy_from_slice(&bytes);
         Ok(Some(out))
@@ -71,7 +76,10 @@ mod tests {
         let mut s = FileStorage::open(&dir).unwrap();
         assert_eq!(next_boot(&mut s).unwrap().epoch, 2);
         fs::write(s.path(Slot::Boot), [0xff; 9]).unwrap();
-        assert!(next_boot(&mut s).is_err(), "a corrupt epoch must not restart numbering");
+        assert!(
+            next_boot(&mut s).is_err(),
+            "a corrupt epoch must not restart numbering"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
