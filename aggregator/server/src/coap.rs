@@ -8,7 +8,9 @@
 //!
 //! The UDP driver is [`crate::serve::start_ingest`]; tests drive this type directly.
 
-use qos_coap::{content_format, option, Code, Config as CoapConfig, ConfigError, Endpoint, Incoming, Request};
+use qos_coap::{
+    content_format, option, Code, Config as CoapConfig, ConfigError, Endpoint, Incoming, Request,
+};
 use qos_wire::uplink::UPLINK_PATH;
 
 use crate::config::ReliabilityConfig;
@@ -26,12 +28,7 @@ pub type ServerEndpoint<A> = Endpoint<A, 64, 1024, MAX_MESSAGE, 64>;
 
 /// Map the TOML reliability settings to the endpoint's.
 pub fn coap_config(r: &ReliabilityConfig) -> CoapConfig {
-    CoapConfig {
-        ack_timeout_ms: r.ack_timeout_ms,
-        ack_random_factor_permille: (r.ack_random_factor * 1000.0).round().clamp(1000.0, 1e6) as u32,
-        max_retransmit: r.max_retransmit,
-        ..CoapConfig::default()
-    }
+    CoapConfig::with_reliability(r.ack_timeout_ms, r.ack_random_factor, r.max_retransmit)
 }
 
 /// CoAP server of the ingest.
@@ -43,7 +40,10 @@ pub struct CoapServer<A> {
 impl<A: Copy + Eq> CoapServer<A> {
     /// A server handing batches to `ingest`.
     pub fn new(config: CoapConfig, ingest: Ingest, seed: u64) -> Result<Self, ConfigError> {
-        Ok(CoapServer { endpoint: Box::new(ServerEndpoint::new(config, seed)?), ingest })
+        Ok(CoapServer {
+            endpoint: Box::new(ServerEndpoint::new(config, seed)?),
+            ingest,
+        })
     }
 
     /// The ingest (its store and counters).
@@ -92,7 +92,11 @@ impl<A: Copy + Eq> CoapServer<A> {
             }
             if m.content_format() != Some(content_format::CBOR) {
                 stats.reject(RejectReason::BadContentFormat);
-                return (Code::UNSUPPORTED_CONTENT_FORMAT, None, b"Content-Format 60 (CBOR) expected".to_vec());
+                return (
+                    Code::UNSUPPORTED_CONTENT_FORMAT,
+                    None,
+                    b"Content-Format 60 (CBOR) expected".to_vec(),
+                );
             }
             return match self.ingest.handle_batch(m.payload(), unix_ms) {
                 Ok(ack) => {
@@ -102,7 +106,11 @@ impl<A: Copy + Eq> CoapServer<A> {
                         Err(_) => (Code::INTERNAL_SERVER_ERROR, None, Vec::new()),
                     }
                 }
-                Err(r) if r.is_transient() => (Code::SERVICE_UNAVAILABLE, None, b"store unavailable".to_vec()),
+                Err(r) if r.is_transient() => (
+                    Code::SERVICE_UNAVAILABLE,
+                    None,
+                    b"store unavailable".to_vec(),
+                ),
                 Err(r) => (Code::BAD_REQUEST, None, r.detail.into_bytes()),
             };
         }
@@ -110,7 +118,11 @@ impl<A: Copy + Eq> CoapServer<A> {
             if m.code() != Code::GET {
                 return (Code::METHOD_NOT_ALLOWED, None, b"GET only".to_vec());
             }
-            return (Code::CONTENT, Some(content_format::LINK_FORMAT), WELL_KNOWN_CORE.as_bytes().to_vec());
+            return (
+                Code::CONTENT,
+                Some(content_format::LINK_FORMAT),
+                WELL_KNOWN_CORE.as_bytes().to_vec(),
+            );
         }
         stats.reject(RejectReason::UnknownResource);
         (Code::NOT_FOUND, None, Vec::new())

@@ -38,7 +38,10 @@ impl Rejection {
             WireError::UnsupportedVersion(_) => RejectReason::UnsupportedVersion,
             _ => RejectReason::Malformed,
         };
-        Rejection { reason, detail: format!("{what}: {e}") }
+        Rejection {
+            reason,
+            detail: format!("{what}: {e}"),
+        }
     }
 
     /// Whether the sender may succeed by sending the same batch again (the store failed).
@@ -115,23 +118,136 @@ impl Ingest {
         self.stats.add_batches(1);
         let mut records = Vec::with_capacity(batch.len());
         for r in batch.records() {
-            let (at, summary) = validate(r.kind, r.body)
-                .map_err(|e| Rejection::wire(e, &format!("record {} ({})", r.seq.0, r.kind.name())))?;
-            records.push(NewRecord { seq: r.seq.0, kind: r.kind as u8, at, body: r.raw.to_vec(), summary });
+            let (at, summary) = validate(r.kind, r.body).map_err(|e| {
+                Rejection::wire(e, &format!("record {} ({})", r.seq.0, r.kind.name()))
+            })?;
+            records.push(NewRecord {
+                seq: r.seq.0,
+                kind: r.kind as u8,
+                at,
+                body: r.raw.to_vec(),
+                summary,
+            });
         }
         if records.len() != batch.len() {
-            return Err(Rejection { reason: RejectReason::Malformed, detail: "record count".into() });
+            return Err(Rejection {
+                reason: RejectReason::Malformed,
+                detail: "record count".into(),
+            });
         }
         self.stats.add_records(records.len() as u64);
         let mut key = EdgeKey::new(batch.edge.0, now_ms);
         key.dropped_at_edge = Some(batch.dropped);
-        let outcome = self.store.insert_batch(&key, &records).map_err(|e| Rejection {
-            reason: RejectReason::StoreError,
-            detail: e.to_string(),
-        })?;
+        let outcome = self
+            .store
+            .insert_batch(&key, &records)
+            .map_err(|e| Rejection {
+                reason: RejectReason::StoreError,
+                detail: e.to_string(),
+            })?;
         self.stats.add_stored(outcome.new);
         self.stats.add_duplicates(outcome.duplicates);
         self.stats.add_acked(1);
-        Ok(Ack { acked: batch.last_seq() })
+        Ok(Ack {
+            acked: batch.last_seq(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::store::SqliteStore;
+    use qos_wire::codec::encode_into;
+    use qos_wire::ids::{EdgeId, Seq};
+    use qos_wire::samples;
+    use qos_wire::uplink::{encode_batch_head, encode_record};
+
+    fn ingest(name: &str) -> (Ingest, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("qos-ingest-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(&dir.join("qos.sqlite"), Synchronous::Normal).unwrap();
+        (
+            Ingest::new(Box::new(store), Arc::new(IngestStats::new())),
+            dir,
+        )
+    }
+
+    fn batch(first: Seq, n: u64) -> Vec<u8> {
+        let sums: Vec<Summary<128>> = (0..n).map(|i| samples::http_summary(i, 10, 0)).collect();
+        samples::batch(EdgeId(3), first, 2, &sums).unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_stored_once_and_acknowledged_up_to_its_last_record() {
+        let (mut ing, dir) = ingest("once");
+        let first = Seq::first_of_epoch(1);
+        let bytes = batch(first, 3);
+        assert_eq!(ing.handle_batch(&bytes, 1).unwrap().acked, Seq(first.0 + 2));
+        // the same batch again (a retransmission whose ack was lost): same ack, nothing new
+        assert_eq!(ing.handle_batch(&bytes, 2).unwrap().acked, Seq(first.0 + 2));
+        let s = ing.stats().snapshot();
+        assert_eq!(
+            (s.stored, s.duplicates, s.received.records, s.acked),
+            (3, 3, 6, 2)
+        );
+        let recs = ing.store().records(3).unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(ing.store().edges().unwrap()[0].dropped_at_edge, 2);
+        // the stored body is the record as sent: [kind, summary]
+        let mut d = Decoder::new(&recs[0].body);
+        assert_eq!(d.array().unwrap(), Some(2));
+        assert_eq!(d.u8().unwrap(), RecordKind::Summary as u8);
+        assert_eq!(CentralSummary::decode(&mut d).unwrap().runs(), 6);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn one_bad_record_refuses_the_whole_batch() {
+        let (mut ing, dir) = ingest("bad-record");
+        let s: Summary<128> = samples::http_summary(1, 10, 0);
+        let mut buf = vec![0u8; 2048];
+        let n = encode_into(&mut buf, |e| {
+            encode_batch_head(e, EdgeId(3), Seq(0), 0, 2)?;
+            encode_record(e, RecordKind::Summary, |e| s.encode(e))?;
+            // an event record whose body is a summary: well-formed CBOR, wrong schema
+            encode_record(e, RecordKind::Event, |e| s.encode(e))
+        })
+        .unwrap();
+        let err = ing.handle_batch(&buf[..n], 1).unwrap_err();
+        assert_eq!(err.reason, RejectReason::Malformed);
+        assert!(err.detail.contains("record 1 (event)"), "{}", err.detail);
+        assert!(!err.is_transient());
+        assert_eq!(
+            ing.store().count_records(3).unwrap(),
+            0,
+            "nothing half-written"
+        );
+        assert_eq!(ing.stats().snapshot().rejected(RejectReason::Malformed), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn version_and_truncation_are_told_apart() {
+        let (mut ing, dir) = ingest("reasons");
+        let mut bytes = batch(Seq(0), 1);
+        assert_eq!(
+            ing.handle_batch(&bytes[..bytes.len() - 3], 1)
+                .unwrap_err()
+                .reason,
+            RejectReason::Truncated
+        );
+        bytes[1] = 9;
+        assert_eq!(
+            ing.handle_batch(&bytes, 1).unwrap_err().reason,
+            RejectReason::UnsupportedVersion
+        );
+        assert_eq!(
+            ing.handle_batch(b"\xff\x00", 1).unwrap_err().reason,
+            RejectReason::Malformed
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

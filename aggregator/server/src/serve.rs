@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::coap::{coap_config, CoapServer, MAX_MESSAGE};
 use crate::config::{CoapConfig, Config};
-use crate::ingest::Ingest;
 use crate::http::{self, HttpError, HttpServer};
+use crate::ingest::Ingest;
 use crate::stats::IngestStats;
 use crate::store::{SqliteStore, Store, StoreError, StoreRead};
 
@@ -139,21 +139,40 @@ pub fn start_ingest(
         addr: coap.listen,
         source,
     })?;
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
-    let server = CoapServer::new(coap_config(&coap.reliability), Ingest::new(store, stats), seed)
-        .map_err(|e| ServeError::Coap(e.to_string()))?;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let server = CoapServer::new(
+        coap_config(&coap.reliability),
+        Ingest::new(store, stats),
+        seed,
+    )
+    .map_err(|e| ServeError::Coap(e.to_string()))?;
     tracing::info!(listen = %local, "CoAP ingest listening");
     let thread = std::thread::Builder::new()
         .name("coap-ingest".into())
         .spawn(move || coap_loop(socket, server, &shutdown))
-        .map_err(|source| ServeError::Spawn { name: "coap-ingest", source })?;
-    Ok(Listener { name: "coap-ingest", thread: Some(thread), local: Some(local) })
+        .map_err(|source| ServeError::Spawn {
+            name: "coap-ingest",
+            source,
+        })?;
+    Ok(Listener {
+        name: "coap-ingest",
+        thread: Some(thread),
+        local: Some(local),
+    })
 }
 
 fn coap_loop(socket: UdpSocket, mut server: CoapServer<SocketAddr>, shutdown: &AtomicBool) {
     let start = Instant::now();
     let mono = || start.elapsed().as_millis() as u64;
-    let unix_ms = || SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let unix_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
     // Room for one byte more than the largest message, to recognise oversized datagrams.
     let mut rx = vec![0u8; MAX_MESSAGE + 1];
     let mut tx = vec![0u8; MAX_MESSAGE];
@@ -170,7 +189,11 @@ fn coap_loop(socket: UdpSocket, mut server: CoapServer<SocketAddr>, shutdown: &A
         }
         match socket.recv_from(&mut rx) {
             Ok((n, from)) => server.handle_datagram(mono(), unix_ms(), from, &rx[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             // ICMP errors of earlier sends surface here on Linux; they concern one peer only.
             Err(e) => tracing::debug!(error = %e, "CoAP receive error"),
         }

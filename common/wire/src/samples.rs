@@ -3,10 +3,12 @@
 
 use std::vec::Vec;
 
+use crate::codec::List;
 use crate::codec::{encode_into, WireError};
 use crate::ids::{EdgeId, ProbeId, Seq};
 use crate::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use crate::phase::Phase;
+use crate::probe::{DnsType, HttpMethod, ProbeKind, ProbeSpec, Step};
 use crate::summary::Summary;
 use crate::uplink::{encode_batch_head, encode_record, RecordKind};
 
@@ -116,4 +118,61 @@ pub fn batch<const N: usize>(
     })?;
     buf.truncate(n);
     Ok(buf)
+}
+
+static STEPS: [Step<'static>; 2] = [
+    Step {
+        send: b"PING\r\n",
+        expect: b"+PONG",
+    },
+    // PostgreSQL SSLRequest, answered `N` by a server without TLS
+    Step {
+        send: b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+        expect: b"N",
+    },
+];
+
+/// One probe of every kind, ids 1.., each every 10 s with a 2 s timeout.
+pub fn probe_specs() -> std::vec::Vec<ProbeSpec<'static>> {
+    let kinds = [
+        ProbeKind::Dns {
+            resolver: "127.0.0.1:5353",
+            name: "shop.test",
+            qtype: DnsType::A,
+            expect: Some("127.0.0.1"),
+        },
+        ProbeKind::Tcp {
+            target: "127.0.0.1:5432",
+        },
+        ProbeKind::Http {
+            method: HttpMethod::Post,
+            url: "https://127.0.0.1:8443/api",
+            body: b"{}",
+            expect_status: 201,
+            expect_body: Some("ok"),
+            max_redirects: 2,
+        },
+        ProbeKind::UdpEcho {
+            target: "127.0.0.1:7",
+            payload: b"qos",
+        },
+        ProbeKind::CoapPing {
+            target: "127.0.0.1:5683",
+        },
+        ProbeKind::Icmp { host: "127.0.0.1" },
+        ProbeKind::Transaction {
+            target: "127.0.0.1:6379",
+            steps: List::from_slice(&STEPS),
+        },
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| ProbeSpec {
+            id: ProbeId(i as u16 + 1),
+            interval_ms: 10_000,
+            timeout_ms: 2_000,
+            kind,
+        })
+        .collect()
 }

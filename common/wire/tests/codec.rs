@@ -6,7 +6,7 @@ use qos_wire::codec::{encode_into, List, WireError};
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
 use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use qos_wire::phase::Phase;
-use qos_wire::probe::{DnsType, HttpMethod, ProbeKind, ProbeSpec, Step};
+use qos_wire::probe::{ProbeKind, ProbeSpec, Step};
 use qos_wire::samples::{self, Rng};
 use qos_wire::summary::Summary;
 use qos_wire::uplink::{Ack, Batch, RecordKind};
@@ -123,61 +123,9 @@ fn seq_gaps() {
     assert_eq!(a.gap_to(a), 0);
 }
 
-fn all_probe_kinds() -> Vec<ProbeSpec<'static>> {
-    static STEPS: [Step<'static>; 2] = [
-        Step {
-            send: b"PING\r\n",
-            expect: b"+PONG",
-        },
-        Step {
-            send: b"",
-            expect: b"",
-        },
-    ];
-    let kinds = [
-        ProbeKind::Dns {
-            resolver: "127.0.0.1:53",
-            name: "shop.example",
-            qtype: DnsType::Aaaa,
-            expect: Some("::1"),
-        },
-        ProbeKind::Tcp { target: "db:5432" },
-        ProbeKind::Http {
-            method: HttpMethod::Post,
-            url: "https://shop.example/api",
-            body: b"{}",
-            expect_status: 201,
-            expect_body: None,
-            max_redirects: 3,
-        },
-        ProbeKind::UdpEcho {
-            target: "127.0.0.1:7",
-            payload: b"x",
-        },
-        ProbeKind::CoapPing {
-            target: "127.0.0.1:5683",
-        },
-        ProbeKind::Icmp { host: "127.0.0.1" },
-        ProbeKind::Transaction {
-            target: "127.0.0.1:6379",
-            steps: List::from_slice(&STEPS),
-        },
-    ];
-    kinds
-        .into_iter()
-        .enumerate()
-        .map(|(i, kind)| ProbeSpec {
-            id: ProbeId(i as u16 + 1),
-            interval_ms: 10_000,
-            timeout_ms: 2_000,
-            kind,
-        })
-        .collect()
-}
-
 #[test]
 fn probe_specs_round_trip() {
-    for spec in all_probe_kinds() {
+    for spec in samples::probe_specs() {
         let mut buf = [0u8; 256];
         let n = encode_into(&mut buf, |e| spec.encode(e)).unwrap();
         let back = ProbeSpec::decode(&mut Decoder::new(&buf[..n])).unwrap();
@@ -192,7 +140,7 @@ fn probe_specs_round_trip() {
 
 #[test]
 fn probe_spec_validation() {
-    let mut spec = all_probe_kinds()[1];
+    let mut spec = samples::probe_specs()[1];
     spec.timeout_ms = 20_000;
     let mut buf = [0u8; 256];
     let n = encode_into(&mut buf, |e| spec.encode(e)).unwrap();

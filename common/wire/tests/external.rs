@@ -14,7 +14,6 @@ use qos_wire::config::{EdgeConfig, RuleBinding};
 use qos_wire::event::Event;
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
 use qos_wire::phase::Phase;
-use qos_wire::probe::{DnsType, HttpMethod, ProbeKind, ProbeSpec, Step};
 use qos_wire::samples::{self, Rng};
 use qos_wire::sketch::Sketch;
 use qos_wire::summary::Summary;
@@ -119,61 +118,6 @@ fn mutate(bytes: &[u8], at: usize, to: &[u8]) -> Vec<u8> {
     v.extend_from_slice(to);
     v.extend_from_slice(&bytes[at + 1..]);
     v
-}
-
-static STEPS: [Step<'static>; 2] = [
-    Step {
-        send: b"PING\r\n",
-        expect: b"+PONG",
-    },
-    Step {
-        send: b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
-        expect: b"N",
-    },
-];
-
-fn probes() -> Vec<ProbeSpec<'static>> {
-    let kinds = [
-        ProbeKind::Dns {
-            resolver: "127.0.0.1:5353",
-            name: "shop.test",
-            qtype: DnsType::A,
-            expect: Some("127.0.0.1"),
-        },
-        ProbeKind::Tcp {
-            target: "127.0.0.1:5432",
-        },
-        ProbeKind::Http {
-            method: HttpMethod::Get,
-            url: "http://127.0.0.1:8080/",
-            body: b"",
-            expect_status: 200,
-            expect_body: Some("ok"),
-            max_redirects: 2,
-        },
-        ProbeKind::UdpEcho {
-            target: "127.0.0.1:7",
-            payload: b"qos",
-        },
-        ProbeKind::CoapPing {
-            target: "127.0.0.1:5683",
-        },
-        ProbeKind::Icmp { host: "127.0.0.1" },
-        ProbeKind::Transaction {
-            target: "127.0.0.1:6379",
-            steps: List::from_slice(&STEPS),
-        },
-    ];
-    kinds
-        .into_iter()
-        .enumerate()
-        .map(|(i, kind)| ProbeSpec {
-            id: ProbeId(i as u16 + 1),
-            interval_ms: 10_000,
-            timeout_ms: 2_000,
-            kind,
-        })
-        .collect()
 }
 
 #[test]
@@ -285,7 +229,7 @@ fn every_message_validates_against_the_schema() {
     );
 
     // configuration with every probe kind and both kinds of rule
-    let specs = probes();
+    let specs = samples::probe_specs();
     let rules = [
         RuleBinding {
             probe: ProbeId(3),

@@ -1,0 +1,255 @@
+//! The JSON API under `/api/v1/`: routes and answers. The HTTP/1.1 protocol (connections,
+//! limits, timeouts, worker pool) is in [`server`], request-head parsing in [`parse`].
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /api/v1/health` | `{"status":"ok","version":..,"uptime_s":..,"store":"ok"}`; 503 with `"status":"degraded"`, `"store":"error"` and `"store_error"` when the store does not answer |
+//! | `GET /api/v1/stats` | the ingest counters ([`crate::stats::StatsSnapshot::to_json`]) plus `"store":{"records":..,"edges":..}` (or `"store":{"error":..}`) and `uptime_s` |
+//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`] |
+//!
+//! `HEAD` is accepted wherever `GET` is. Paths are percent-decoded; query strings are ignored by
+//! these endpoints (handlers get them through [`Request::query_pairs`]). Errors are JSON too:
+//! `{"error": reason, ...}` with 404 (unknown path, echoing `path`), 405 (other methods, with an
+//! `Allow` header), 503 (store unavailable), and from the protocol layer 400 (malformed
+//! request), 408 (request not received within the read timeout), 411 (chunked body), 413 (body
+//! over [`MAX_BODY_BYTES`], refused unread), 414 (URL over [`MAX_URL_BYTES`]), 431 (head over
+//! [`parse::MAX_HEAD_BYTES`] or [`parse::MAX_HEADER_LINES`] lines), 501 (other transfer
+//! codings), 505 (HTTP version) and 503 (all workers busy and the queue full). Every response
+//! has `Content-Type: application/json` and `Cache-Control: no-store`.
+//!
+//! Each worker owns a read-only store connection ([`StoreRead`]); in WAL mode these never block
+//! the ingest writer, and a slow API client never delays ingest.
+
+pub mod parse;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::stats::IngestStats;
+use crate::store::{EdgeRow, StoreRead};
+
+pub use parse::MAX_URL_BYTES;
+pub use server::{HttpError, HttpServer, Request, Response, ServerOptions};
+
+/// Prefix of every API path.
+pub const API_PREFIX: &str = "/api/v1/";
+/// Largest request body accepted (the API has no body-carrying endpoint yet; bodies are ignored).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// An edge is `up` when its last batch arrived at most this long ago.
+pub const UP_WINDOW_MS: u64 = 180_000;
+
+const ALLOW: &str = "GET, HEAD";
+
+/// What every worker shares.
+struct Shared {
+    stats: Arc<IngestStats>,
+    started: Instant,
+}
+
+/// One worker's API: its own store reader plus the shared state.
+struct Api {
+    store: Box<dyn StoreRead>,
+    shared: Arc<Shared>,
+}
+
+impl server::Handler for Api {
+    fn handle(&mut self, request: &Request) -> Response {
+        route(request, self.store.as_ref(), &self.shared)
+    }
+}
+
+/// Binds `listen` and starts one worker thread per reader, with the default limits
+/// ([`ServerOptions::default`], body limit [`MAX_BODY_BYTES`]). `started` is the process start,
+/// for `uptime_s`.
+pub fn start(
+    listen: SocketAddr,
+    readers: Vec<Box<dyn StoreRead>>,
+    stats: Arc<IngestStats>,
+    started: Instant,
+) -> Result<HttpServer, HttpError> {
+    let options = ServerOptions {
+        max_body_bytes: MAX_BODY_BYTES,
+        ..ServerOptions::default()
+    };
+    start_with(listen, readers, stats, started, options)
+}
+
+/// [`start`] with explicit limits and timeouts (tests lower the read timeout).
+pub fn start_with(
+    listen: SocketAddr,
+    readers: Vec<Box<dyn StoreRead>>,
+    stats: Arc<IngestStats>,
+    started: Instant,
+    options: ServerOptions,
+) -> Result<HttpServer, HttpError> {
+    let shared = Arc::new(Shared { stats, started });
+    let handlers = readers
+        .into_iter()
+        .map(|store| Api {
+            store,
+            shared: shared.clone(),
+        })
+        .collect();
+    HttpServer::start(listen, handlers, options)
+}
+
+/// The endpoints, by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Health,
+    Stats,
+    Edges,
+}
+
+fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
+    let path = request.path();
+    let endpoint = match path.strip_prefix(API_PREFIX) {
+        Some("health") => Endpoint::Health,
+        Some("stats") => Endpoint::Stats,
+        Some("edges") => Endpoint::Edges,
+        _ => {
+            return Response::json(404, &json!({"error": "no such resource", "path": path}));
+        }
+    };
+    if !matches!(request.method(), "GET" | "HEAD") {
+        return Response::json(
+            405,
+            &json!({
+                "error": "method not allowed",
+                "method": request.method(),
+                "path": path,
+                "allow": ["GET", "HEAD"],
+            }),
+        )
+        .with_header("Allow", ALLOW);
+    }
+    let uptime_s = shared.started.elapsed().as_secs();
+    match endpoint {
+        Endpoint::Health => health(store, uptime_s),
+        Endpoint::Stats => stats(store, shared, uptime_s),
+        Endpoint::Edges => match store.edges() {
+            Ok(rows) => Response::json(200, &edges_json(&rows, now_ms())),
+            Err(e) => store_unavailable(&e),
+        },
+    }
+}
+
+fn health(store: &dyn StoreRead, uptime_s: u64) -> Response {
+    match store.check() {
+        Ok(()) => Response::json(
+            200,
+            &json!({
+            "status": "ok",
+            "version": crate::VERSION,
+            "uptime_s": uptime_s,
+            "store": "ok",
+            }),
+        ),
+        Err(e) => Response::json(
+            503,
+            &json!({
+                "status": "degraded",
+                "version": crate::VERSION,
+                "uptime_s": uptime_s,
+                "store": "error",
+                "store_error": e.to_string(),
+            }),
+        ),
+    }
+}
+
+fn stats(store: &dyn StoreRead, shared: &Shared, uptime_s: u64) -> Response {
+    let mut body = shared.stats.snapshot().to_json();
+    let store_json = match store.totals() {
+        Ok(t) => json!({"records": t.records, "edges": t.edges}),
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    if let Value::Object(map) = &mut body {
+        map.insert("store".into(), store_json);
+        map.insert("uptime_s".into(), uptime_s.into());
+    }
+    Response::json(200, &body)
+}
+
+fn store_unavailable(e: &crate::store::StoreError) -> Response {
+    Response::json(
+        503,
+        &json!({"error": "store unavailable", "reason": e.to_string()}),
+    )
+}
+
+/// Renders the edges; `now_ms` decides `up`.
+fn edges_json(rows: &[EdgeRow], now_ms: u64) -> Value {
+    let edges: Vec<Value> = rows
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.edge_id,
+                "name": e.name,
+                "region": e.region,
+                "up": now_ms.saturating_sub(e.last_seen_ms) <= UP_WINDOW_MS,
+                "first_seen": e.first_seen_ms,
+                "last_seen": e.last_seen_ms,
+                "last_seq": e.last_seq,
+                "received": e.received,
+                "duplicates": e.duplicates,
+                "gaps": e.gaps,
+                "dropped_at_edge": e.dropped_at_edge,
+            })
+        })
+        .collect();
+    json!({ "edges": edges })
+}
+
+/// Wall-clock time in unix milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(edge_id: u32, last_seen_ms: u64) -> EdgeRow {
+        EdgeRow {
+            edge_id,
+            name: None,
+            region: Some("eu".into()),
+            first_seen_ms: 1,
+            last_seen_ms,
+            last_seq: Some(4),
+            received: 4,
+            duplicates: 0,
+            gaps: 0,
+            dropped_at_edge: 0,
+        }
+    }
+
+    #[test]
+    fn up_means_seen_within_the_window() {
+        let now = 1_000_000_000;
+        let rows = [
+            row(1, now),
+            row(2, now - UP_WINDOW_MS),
+            row(3, now - UP_WINDOW_MS - 1),
+            // A clock step backwards puts last_seen in the future: still up.
+            row(4, now + 5_000),
+        ];
+        let json = edges_json(&rows, now);
+        let up: Vec<bool> = json["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["up"].as_bool().unwrap())
+            .collect();
+        assert_eq!(up, [true, true, false, true]);
+        assert_eq!(json["edges"][0]["region"], "eu");
+        assert!(json["edges"][0]["name"].is_null());
+    }
+}

@@ -1,0 +1,658 @@
+//! A small blocking HTTP/1.1 server on `std` alone: the protocol, not the API (routes live in
+//! [`crate::http`]).
+//!
+//! One listener thread accepts connections and hands them to a fixed pool of worker threads
+//! through a bounded queue; when the queue is full the connection is answered `503` at once and
+//! closed, so a flood never grows memory. Each worker serves one connection at a time:
+//!
+//! - the request line and headers ("head") are read into a buffer of at most [`MAX_HEAD_BYTES`]
+//!   with at most [`MAX_HEADER_LINES`](super::parse::MAX_HEADER_LINES) header lines (`414` when the request line alone does not
+//!   fit, `431` otherwise), and must arrive within [`ServerOptions::read_timeout`] (a deadline
+//!   for the whole head, not per `read`, so trickling bytes does not extend it; `408` then);
+//! - [`parse_head`] is pure (bytes in, [`Head`] or [`RequestError`] out) and never panics;
+//! - a body is read only when its `Content-Length` (digits only; duplicates must agree) is at
+//!   most [`ServerOptions::max_body_bytes`]; larger ones get `413` without being read. Nothing
+//!   is ever allocated from a client-declared size beyond that limit. `Transfer-Encoding` is not
+//!   supported: `411` for `chunked` (send `Content-Length`), `501` for other codings;
+//! - HTTP/1.1 connections are kept alive (up to [`ServerOptions::max_requests_per_connection`]
+//!   requests, pipelining included) unless `Connection: close`; HTTP/1.0 ones only with
+//!   `Connection: keep-alive`. `HEAD` gets the headers of the `GET` answer without its body;
+//! - every protocol error is answered with a JSON body `{"error": ..}` and the connection is
+//!   closed gracefully (write side shut, then a bounded drain of what the client still sends,
+//!   so the answer is not destroyed by a TCP reset);
+//! - a handler that panics costs its request a `500`, not the worker.
+//!
+//! [`HttpServer::stop`] stops accepting (waking the blocked `accept` with a connection to
+//! itself), lets requests in progress finish, closes idle keep-alive connections and joins every
+//! thread.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::parse::{find_head_end, head_too_large, parse_head, percent_decode, Head, RequestError};
+use super::parse::{Version, MAX_HEAD_BYTES};
+
+/// How often a waiting worker or read looks at the shutdown flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+/// Longest graceful-close drain, in time (also bounded by the read timeout) and bytes.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+/// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long [`HttpServer::stop`] tries to connect to the listener to wake it.
+const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Limits and timeouts of the server. [`ServerOptions::default`] is what `serve` uses; tests
+/// lower the timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Deadline for a whole request head from its first byte being awaited, for a body, and for
+    /// an idle keep-alive connection to send its next request. Default 10 s.
+    pub read_timeout: Duration,
+    /// Deadline for writing a whole response. Default 10 s.
+    pub write_timeout: Duration,
+    /// Largest accepted request body. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Requests served on one connection before it is closed. Default 100.
+    pub max_requests_per_connection: usize,
+    /// Accepted connections waiting for a free worker; beyond this they get `503`. Default 64.
+    pub queue_capacity: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+            max_requests_per_connection: 100,
+            queue_capacity: 64,
+        }
+    }
+}
+
+/// Why the HTTP server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {message}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The system's explanation.
+        message: String,
+    },
+    /// A worker thread could not be started.
+    #[error("cannot start HTTP worker thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// No handler was given: there would be no worker.
+    #[error("HTTP server needs at least one worker")]
+    NoWorkers,
+}
+
+/// A request handed to a [`Handler`]: the head and the whole body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The parsed head.
+    pub head: Head,
+    /// The body (at most [`ServerOptions::max_body_bytes`]).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The method, such as `GET`.
+    pub fn method(&self) -> &str {
+        &self.head.method
+    }
+
+    /// The percent-decoded path.
+    pub fn path(&self) -> &str {
+        &self.head.path
+    }
+
+    /// The raw query string, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.head.query.as_deref()
+    }
+
+    /// The query string as decoded `name=value` pairs (`+` is a space); `None` when it is not
+    /// valid percent-encoded UTF-8.
+    pub fn query_pairs(&self) -> Option<Vec<(String, String)>> {
+        let Some(query) = self.query() else {
+            return Some(Vec::new());
+        };
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let decode = |s: &str| percent_decode(&s.replace('+', " "));
+                Some((decode(name)?, decode(value)?))
+            })
+            .collect()
+    }
+
+    /// The value of the first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+}
+
+/// An answer. The server adds `Content-Length` and `Connection`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Content-Type`.
+    pub content_type: &'static str,
+    /// Further headers (values containing CR or LF are dropped).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body (not sent for `HEAD`).
+    pub body: Vec<u8>,
+    /// Close the connection after this answer.
+    pub close: bool,
+}
+
+impl Response {
+    /// A JSON answer (one line, newline-terminated) with `Cache-Control: no-store`.
+    pub fn json(status: u16, body: &Value) -> Response {
+        let mut bytes = serde_json::to_vec(body).unwrap_or_default();
+        bytes.push(b'\n');
+        Response {
+            status,
+            content_type: "application/json",
+            headers: vec![("Cache-Control", "no-store".into())],
+            body: bytes,
+            close: false,
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The status line, headers and (unless `head_only`) body, as sent.
+    fn encode(&self, head_only: bool, keep_alive: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + if head_only { 0 } else { self.body.len() });
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
+            self.status,
+            reason_phrase(self.status),
+            self.content_type,
+            self.body.len(),
+            if keep_alive { "keep-alive" } else { "close" },
+        );
+        for (name, value) in &self.headers {
+            if !value.contains(['\r', '\n']) {
+                let _ = write!(out, "{name}: {value}\r\n");
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+/// Serves requests on one worker thread; each worker owns one handler.
+pub trait Handler: Send + 'static {
+    /// Answers `request`.
+    fn handle(&mut self, request: &Request) -> Response;
+}
+
+impl<F> Handler for F
+where
+    F: FnMut(&Request) -> Response + Send + 'static,
+{
+    fn handle(&mut self, request: &Request) -> Response {
+        self(request)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// I/O.
+
+/// Why a read ended without data.
+enum ReadEnd {
+    /// The deadline passed.
+    Timeout,
+    /// The server is stopping.
+    Stopping,
+    /// The peer closed or the socket failed.
+    Closed,
+}
+
+/// One `read` into `out` before `deadline`, giving up early when `stopping` is set.
+fn read_some(
+    stream: &mut TcpStream,
+    out: &mut [u8],
+    deadline: Instant,
+    stopping: &AtomicBool,
+) -> Result<usize, ReadEnd> {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(ReadEnd::Timeout);
+        }
+        let wait = (deadline - now).min(STOP_POLL);
+        if stream.set_read_timeout(Some(wait)).is_err() {
+            return Err(ReadEnd::Closed);
+        }
+        match stream.read(out) {
+            Ok(0) => return Err(ReadEnd::Closed),
+            Ok(n) => return Ok(n),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if stopping.load(Ordering::SeqCst) {
+                    return Err(ReadEnd::Stopping);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Err(ReadEnd::Closed),
+        }
+    }
+}
+
+/// Writes all of `bytes` before `deadline`.
+fn write_all_before(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> bool {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let now = Instant::now();
+        if now >= deadline || stream.set_write_timeout(Some(deadline - now)).is_err() {
+            return false;
+        }
+        match stream.write(rest) {
+            Ok(0) => return false,
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// One connection on a worker.
+struct Connection<'a> {
+    stream: TcpStream,
+    /// Received bytes not yet consumed (at most [`MAX_HEAD_BYTES`] plus a body).
+    buf: Vec<u8>,
+    options: &'a ServerOptions,
+    stopping: &'a AtomicBool,
+}
+
+/// What to do after a request.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+impl Connection<'_> {
+    fn serve(mut self, handler: &mut dyn Handler) {
+        let _ = self.stream.set_nodelay(true);
+        for served in 1..=self.options.max_requests_per_connection.max(1) {
+            let last = served >= self.options.max_requests_per_connection;
+            match self.one_request(handler, last) {
+                Some(Next::KeepAlive) => {}
+                Some(Next::Close) => break,
+                None => return, // peer gone, nothing more to say
+            }
+        }
+        self.close_gracefully();
+    }
+
+    /// Reads, answers and logs one request. `None` when the connection is to be dropped without
+    /// a word (peer closed, idle timeout, shutdown).
+    fn one_request(&mut self, handler: &mut dyn Handler, last: bool) -> Option<Next> {
+        let head = match self.read_head() {
+            Ok(Some(head)) => head,
+            Ok(None) => return None,
+            Err(e) => return self.refuse(&e, false),
+        };
+        let head_only = head.method == "HEAD";
+        let declared = head.content_length.unwrap_or(0);
+        if declared > self.options.max_body_bytes as u64 {
+            let e = RequestError::new(413, "request body too large")
+                .limit("limit_bytes", self.options.max_body_bytes);
+            return self.refuse(&e, head_only);
+        }
+        // At most `max_body_bytes`, checked just above.
+        let len = usize::try_from(declared).unwrap_or(usize::MAX);
+        let body =
+            match self.read_body(len, head.expect_continue && head.version == Version::Http11) {
+                Ok(Some(body)) => body,
+                Ok(None) => return None,
+                Err(e) => return self.refuse(&e, head_only),
+            };
+        let request = Request { head, body };
+        let response =
+            catch_unwind(AssertUnwindSafe(|| handler.handle(&request))).unwrap_or_else(|_| {
+                tracing::error!(method = %request.head.method, path = %request.head.path,
+                    "HTTP handler panicked");
+                let mut r = Response::json(500, &json!({"error": "internal error"}));
+                r.close = true;
+                r
+            });
+        tracing::debug!(method = %request.head.method, path = %request.head.path,
+            status = response.status, "HTTP request");
+        let keep_alive = request.head.keep_alive
+            && !response.close
+            && !last
+            && !self.stopping.load(Ordering::SeqCst);
+        let bytes = response.encode(head_only, keep_alive);
+        if !self.write(&bytes) {
+            return None;
+        }
+        Some(if keep_alive {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        })
+    }
+
+    /// Answers a request that cannot be served; the connection closes afterwards.
+    fn refuse(&mut self, e: &RequestError, head_only: bool) -> Option<Next> {
+        tracing::debug!(error = %e, "HTTP request refused");
+        let bytes = e.to_response().encode(head_only, false);
+        self.write(&bytes).then_some(Next::Close)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        let deadline = Instant::now() + self.options.write_timeout;
+        write_all_before(&mut self.stream, bytes, deadline)
+    }
+
+    /// Reads the next head (its bytes are consumed from `buf`). `Ok(None)`: closed, idle
+    /// timeout, or shutdown. Errors are to be answered.
+    fn read_head(&mut self) -> Result<Option<Head>, RequestError> {
+        let deadline = Instant::now() + self.options.read_timeout;
+        let mut chunk = [0u8; 2048];
+        let mut scanned = 0;
+        loop {
+            if let Some(end) = find_head_end(&self.buf, scanned) {
+                let head = parse_head(&self.buf[..end]);
+                self.buf.drain(..end);
+                return head.map(Some);
+            }
+            if self.buf.len() >= MAX_HEAD_BYTES {
+                return Err(head_too_large(&self.buf));
+            }
+            scanned = self.buf.len();
+            let room = (MAX_HEAD_BYTES - self.buf.len()).min(chunk.len());
+            match read_some(
+                &mut self.stream,
+                &mut chunk[..room],
+                deadline,
+                self.stopping,
+            ) {
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(ReadEnd::Timeout) if self.buf.iter().any(|&b| b != b'\r' && b != b'\n') => {
+                    return Err(
+                        RequestError::new(408, "request not received in time").detail(format!(
+                            "timeout {} ms",
+                            self.options.read_timeout.as_millis()
+                        )),
+                    );
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads a body of `len` bytes (already checked against the limit).
+    fn read_body(
+        &mut self,
+        len: usize,
+        expect_continue: bool,
+    ) -> Result<Option<Vec<u8>>, RequestError> {
+        let buffered = self.buf.len().min(len);
+        let mut body = Vec::with_capacity(len);
+        body.extend(self.buf.drain(..buffered));
+        if body.len() < len && expect_continue && !self.write(b"HTTP/1.1 100 Continue\r\n\r\n") {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + self.options.read_timeout;
+        let mut chunk = [0u8; 8192];
+        while body.len() < len {
+            let room = (len - body.len()).min(chunk.len());
+            match read_some(
+                &mut self.stream,
+                &mut chunk[..room],
+                deadline,
+                self.stopping,
+            ) {
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+                Err(ReadEnd::Timeout) => {
+                    return Err(RequestError::new(408, "request body not received in time"));
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(Some(body))
+    }
+
+    /// Shuts the write side, then drains (and drops) what the client still sends for a bounded
+    /// time and amount, so that closing with unread data does not reset the connection before
+    /// the client has read the answer.
+    fn close_gracefully(mut self) {
+        if self.stream.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIME.min(self.options.read_timeout);
+        let mut chunk = [0u8; 4096];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match read_some(&mut self.stream, &mut chunk, deadline, self.stopping) {
+                Ok(n) => drained += n,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Answers `503` on the listener thread without blocking it, and closes.
+fn refuse_busy(mut stream: TcpStream) {
+    tracing::warn!("HTTP queue full: connection refused with 503");
+    let response = Response::json(
+        503,
+        &json!({"error": "server busy", "reason": "too many connections waiting"}),
+    )
+    .with_header("Retry-After", "1");
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let _ = stream.write(&response.encode(false, false));
+    let _ = stream.shutdown(Shutdown::Write);
+    // Consume what already arrived (without waiting) so the close is not a reset.
+    let mut chunk = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match stream.read(&mut chunk) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, queue: &SyncSender<TcpStream>, stopping: &AtomicBool) {
+    for conn in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match conn {
+            Ok(stream) => match queue.try_send(stream) {
+                Ok(()) => {}
+                Err(TrySendError::Full(stream)) => refuse_busy(stream),
+                Err(TrySendError::Disconnected(_)) => return,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP accept failed");
+                std::thread::sleep(ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+fn worker_loop(
+    queue: &Mutex<Receiver<TcpStream>>,
+    handler: &mut dyn Handler,
+    options: &ServerOptions,
+    stopping: &AtomicBool,
+) {
+    while !stopping.load(Ordering::SeqCst) {
+        let next = match queue.lock() {
+            Ok(queue) => queue.recv_timeout(STOP_POLL),
+            Err(_) => return,
+        };
+        match next {
+            Ok(stream) if !stopping.load(Ordering::SeqCst) => Connection {
+                stream,
+                buf: Vec::with_capacity(MAX_HEAD_BYTES),
+                options,
+                stopping,
+            }
+            .serve(handler),
+            Ok(_) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+/// A running server. Stop it with [`HttpServer::stop`]; dropping it also stops it.
+pub struct HttpServer {
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    listener: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("addr", &self.addr)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl HttpServer {
+    /// Binds `listen` and starts the listener plus one worker thread per handler.
+    pub fn start<H: Handler>(
+        listen: SocketAddr,
+        handlers: Vec<H>,
+        options: ServerOptions,
+    ) -> Result<HttpServer, HttpError> {
+        if handlers.is_empty() {
+            return Err(HttpError::NoWorkers);
+        }
+        let listener = TcpListener::bind(listen).map_err(|e| HttpError::Bind {
+            addr: listen,
+            message: e.to_string(),
+        })?;
+        let addr = listener.local_addr().unwrap_or(listen);
+        let (sender, receiver) = mpsc::sync_channel(options.queue_capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let options = Arc::new(options);
+        let mut server = HttpServer {
+            addr,
+            stopping: Arc::new(AtomicBool::new(false)),
+            listener: None,
+            workers: Vec::new(),
+        };
+        for (i, mut handler) in handlers.into_iter().enumerate() {
+            let (queue, options, stopping) =
+                (receiver.clone(), options.clone(), server.stopping.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || worker_loop(&queue, &mut handler, &options, &stopping))
+                .map_err(HttpError::Spawn)?; // `server` is dropped here, stopping the others
+            server.workers.push(worker);
+        }
+        let stopping = server.stopping.clone();
+        let accept = std::thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || accept_loop(&listener, &sender, &stopping))
+            .map_err(HttpError::Spawn)?;
+        server.listener = Some(accept);
+        Ok(server)
+    }
+
+    /// The bound address (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets every worker finish its current request, closes idle connections
+    /// and joins the threads.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(listener) = self.listener.take() {
+            // Wake the blocked `accept`; it sees the flag and returns.
+            let wake = SocketAddr::new(loopback_for(self.addr.ip()), self.addr.port());
+            match TcpStream::connect_timeout(&wake, WAKE_TIMEOUT) {
+                Ok(_) => {
+                    if listener.join().is_err() {
+                        tracing::error!("the HTTP listener panicked");
+                    }
+                }
+                // Left running; it ends at its next connection. Workers end anyway.
+                Err(e) => tracing::warn!(error = %e, "cannot wake the HTTP listener"),
+            }
+        }
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                tracing::error!("an HTTP worker panicked");
+            }
+        }
+    }
+}
+
+/// The address to reach a listener bound to `ip` from this host.
+fn loopback_for(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}

@@ -1,0 +1,496 @@
+//! The HTTP/1.1 layer under hostile and unusual clients: real sockets on 127.0.0.1 (port 0),
+//! raw bytes over `TcpStream`, a server started with [`qos_aggregator::http::start_with`] so
+//! that limits and timeouts can be lowered. Nothing here asserts a duration; client reads have
+//! a generous safety timeout only so that a bug fails the test instead of hanging it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qos_aggregator::config::Synchronous;
+use qos_aggregator::http::{self, HttpServer, ServerOptions};
+use qos_aggregator::stats::IngestStats;
+use qos_aggregator::store::{SqliteStore, Store, StoreRead};
+use serde_json::Value;
+
+/// Only so that a broken server fails a test rather than hanging it.
+const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "qos-aggregator-proto-{}-{name}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An API server on its own store.
+struct Server {
+    http: Option<HttpServer>,
+    _store: SqliteStore,
+    _dir: TempDir,
+}
+
+impl Server {
+    fn start(name: &str, workers: usize, options: ServerOptions) -> Server {
+        let dir = TempDir::new(name);
+        let store = SqliteStore::open(&dir.0.join("db.sqlite"), Synchronous::Normal).unwrap();
+        let readers = (0..workers)
+            .map(|_| store.open_reader())
+            .collect::<Result<Vec<Box<dyn StoreRead>>, _>>()
+            .unwrap();
+        let http = http::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            readers,
+            Arc::new(IngestStats::new()),
+            Instant::now(),
+            options,
+        )
+        .unwrap();
+        Server {
+            http: Some(http),
+            _store: store,
+            _dir: dir,
+        }
+    }
+
+    fn default(name: &str) -> Server {
+        Server::start(name, 2, api_defaults())
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.http.as_ref().unwrap().local_addr()
+    }
+
+    fn stop(mut self) {
+        self.http.take().unwrap().stop();
+    }
+}
+
+/// The options `serve` uses.
+fn api_defaults() -> ServerOptions {
+    ServerOptions {
+        max_body_bytes: http::MAX_BODY_BYTES,
+        ..ServerOptions::default()
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        assert_eq!(self.header("Content-Type"), Some("application/json"));
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Reads one response; its body (per Content-Length) unless `head_only`.
+fn read_reply(reader: &mut impl BufRead, head_only: bool) -> Reply {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if !head_only {
+        let len: usize = reply.header("Content-Length").unwrap().parse().unwrap();
+        reply.body = vec![0; len];
+        reader.read_exact(&mut reply.body).unwrap();
+    }
+    reply
+}
+
+/// Sends `request` on a new connection and reads one response.
+fn send(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = connect(addr);
+    // A refused request may not be read: ignore a reset while sending.
+    let _ = stream.write_all(request);
+    read_reply(&mut BufReader::new(stream), false)
+}
+
+/// True once the server has closed `reader`'s connection (EOF or reset, no more bytes).
+fn closed(reader: &mut impl Read) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(reader.read(&mut byte), Ok(n) if n > 0)
+}
+
+const HEALTH: &[u8] = b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+fn healthy(addr: SocketAddr) -> bool {
+    send(addr, HEALTH).status == 200
+}
+
+#[test]
+fn absurd_content_lengths_are_413_without_reading_and_the_server_stays_up() {
+    let server = Server::default("huge-cl");
+    for length in ["99999999999999999999", "1000000000000", "65537"] {
+        let request =
+            format!("POST /api/v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: {length}\r\n\r\n");
+        let mut stream = connect(server.addr());
+        stream.write_all(request.as_bytes()).unwrap();
+        // Some body follows, far less than declared: the answer does not wait for the rest.
+        stream.write_all(&[b'x'; 1000]).unwrap();
+        let mut reader = BufReader::new(stream);
+        let reply = read_reply(&mut reader, false);
+        assert_eq!(reply.status, 413, "{length}");
+        assert_eq!(reply.header("Connection"), Some("close"));
+        let json = reply.json();
+        assert_eq!(json["error"], "request body too large");
+        assert_eq!(json["limit_bytes"], 65536);
+        assert!(closed(&mut reader));
+        assert!(healthy(server.addr()));
+    }
+    // At the limit is fine (the method is then refused by the API, after reading the body).
+    let mut request =
+        b"POST /api/v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\n\r\n".to_vec();
+    request.extend_from_slice(&[b'x'; 65536]);
+    assert_eq!(send(server.addr(), &request).status, 405);
+}
+
+#[test]
+fn malformed_content_lengths_are_400() {
+    let server = Server::default("bad-cl");
+    for headers in [
+        "Content-Length: -1",
+        "Content-Length: 1e3",
+        "Content-Length: 2\r\nContent-Length: 3",
+    ] {
+        let request = format!("POST /api/v1/health HTTP/1.1\r\nHost: t\r\n{headers}\r\n\r\n{{}}");
+        let reply = send(server.addr(), request.as_bytes());
+        assert_eq!(reply.status, 400, "{headers}");
+        assert!(reply.json()["error"].is_string());
+    }
+    // Repeated but equal: accepted.
+    let request = "POST /api/v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\
+                   Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    assert_eq!(send(server.addr(), request.as_bytes()).status, 405);
+    assert!(healthy(server.addr()));
+}
+
+#[test]
+fn oversized_heads_are_431_or_414_and_the_server_stays_up() {
+    let server = Server::default("big-head");
+    // One header line over 8 KiB.
+    let request = format!(
+        "GET /api/v1/health HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(9000)
+    );
+    let reply = send(server.addr(), request.as_bytes());
+    assert_eq!(reply.status, 431);
+    assert_eq!(reply.json()["limit_bytes"], 8192);
+    assert!(healthy(server.addr()));
+
+    // Many small header lines, under 8 KiB in all.
+    let many: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
+    let request = format!("GET /api/v1/health HTTP/1.1\r\nHost: t\r\n{many}\r\n");
+    let reply = send(server.addr(), request.as_bytes());
+    assert_eq!(reply.status, 431);
+    assert_eq!(reply.json()["limit_lines"], 64);
+
+    // A head that never ends (no line breaks at all) is cut at 8 KiB: 414.
+    let mut stream = connect(server.addr());
+    let _ = stream.write_all(format!("GET /{}", "a".repeat(20_000)).as_bytes());
+    let reply = read_reply(&mut BufReader::new(stream), false);
+    assert_eq!(reply.status, 414);
+    assert!(healthy(server.addr()));
+}
+
+#[test]
+fn a_stalled_client_does_not_block_others() {
+    // One worker, and more stalled connections than workers: each staller holds the worker
+    // until the (lowered) read timeout, then gets 408; the real client is served after them.
+    let options = ServerOptions {
+        read_timeout: Duration::from_millis(200),
+        ..api_defaults()
+    };
+    let server = Server::start("slowloris", 1, options);
+    let stallers: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = connect(server.addr());
+            s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHo").unwrap();
+            s
+        })
+        .collect();
+    assert!(healthy(server.addr()));
+    for staller in stallers {
+        let mut reader = BufReader::new(staller);
+        let reply = read_reply(&mut reader, false);
+        assert_eq!(reply.status, 408);
+        assert!(reply.json()["error"].is_string());
+        assert!(closed(&mut reader));
+    }
+    // A client trickling its head byte by byte is also cut off by the deadline for the whole
+    // head: the deadline is not renewed by each byte.
+    let mut trickler = connect(server.addr());
+    let mut sent = 0;
+    let answered = loop {
+        if trickler.write_all(b"X").is_err() {
+            break true;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(20));
+        // With a 200 ms deadline this ends long before the 8 KiB limit would.
+        if sent > 4000 {
+            break false;
+        }
+    };
+    assert!(answered, "the server never cut off a trickling client");
+    assert!(healthy(server.addr()));
+}
+
+#[test]
+fn chunked_bodies_are_411_and_other_codings_501() {
+    let server = Server::default("chunked");
+    let reply = send(
+        server.addr(),
+        b"POST /api/v1/health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          2\r\n{}\r\n0\r\n\r\n",
+    );
+    assert_eq!(reply.status, 411);
+    assert_eq!(reply.header("Connection"), Some("close"));
+    let json = reply.json();
+    assert_eq!(json["error"], "chunked request bodies are not supported");
+    assert!(json["reason"].as_str().unwrap().contains("Content-Length"));
+
+    let reply = send(
+        server.addr(),
+        b"POST /api/v1/health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+    );
+    assert_eq!(reply.status, 501);
+    assert!(reply.json()["error"].is_string());
+    assert!(healthy(server.addr()));
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = Server::default("keep-alive");
+    let mut stream = connect(server.addr());
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for path in ["/api/v1/health", "/api/v1/edges"] {
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let reply = read_reply(&mut reader, false);
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("Connection"), Some("keep-alive"));
+        reply.json();
+    }
+    // HEAD sends no body: the next answer on the connection starts right after its headers.
+    stream
+        .write_all(b"HEAD /api/v1/stats HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = read_reply(&mut reader, true);
+    assert_eq!(head.status, 200);
+    assert!(
+        head.header("Content-Length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 0
+    );
+    // Two pipelined requests in one write, the second closing.
+    stream
+        .write_all(
+            b"GET /api/v1/nope HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /api/v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let first = read_reply(&mut reader, false);
+    assert_eq!(first.status, 404);
+    assert_eq!(first.json()["path"], "/api/v1/nope");
+    let second = read_reply(&mut reader, false);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("Connection"), Some("close"));
+    assert!(closed(&mut reader));
+}
+
+#[test]
+fn connections_close_after_the_request_limit() {
+    let options = ServerOptions {
+        max_requests_per_connection: 2,
+        ..api_defaults()
+    };
+    let server = Server::start("max-requests", 1, options);
+    let mut stream = connect(server.addr());
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for expected in ["keep-alive", "close"] {
+        stream
+            .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let reply = read_reply(&mut reader, false);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("Connection"), Some(expected));
+    }
+    assert!(closed(&mut reader));
+}
+
+#[test]
+fn http_1_0_works_without_host_and_closes() {
+    let server = Server::default("http10");
+    let mut stream = connect(server.addr());
+    stream
+        .write_all(b"GET /api/v1/health HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let reply = read_reply(&mut reader, false);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["status"], "ok");
+    assert_eq!(reply.header("Connection"), Some("close"));
+    assert!(closed(&mut reader));
+    // HTTP/1.1 without Host is a client error.
+    let reply = send(server.addr(), b"GET /api/v1/health HTTP/1.1\r\n\r\n");
+    assert_eq!(reply.status, 400);
+}
+
+#[test]
+fn garbage_is_400_and_unknown_versions_505() {
+    let server = Server::default("garbage");
+    for garbage in [
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"[..],
+        b"hello\r\n\r\n",
+        b"GET /api/v1/health\r\n\r\n",
+        b"GET /api/v1/health HTTP/1.1 extra\r\nHost: t\r\n\r\n",
+        b"GET /api/v1/%zz HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /api/v1/health HTTP/1.1\r\nBad Header: x\r\nHost: t\r\n\r\n",
+    ] {
+        let reply = send(server.addr(), garbage);
+        assert_eq!(reply.status, 400, "{:?}", String::from_utf8_lossy(garbage));
+        assert!(reply.json()["error"].is_string());
+    }
+    let reply = send(
+        server.addr(),
+        b"GET /api/v1/health HTTP/2.0\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(reply.status, 505);
+    assert!(healthy(server.addr()));
+}
+
+#[test]
+fn paths_are_percent_decoded() {
+    let server = Server::default("decode");
+    let reply = send(
+        server.addr(),
+        b"GET /api/v1/%68ealth?x=%20 HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200);
+    let reply = send(
+        server.addr(),
+        b"GET /api/v1/no%20such HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.json()["path"], "/api/v1/no such");
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let server = Server::default("expect");
+    let mut stream = connect(server.addr());
+    stream
+        .write_all(
+            b"POST /api/v1/health HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100 "), "{line:?}");
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "\r\n");
+    stream.write_all(b"{}").unwrap();
+    assert_eq!(read_reply(&mut reader, false).status, 405);
+}
+
+#[test]
+fn a_full_queue_is_answered_503() {
+    // One worker, one queue slot. The worker is held by an idle keep-alive connection; a second
+    // connection waits in the queue; a third finds it full.
+    let options = ServerOptions {
+        queue_capacity: 1,
+        ..api_defaults()
+    };
+    let server = Server::start("busy", 1, options);
+    let mut held = connect(server.addr());
+    held.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut held_reader = BufReader::new(held.try_clone().unwrap());
+    assert_eq!(read_reply(&mut held_reader, false).status, 200);
+    let queued = connect(server.addr());
+    let refused = connect(server.addr());
+    let mut reader = BufReader::new(refused);
+    let reply = read_reply(&mut reader, false);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("Retry-After"), Some("1"));
+    assert!(reply.json()["error"].is_string());
+    // Once the held connection goes, the queued one is served.
+    drop((held, held_reader));
+    let mut queued_writer = queued.try_clone().unwrap();
+    queued_writer.write_all(HEALTH).unwrap();
+    assert_eq!(read_reply(&mut BufReader::new(queued), false).status, 200);
+}
+
+#[test]
+fn stop_closes_idle_keep_alive_connections() {
+    let server = Server::default("stop");
+    let mut stream = connect(server.addr());
+    stream
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_reply(&mut reader, false).status, 200);
+    // The connection is idle and kept alive; stopping must not wait for its read timeout.
+    server.stop();
+    assert!(closed(&mut reader));
+}
