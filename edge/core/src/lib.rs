@@ -4,6 +4,8 @@
 //!   acknowledgement and the stated loss rules.
 //! - [`uplink`]: CON exchanges carrying batches from the outbox to a broker, with failover.
 //! - [`summariser`]: window summaries of probe results.
+//! - [`scheduler`]: when each probe runs (grid without drift, confirmation runs, concurrency).
+//! - [`thresholds`]: local threshold rules turning results into events at once.
 //! - [`storage`]: what an edge persists (boot epoch, configuration, outbox) behind a small trait.
 //!
 //! Drivers (the Linux binary, the embassy boards) own the sockets and the clock and call into
@@ -18,8 +20,10 @@ extern crate std;
 pub(crate) mod fmt;
 
 pub mod outbox;
+pub mod scheduler;
 pub mod storage;
 pub mod summariser;
+pub mod thresholds;
 pub mod uplink;
 
 pub use outbox::Outbox;
