@@ -1,7 +1,7 @@
 //! `qos-aggregator serve`: opens the store, starts the listeners, stops them in order.
 //!
 //! [`run_serve`] returns at once with a [`ServeHandle`]; [`ServeHandle::wait`] blocks until the
-//! shutdown flag is set (by SIGINT/SIGTERM through [`crate::signal`], or by a test) and then stops
+//! shutdown flag is set (by SIGINT/SIGTERM through `qos_host::signal`, or by a test) and then stops
 //! everything. Listeners:
 //!
 //! - the HTTP API ([`crate::http`]), one read-only store connection per worker;
@@ -120,7 +120,7 @@ impl Listener {
 /// Start the CoAP ingest: bind `coap.listen` (UDP) now, so a bind error fails `serve` at
 /// start-up with the address in the message, and spawn the thread that owns `store` (the only
 /// writer). The thread is a thin driver around [`CoapServer`]: it waits on the socket until the
-/// endpoint's next deadline (at most [`SHUTDOWN_POLL`], so it notices `shutdown`), hands each
+/// endpoint's next deadline (at most 100 ms, so it notices `shutdown`), hands each
 /// datagram over, and sends what the server has to send. A batch is acknowledged only after
 /// the store committed it.
 pub fn start_ingest(
