@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# End-to-end test of the QEMU firmware: the Cortex-M4 edge (mps2-an386, LAN9118 on QEMU's user
+# network) probes a TCP listener on the host and sends its 1 s summaries over CoAP to a real
+# `qos-aggregator serve`; the test then asks the super-manager's HTTP API whether they arrived:
+# the edge must be listed with received >= 3 and gaps == 0.
+#
+# From inside QEMU the host's 127.0.0.1 is 10.0.2.2, the only address the firmware talks to.
+# Environment: QOS_EDGE_ID (101), QOS_RUN_SECS (20), QOS_ACK_TARGET (5: the firmware exits once
+# this many summaries are acknowledged), MIN_RECEIVED (3). Installs what it misses
+# (qemu-system-arm from Debian, defmt-print from crates.io, the thumbv7em target).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+edge_id=${QOS_EDGE_ID:-101}
+min_received=${MIN_RECEIVED:-3}
+fw=$here/target/thumbv7em-none-eabihf/release/qos-board-qemu-mps2-an386
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  echo "--- aggregator log (tail) ---" >&2
+  tail -n 30 "$tmp/aggregator.log" >&2 || true
+  exit 1
+}
+
+# --- tools --------------------------------------------------------------------------------
+if ! command -v qemu-system-arm >/dev/null; then
+  # On its own: together with qemu-system-misc the install fails on Debian 12.
+  apt-get install -y qemu-system-arm >/dev/null || { apt-get update >/dev/null && apt-get install -y qemu-system-arm >/dev/null; }
+fi
+command -v defmt-print >/dev/null || cargo install defmt-print --locked
+rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
+command -v curl >/dev/null || fail "curl is missing"
+
+free_port() { # tcp|udp
+  python3 - "$1" <<'PY'
+import socket, sys
+kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, kind)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+PY
+}
+http_port=$(free_port tcp)
+coap_port=$(free_port udp)
+probe_port=$(free_port tcp)
+echo "ports: http $http_port, coap $coap_port, probe $probe_port"
+
+# --- super-manager ------------------------------------------------------------------------
+(cd "$root" && cargo build -q -p qos-aggregator)
+cat > "$tmp/aggregator.toml" <<TOML
+[http]
+listen = "127.0.0.1:$http_port"
+
+[coap]
+listen = "127.0.0.1:$coap_port"
+
+[store]
+data_dir = "$tmp/data"
+TOML
+"$root/target/debug/qos-aggregator" serve --config "$tmp/aggregator.toml" >"$tmp/aggregator.log" 2>&1 &
+pids+=($!)
+
+# --- probe target: accepts and closes connections -----------------------------------------
+python3 - "$probe_port" <<'PY' >"$tmp/listener.log" 2>&1 &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(128)
+while True:
+    c, _ = s.accept()
+    c.close()
+PY
+pids+=($!)
+
+api() { curl -fsS --max-time 5 "http://127.0.0.1:$http_port/api/v1/$1"; }
+for _ in $(seq 100); do api health >/dev/null 2>&1 && break; sleep 0.1; done
+api health >/dev/null || fail "super-manager did not come up"
+
+# --- firmware -----------------------------------------------------------------------------
+export QOS_EDGE_ID=$edge_id QOS_PROBE_PORT=$probe_port QOS_COAP_PORT=$coap_port
+export QOS_RUN_SECS=${QOS_RUN_SECS:-20} QOS_ACK_TARGET=${QOS_ACK_TARGET:-5}
+export QOS_EPOCH=$(date +%s) # a fresh boot epoch per build (no persistent storage in QEMU)
+(cd "$here" && cargo build -q --release)
+# Again with the clock base: only the board crate is rebuilt, so the base is current at boot.
+(cd "$here" && QOS_UNIX_BASE=$(date +%s) cargo build -q --release)
+"$here/size.sh"
+
+echo "--- QEMU (mps2-an386) ---"
+set +e
+timeout 120 qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -nographic -monitor none -serial none \
+  -semihosting-config enable=on,target=native -nic user,model=lan9118 -kernel "$fw" \
+  | defmt-print -e "$fw" | tee "$tmp/firmware.log"
+qemu_rc=${PIPESTATUS[0]}
+set -e
+echo "--- QEMU exit status: $qemu_rc ---"
+[ "$qemu_rc" -eq 0 ] || fail "firmware exited with $qemu_rc (124: timeout)"
+
+# --- verdict from the super-manager -------------------------------------------------------
+api edges >"$tmp/edges.json" || fail "GET /api/v1/edges"
+api stats >"$tmp/stats.json" || fail "GET /api/v1/stats"
+echo "edges: $(cat "$tmp/edges.json")"
+echo "stats: $(cat "$tmp/stats.json")"
+python3 - "$tmp/edges.json" "$edge_id" "$min_received" <<'PY' || fail "edge check"
+import json, sys
+edges = json.load(open(sys.argv[1]))["edges"]
+edge_id, min_received = int(sys.argv[2]), int(sys.argv[3])
+mine = [e for e in edges if e["id"] == edge_id]
+assert mine, f"edge {edge_id} not listed: {edges}"
+e = mine[0]
+assert e["received"] >= min_received, f"received {e['received']} < {min_received}"
+assert e["gaps"] == 0, f"gaps {e['gaps']}"
+print(f"edge {edge_id}: received {e['received']}, gaps {e['gaps']}, duplicates {e.get('duplicates')}, last_seq {e['last_seq']:#x}")
+PY
+echo "PASS: QEMU mps2-an386 firmware delivered its summaries to qos-aggregator"

@@ -1,0 +1,63 @@
+//! Compile-time settings, from environment variables read when the firmware is built (QEMU has
+//! no storage to hold a configuration file, and no clock).
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `QOS_EDGE_ID` | 101 | edge id |
+//! | `QOS_PROBE_PORT` | 18080 | TCP port probed on 10.0.2.2 (the host's 127.0.0.1) |
+//! | `QOS_COAP_PORT` | 15683 | CoAP port of the super-manager on 10.0.2.2 |
+//! | `QOS_RUN_SECS` | 20 | run this long, then exit QEMU |
+//! | `QOS_ACK_TARGET` | 0 | exit as soon as this many summaries are acknowledged (0: run the full time) |
+//! | `QOS_EPOCH` | build time (Unix s) | boot epoch: the high half of every sequence number |
+//! | `QOS_UNIX_BASE` | build time (Unix s) | Unix time at power-on; uptime is added |
+//!
+//! A real board persists its boot epoch and advances it at every boot
+//! (`qos_edge_core::storage::next_boot`); QEMU's machine has no persistent storage, so the epoch
+//! comes from the build, and two boots of the same image reuse it (the super-manager then counts
+//! the second run's records as duplicates). Build once per run, as run-test.sh does.
+
+use embassy_net::Ipv4Address;
+
+const fn parse(v: Option<&str>, default: u32) -> u32 {
+    let Some(s) = v else { return default };
+    let b = s.as_bytes();
+    assert!(!b.is_empty(), "empty numeric setting");
+    let mut n: u64 = 0;
+    let mut i = 0;
+    while i < b.len() {
+        assert!(b[i].is_ascii_digit(), "numeric setting expected");
+        n = n * 10 + (b[i] - b'0') as u64;
+        assert!(n <= u32::MAX as u64, "setting out of range");
+        i += 1;
+    }
+    n as u32
+}
+
+/// The host as seen from QEMU's user network; the only address the firmware talks to.
+pub const HOST: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+/// Edge id.
+pub const EDGE_ID: u32 = parse(option_env!("QOS_EDGE_ID"), 101);
+/// Probed TCP port on [`HOST`].
+pub const PROBE_PORT: u16 = parse(option_env!("QOS_PROBE_PORT"), 18080) as u16;
+/// CoAP port of the super-manager on [`HOST`].
+pub const COAP_PORT: u16 = parse(option_env!("QOS_COAP_PORT"), 15683) as u16;
+/// Run time before exiting QEMU, s.
+pub const RUN_SECS: u32 = parse(option_env!("QOS_RUN_SECS"), 20);
+/// Exit once this many summaries are acknowledged (`QOS_ACK_TARGET`; 0 or unset: never early).
+pub const ACK_TARGET: Option<u64> = match parse(option_env!("QOS_ACK_TARGET"), 0) {
+    0 => None,
+    n => Some(n as u64),
+};
+/// Boot epoch.
+pub const EPOCH: u32 = parse(Some(env!("QOS_BUILD_EPOCH")), 0);
+/// Unix time at power-on, s.
+pub const UNIX_BASE: u32 = parse(Some(env!("QOS_BUILD_UNIX_BASE")), 0);
+
+/// Probe interval, ms.
+pub const PROBE_INTERVAL_MS: u32 = 200;
+/// A connect that takes longer fails with `timeout`, ms.
+pub const PROBE_TIMEOUT_MS: u64 = 1_000;
+/// Summary window, s.
+pub const WINDOW_S: u16 = 1;
+/// Local CoAP port of the edge.
+pub const LOCAL_COAP_PORT: u16 = 5683;
