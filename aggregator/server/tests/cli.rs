@@ -2,34 +2,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 const BIN: &str = env!("CARGO_BIN_EXE_qos-aggregator");
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "qos-aggregator-cli-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
@@ -41,7 +19,7 @@ fn run(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn a_config_error_exits_2_with_one_line_naming_file_and_line() {
-    let dir = TempDir::new("bad-config");
+    let dir = TempDir::new("cli", "bad-config");
     let path = dir.0.join("bad.toml");
     std::fs::write(&path, "[store]\ndata_dir = \"x\"\ndatadir = \"y\"\n").unwrap();
     let (code, stderr) = run(&["serve", "--config", path.to_str().unwrap()]);
@@ -67,7 +45,7 @@ fn subcommands_not_built_yet_are_usage_errors() {
 
 #[test]
 fn a_runtime_error_exits_1() {
-    let dir = TempDir::new("runtime");
+    let dir = TempDir::new("cli", "runtime");
     let blocker = dir.0.join("file");
     std::fs::write(&blocker, b"").unwrap();
     let config = dir.0.join("c.toml");
@@ -92,7 +70,7 @@ fn a_runtime_error_exits_1() {
 #[cfg(unix)]
 #[test]
 fn serve_answers_then_exits_cleanly_on_sigterm() {
-    let dir = TempDir::new("sigterm");
+    let dir = TempDir::new("cli", "sigterm");
     let config = dir.0.join("c.toml");
     std::fs::write(
         &config,

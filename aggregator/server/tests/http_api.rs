@@ -3,8 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use qos_aggregator::config::{Config, Synchronous};
@@ -14,28 +13,8 @@ use qos_aggregator::stats::RejectReason;
 use qos_aggregator::store::{EdgeKey, NewRecord, SqliteStore, Store};
 use serde_json::Value;
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "qos-aggregator-http-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn test_config(dir: &TempDir) -> Config {
     let mut config = Config::default();
@@ -53,7 +32,7 @@ struct Running {
 
 impl Running {
     fn start(name: &str) -> Running {
-        let dir = TempDir::new(name);
+        let dir = TempDir::new("http", name);
         let handle = run_serve(&test_config(&dir), Arc::new(AtomicBool::new(false))).unwrap();
         Running {
             handle: Some(handle),
@@ -360,7 +339,7 @@ fn oversized_requests_are_refused() {
 
 #[test]
 fn wait_returns_once_shutdown_is_set() {
-    let dir = TempDir::new("shutdown");
+    let dir = TempDir::new("http", "shutdown");
     let shutdown = Arc::new(AtomicBool::new(false));
     let handle = run_serve(&test_config(&dir), shutdown.clone()).unwrap();
     let addr = handle.http_addr();
@@ -374,7 +353,7 @@ fn wait_returns_once_shutdown_is_set() {
 
 #[test]
 fn store_survives_a_restart_of_serve() {
-    let dir = TempDir::new("restart");
+    let dir = TempDir::new("http", "restart");
     let config = test_config(&dir);
     let first = run_serve(&config, Arc::new(AtomicBool::new(false))).unwrap();
     SqliteStore::open(first.database_path(), Synchronous::Normal)
@@ -390,7 +369,7 @@ fn store_survives_a_restart_of_serve() {
 
 #[test]
 fn an_address_in_use_is_reported_with_the_address() {
-    let dir = TempDir::new("in-use");
+    let dir = TempDir::new("http", "in-use");
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = test_config(&dir);
     config.http.listen = taken.local_addr().unwrap();
@@ -405,7 +384,7 @@ fn an_address_in_use_is_reported_with_the_address() {
 
 #[test]
 fn a_data_dir_that_is_a_file_is_reported() {
-    let dir = TempDir::new("data-file");
+    let dir = TempDir::new("http", "data-file");
     let mut config = test_config(&dir);
     std::fs::write(&config.store.data_dir, b"not a directory").unwrap();
     let err = run_serve(&config, Arc::new(AtomicBool::new(false))).unwrap_err();

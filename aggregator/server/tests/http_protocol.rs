@@ -5,8 +5,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,28 +17,8 @@ use serde_json::Value;
 /// Only so that a broken server fails a test rather than hanging it.
 const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "qos-aggregator-proto-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// An API server on its own store.
 struct Server {
@@ -51,7 +29,7 @@ struct Server {
 
 impl Server {
     fn start(name: &str, workers: usize, options: ServerOptions) -> Server {
-        let dir = TempDir::new(name);
+        let dir = TempDir::new("proto", name);
         let store = SqliteStore::open(&dir.0.join("db.sqlite"), Synchronous::Normal).unwrap();
         let readers = (0..workers)
             .map(|_| store.open_reader())

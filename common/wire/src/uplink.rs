@@ -157,7 +157,7 @@ impl<'a> Batch<'a> {
 
     /// Sequence number of the last record.
     pub fn last_seq(&self) -> Seq {
-        Seq(self.first_seq.0 + u64::from(self.count) - 1)
+        Seq(self.first_seq.0 + (u64::from(self.count) - 1))
     }
 
     /// The records with their sequence numbers.

@@ -20,6 +20,7 @@ extern crate std;
 pub(crate) mod fmt;
 
 pub mod outbox;
+pub mod probe;
 pub mod scheduler;
 pub mod storage;
 pub mod summariser;

@@ -65,7 +65,7 @@ pub struct InFlight {
 impl InFlight {
     /// Last sequence number.
     pub fn last(&self) -> Seq {
-        Seq(self.first.0 + u64::from(self.count) - 1)
+        Seq(self.first.0 + u64::from(self.count.saturating_sub(1)))
     }
 }
 
@@ -249,9 +249,47 @@ impl<const N: usize, const REC: usize> Outbox<N, REC> {
         postcard::to_slice(self, buf)
     }
 
-    /// Restore an outbox saved with [`Outbox::save`].
+    /// Restore an outbox saved with [`Outbox::save`]. Bytes that decode but describe an
+    /// outbox `save` never writes (a corrupt file) are refused like undecodable ones: the
+    /// records in flight must be a prefix numbered consecutively below `next_seq`, every record
+    /// of a known kind, and the counters far from overflow.
     pub fn load(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(bytes)
+        let o: Self = postcard::from_bytes(bytes)?;
+        if o.is_plausible() {
+            Ok(o)
+        } else {
+            Err(postcard::Error::DeserializeBadEncoding)
+        }
+    }
+
+    fn is_plausible(&self) -> bool {
+        const LIMIT: u64 = 1 << 62;
+        let s = &self.stats;
+        if s.queued >= LIMIT
+            || s.dropped >= LIMIT
+            || s.acked >= LIMIT
+            || self.next_seq >= u64::MAX - LIMIT
+        {
+            return false;
+        }
+        let mut expect = None;
+        let mut in_prefix = true;
+        for e in &self.entries {
+            if RecordKind::from_u8(e.kind).is_none() {
+                return false;
+            }
+            match (e.seq, in_prefix) {
+                (Some(seq), true) => {
+                    if expect.is_some_and(|x| x != seq) || seq >= self.next_seq {
+                        return false;
+                    }
+                    expect = Some(seq + 1);
+                }
+                (Some(_), false) => return false,
+                (None, _) => in_prefix = false,
+            }
+        }
+        true
     }
 }
 
@@ -420,6 +458,15 @@ mod tests {
         let g = back.start_batch(1000, 8).unwrap();
         assert_eq!(g.first, Seq::first_of_epoch(2));
         assert!(Box8::load(&bytes_garbage()).is_err());
+        // decodable but inconsistent: a record in flight behind an unsent one
+        let mut odd = o.clone();
+        odd.entries.swap(0, 3);
+        let bytes = odd.save(&mut buf).unwrap();
+        assert!(Box8::load(bytes).is_err());
+        let mut odd = o.clone();
+        odd.stats.queued = u64::MAX;
+        let bytes = odd.save(&mut buf).unwrap();
+        assert!(Box8::load(bytes).is_err());
     }
 
     fn bytes_garbage() -> [u8; 4] {

@@ -4,7 +4,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use qos_wire::codec::List;
+use qos_wire::ids::ProbeId;
+use qos_wire::probe::{DnsType, HttpMethod, ProbeKind, ProbeSpec, Step, MAX_FIELD, MAX_STEPS};
 use serde::Deserialize;
+
+use crate::probe;
 
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -108,36 +113,610 @@ impl Default for StorageSection {
     }
 }
 
-/// Kinds of probe this build runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
+/// Kinds of probe this build runs (names as in the configuration and on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProbeKindName {
-    /// TCP connect to `target` (`host:port`).
+    /// DNS query to a resolver.
+    Dns,
+    /// TCP connect.
     Tcp,
+    /// HTTP(S) request.
+    #[value(alias = "https")]
+    Http,
+    /// UDP echo.
+    #[value(name = "udp_echo", alias = "udp-echo")]
+    UdpEcho,
+    /// CoAP ping.
+    #[value(name = "coap_ping", alias = "coap-ping")]
+    CoapPing,
+    /// ICMP echo.
+    Icmp,
+    /// Send/expect script over TCP.
+    Transaction,
 }
 
-/// `[[probe]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl ProbeKindName {
+    /// The name used in configuration and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKindName::Dns => "dns",
+            ProbeKindName::Tcp => "tcp",
+            ProbeKindName::Http => "http",
+            ProbeKindName::UdpEcho => "udp_echo",
+            ProbeKindName::CoapPing => "coap_ping",
+            ProbeKindName::Icmp => "icmp",
+            ProbeKindName::Transaction => "transaction",
+        }
+    }
+}
+
+/// DNS record type, as written in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+pub enum QType {
+    /// IPv4 address.
+    #[default]
+    #[serde(alias = "a")]
+    #[value(name = "A", alias = "a")]
+    A,
+    /// IPv6 address.
+    #[serde(rename = "AAAA", alias = "aaaa")]
+    #[value(name = "AAAA", alias = "aaaa")]
+    Aaaa,
+}
+
+impl From<QType> for DnsType {
+    fn from(q: QType) -> DnsType {
+        match q {
+            QType::A => DnsType::A,
+            QType::Aaaa => DnsType::Aaaa,
+        }
+    }
+}
+
+/// HTTP method, as written in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// GET.
+    #[default]
+    #[value(name = "GET", alias = "get")]
+    Get,
+    /// HEAD.
+    #[value(name = "HEAD", alias = "head")]
+    Head,
+    /// POST with `body`.
+    #[value(name = "POST", alias = "post")]
+    Post,
+}
+
+impl From<Method> for HttpMethod {
+    fn from(m: Method) -> HttpMethod {
+        match m {
+            Method::Get => HttpMethod::Get,
+            Method::Head => HttpMethod::Head,
+            Method::Post => HttpMethod::Post,
+        }
+    }
+}
+
+/// One step of a transaction, with escapes decoded (see [`unescape`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepConfig {
+    /// Bytes to send.
+    pub send: Vec<u8>,
+    /// Expected prefix of the answer.
+    pub expect: Vec<u8>,
+}
+
+/// What a probe does, per kind; fields mirror `qos_wire::probe::ProbeKind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKindConfig {
+    /// DNS query.
+    Dns {
+        /// Resolver, `ip[:port]` (port 53 by default).
+        resolver: String,
+        /// Name to look up.
+        name: String,
+        /// Record type.
+        qtype: QType,
+        /// Address the answer must contain.
+        expect: Option<String>,
+    },
+    /// TCP connect to `host:port`.
+    Tcp {
+        /// `host:port`.
+        target: String,
+    },
+    /// HTTP(S) request.
+    Http {
+        /// `http://host[:port]/path` or `https://...`.
+        url: String,
+        /// Method.
+        method: Method,
+        /// Request body (escapes decoded).
+        body: Vec<u8>,
+        /// Expected status; 0 = any 2xx.
+        expect_status: u16,
+        /// Text the body must contain.
+        expect_body: Option<String>,
+        /// Redirects followed at most.
+        max_redirects: u8,
+        /// Extra trusted CA certificates (PEM) for HTTPS.
+        ca_file: Option<PathBuf>,
+    },
+    /// UDP echo.
+    UdpEcho {
+        /// `host:port`.
+        target: String,
+        /// Bytes sent and expected back (escapes decoded).
+        payload: Vec<u8>,
+    },
+    /// CoAP ping.
+    CoapPing {
+        /// `host:port`.
+        target: String,
+    },
+    /// ICMP echo.
+    Icmp {
+        /// Host name or address.
+        host: String,
+    },
+    /// Send/expect script over TCP.
+    Transaction {
+        /// `host:port`.
+        target: String,
+        /// The steps.
+        steps: Vec<StepConfig>,
+    },
+}
+
+impl ProbeKindConfig {
+    /// The target as shown in output: the resolver, URL, `host:port` or host.
+    pub fn target(&self) -> &str {
+        match self {
+            ProbeKindConfig::Dns { resolver, .. } => resolver,
+            ProbeKindConfig::Http { url, .. } => url,
+            ProbeKindConfig::Tcp { target }
+            | ProbeKindConfig::UdpEcho { target, .. }
+            | ProbeKindConfig::CoapPing { target }
+            | ProbeKindConfig::Transaction { target, .. } => target,
+            ProbeKindConfig::Icmp { host } => host,
+        }
+    }
+}
+
+/// `[[probe]]`: common fields and the kind's fields (`kind = "..."` selects them).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawProbe")]
 pub struct ProbeSection {
     /// Id, unique within this edge (1..=65535).
     pub id: u16,
-    /// What to run.
-    pub kind: ProbeKindName,
-    /// `host:port`.
-    pub target: String,
     /// Interval between runs, ms (≥ 100).
-    #[serde(default = "default_interval")]
     pub interval_ms: u32,
     /// Timeout of one run, ms (1..=interval_ms).
-    #[serde(default = "default_timeout")]
     pub timeout_ms: u32,
+    /// What to run.
+    pub kind: ProbeKindConfig,
 }
 
-fn default_interval() -> u32 {
+impl ProbeSection {
+    /// The transaction steps as the wire's `Step`s (empty for other kinds); hold them while
+    /// the spec from [`ProbeSection::spec`] is used.
+    pub fn steps(&self) -> Vec<Step<'_>> {
+        match &self.kind {
+            ProbeKindConfig::Transaction { steps, .. } => steps
+                .iter()
+                .map(|s| Step {
+                    send: &s.send,
+                    expect: &s.expect,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The probe specification, borrowing this section (and `steps` from
+    /// [`ProbeSection::steps`]).
+    pub fn spec<'a>(&'a self, steps: &'a [Step<'a>]) -> ProbeSpec<'a> {
+        let kind = match &self.kind {
+            ProbeKindConfig::Dns {
+                resolver,
+                name,
+                qtype,
+                expect,
+            } => ProbeKind::Dns {
+                resolver,
+                name,
+                qtype: (*qtype).into(),
+                expect: expect.as_deref(),
+            },
+            ProbeKindConfig::Tcp { target } => ProbeKind::Tcp { target },
+            ProbeKindConfig::Http {
+                url,
+                method,
+                body,
+                expect_status,
+                expect_body,
+                max_redirects,
+                ..
+            } => ProbeKind::Http {
+                method: (*method).into(),
+                url,
+                body,
+                expect_status: *expect_status,
+                expect_body: expect_body.as_deref(),
+                max_redirects: *max_redirects,
+            },
+            ProbeKindConfig::UdpEcho { target, payload } => ProbeKind::UdpEcho { target, payload },
+            ProbeKindConfig::CoapPing { target } => ProbeKind::CoapPing { target },
+            ProbeKindConfig::Icmp { host } => ProbeKind::Icmp { host },
+            ProbeKindConfig::Transaction { target, .. } => ProbeKind::Transaction {
+                target,
+                steps: List::from_slice(steps),
+            },
+        };
+        ProbeSpec {
+            id: ProbeId(self.id),
+            interval_ms: self.interval_ms,
+            timeout_ms: self.timeout_ms,
+            kind,
+        }
+    }
+
+    /// Driver options of this probe.
+    pub fn options(&self) -> probe::Options {
+        match &self.kind {
+            ProbeKindConfig::Http { ca_file, .. } => probe::Options {
+                ca_file: ca_file.clone(),
+            },
+            _ => probe::Options::default(),
+        }
+    }
+
+    /// Check what the types cannot (lengths, addresses, URLs); the message names the probe.
+    pub fn validate(&self) -> Result<(), String> {
+        let id = self.id;
+        let field = |what: &str, len: usize| {
+            if len > MAX_FIELD {
+                Err(format!(
+                    "probe {id}: {what} is longer than {MAX_FIELD} bytes"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let host_port = |t: &str| {
+            if crate::probe::split_host_port(t).is_none() {
+                Err(format!("probe {id}: target {t:?} must be host:port"))
+            } else {
+                field("target", t.len())
+            }
+        };
+        match &self.kind {
+            ProbeKindConfig::Dns {
+                resolver,
+                name,
+                expect,
+                ..
+            } => {
+                if crate::probe::dns::resolver_addr(resolver).is_none() {
+                    return Err(format!(
+                        "probe {id}: resolver {resolver:?} must be ip[:port]"
+                    ));
+                }
+                let mut q = [0u8; qos_edge_core::probe::dns::MAX_QUERY];
+                if qos_edge_core::probe::dns::build_query(&mut q, 0, name, DnsType::A).is_err() {
+                    return Err(format!("probe {id}: {name:?} is not a valid DNS name"));
+                }
+                if let Some(e) = expect {
+                    if e.parse::<std::net::IpAddr>().is_err() {
+                        return Err(format!("probe {id}: expect {e:?} must be an IP address"));
+                    }
+                }
+            }
+            ProbeKindConfig::Tcp { target } | ProbeKindConfig::CoapPing { target } => {
+                host_port(target)?
+            }
+            ProbeKindConfig::UdpEcho { target, payload } => {
+                host_port(target)?;
+                field("payload", payload.len())?;
+                if payload.is_empty() {
+                    return Err(format!("probe {id}: payload must not be empty"));
+                }
+            }
+            ProbeKindConfig::Icmp { host } => {
+                if host.is_empty() {
+                    return Err(format!("probe {id}: host must not be empty"));
+                }
+                field("host", host.len())?;
+            }
+            ProbeKindConfig::Http {
+                url,
+                body,
+                expect_body,
+                ..
+            } => {
+                if qos_edge_core::probe::http::Url::parse(url).is_err() {
+                    return Err(format!(
+                        "probe {id}: url {url:?} must be http://host[:port]/path or https://..."
+                    ));
+                }
+                field("url", url.len())?;
+                field("body", body.len())?;
+                field("expect_body", expect_body.as_ref().map_or(0, String::len))?;
+            }
+            ProbeKindConfig::Transaction { target, steps } => {
+                host_port(target)?;
+                if steps.is_empty() || steps.len() > usize::from(MAX_STEPS) {
+                    return Err(format!("probe {id}: steps must number 1..={MAX_STEPS}"));
+                }
+                for s in steps {
+                    field("step send", s.send.len())?;
+                    field("step expect", s.expect.len())?;
+                }
+            }
+        }
+        let steps = self.steps();
+        self.spec(&steps)
+            .validate()
+            .map_err(|e| format!("probe {id}: {}", e.reason()))
+    }
+}
+
+/// Decode the escapes of byte strings in the configuration and on the command line:
+/// `\r`, `\n`, `\t`, `\0`, `\\` and `\xNN` (any byte). Other text is taken as UTF-8.
+/// (In TOML, write them in literal strings, `'PING\r\n'`, or let TOML's own escapes do it
+/// in basic strings, `"PING\r\n"`; `\xNN` needs a literal string.)
+pub fn unescape(s: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut it = s.bytes();
+    while let Some(b) = it.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match it.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'0') => out.push(0),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hi = it.next().and_then(|c| (c as char).to_digit(16));
+                let lo = it.next().and_then(|c| (c as char).to_digit(16));
+                match (hi, lo) {
+                    (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                    _ => return Err(format!("{s:?}: \\x needs two hex digits")),
+                }
+            }
+            Some(c) => return Err(format!("{s:?}: unknown escape \\{}", c as char)),
+            None => return Err(format!("{s:?}: ends with a lone backslash")),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    #[serde(default)]
+    send: String,
+    #[serde(default)]
+    expect: String,
+}
+
+/// The `[[probe]]` table as written: `kind` selects the variant, unknown fields are errors.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawProbe {
+    Dns {
+        id: u16,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        resolver: String,
+        name: String,
+        #[serde(default)]
+        qtype: QType,
+        expect: Option<String>,
+    },
+    Tcp {
+        id: u16,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        target: String,
+    },
+    Http {
+        id: u16,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        url: String,
+        #[serde(default)]
+        method: Method,
+        #[serde(default)]
+        body: String,
+        #[serde(default)]
+        expect_status: u16,
+        expect_body: Option<String>,
+        #[serde(default = "default_redirects")]
+        max_redirects: u8,
+        ca_file: Option<PathBuf>,
+    },
+    UdpEcho {
+        id: u16,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        target: String,
+        #[serde(default = "default_payload")]
+        payload: String,
+    },
+    CoapPing {
+        id: u16,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        target: String,
+    },
+    Icmp {
+        id: u16,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        host: String,
+    },
+    Transaction {
+        id: u16,
+        #[serde(default = "default_interval")]
+        interval_ms: u32,
+        #[serde(default = "default_timeout")]
+        timeout_ms: u32,
+        target: String,
+        steps: Vec<RawStep>,
+    },
+}
+
+impl TryFrom<RawProbe> for ProbeSection {
+    type Error = String;
+    fn try_from(r: RawProbe) -> Result<Self, String> {
+        let section = |id, interval_ms, timeout_ms, kind| ProbeSection {
+            id,
+            interval_ms,
+            timeout_ms,
+            kind,
+        };
+        Ok(match r {
+            RawProbe::Dns {
+                id,
+                interval_ms,
+                timeout_ms,
+                resolver,
+                name,
+                qtype,
+                expect,
+            } => section(
+                id,
+                interval_ms,
+                timeout_ms,
+                ProbeKindConfig::Dns {
+                    resolver,
+                    name,
+                    qtype,
+                    expect,
+                },
+            ),
+            RawProbe::Tcp {
+                id,
+                interval_ms,
+                timeout_ms,
+                target,
+            } => section(id, interval_ms, timeout_ms, ProbeKindConfig::Tcp { target }),
+            RawProbe::Http {
+                id,
+                interval_ms,
+                timeout_ms,
+                url,
+                method,
+                body,
+                expect_status,
+                expect_body,
+                max_redirects,
+                ca_file,
+            } => section(
+                id,
+                interval_ms,
+                timeout_ms,
+                ProbeKindConfig::Http {
+                    url,
+                    method,
+                    body: unescape(&body)?,
+                    expect_status,
+                    expect_body,
+                    max_redirects,
+                    ca_file,
+                },
+            ),
+            RawProbe::UdpEcho {
+                id,
+                interval_ms,
+                timeout_ms,
+                target,
+                payload,
+            } => section(
+                id,
+                interval_ms,
+                timeout_ms,
+                ProbeKindConfig::UdpEcho {
+                    target,
+                    payload: unescape(&payload)?,
+                },
+            ),
+            RawProbe::CoapPing {
+                id,
+                interval_ms,
+                timeout_ms,
+                target,
+            } => section(
+                id,
+                interval_ms,
+                timeout_ms,
+                ProbeKindConfig::CoapPing { target },
+            ),
+            RawProbe::Icmp {
+                id,
+                interval_ms,
+                timeout_ms,
+                host,
+            } => section(id, interval_ms, timeout_ms, ProbeKindConfig::Icmp { host }),
+            RawProbe::Transaction {
+                id,
+                interval_ms,
+                timeout_ms,
+                target,
+                steps,
+            } => section(
+                id,
+                interval_ms,
+                timeout_ms,
+                ProbeKindConfig::Transaction {
+                    target,
+                    steps: steps
+                        .iter()
+                        .map(|s| {
+                            Ok(StepConfig {
+                                send: unescape(&s.send)?,
+                                expect: unescape(&s.expect)?,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                },
+            ),
+        })
+    }
+}
+
+/// Default redirects followed.
+pub fn default_redirects() -> u8 {
+    5
+}
+/// Default UDP echo payload.
+pub fn default_payload() -> String {
+    "qos-edge echo".into()
+}
+/// Default interval, ms.
+pub fn default_interval() -> u32 {
     10_000
 }
-fn default_timeout() -> u32 {
+/// Default timeout, ms.
+pub fn default_timeout() -> u32 {
     2_000
 }
 
@@ -210,6 +789,7 @@ impl Config {
                     p.id
                 ));
             }
+            p.validate()?;
         }
         Ok(())
     }
@@ -228,7 +808,149 @@ mod tests {
         let cfg = Config::load(path).expect("example config");
         assert_eq!(cfg.uplink, UplinkSection::default());
         assert_eq!(cfg.storage, StorageSection::default());
-        assert_eq!(cfg.probes.len(), 1);
+        assert_eq!(cfg.probes.len(), 8);
+        let kinds: Vec<_> = cfg
+            .probes
+            .iter()
+            .map(|p| {
+                let steps = p.steps();
+                p.spec(&steps).kind.name()
+            })
+            .collect();
+        for k in qos_wire::probe::KIND_NAMES {
+            assert!(kinds.contains(&k), "the example shows no {k} probe");
+        }
+        let pg = &cfg.probes[7];
+        assert_eq!(
+            pg.steps()[0].send,
+            &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f][..],
+            "escapes decoded"
+        );
+        assert_eq!(pg.steps()[0].expect, b"N");
+        let redis = &cfg.probes[6];
+        assert_eq!(redis.steps()[0].send, b"PING\r\n");
+    }
+
+    #[test]
+    fn every_kind_converts_to_a_spec() {
+        let base = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\n";
+        let probes = r#"
+[[probe]]
+id = 1
+kind = "http"
+url = "https://h.test:8443/x"
+method = "POST"
+body = 'a\x41\n'
+expect_status = 201
+expect_body = "ok"
+max_redirects = 2
+ca_file = "/tmp/ca.pem"
+[[probe]]
+id = 2
+kind = "dns"
+resolver = "10.0.0.53"
+name = "h.test"
+qtype = "AAAA"
+expect = "2001:db8::1"
+[[probe]]
+id = 3
+kind = "udp_echo"
+target = "[::1]:7"
+[[probe]]
+id = 4
+kind = "transaction"
+target = "h:1"
+steps = [{ send = "x" }, { expect = "y" }]
+"#;
+        let cfg = Config::parse(&format!("{base}{probes}"), Path::new("e.toml")).unwrap();
+        let p = &cfg.probes[0];
+        assert_eq!(
+            p.spec(&[]).kind,
+            ProbeKind::Http {
+                method: HttpMethod::Post,
+                url: "https://h.test:8443/x",
+                body: b"aA\n",
+                expect_status: 201,
+                expect_body: Some("ok"),
+                max_redirects: 2,
+            }
+        );
+        assert_eq!(p.options().ca_file, Some(PathBuf::from("/tmp/ca.pem")));
+        assert_eq!(
+            cfg.probes[1].spec(&[]).kind,
+            ProbeKind::Dns {
+                resolver: "10.0.0.53",
+                name: "h.test",
+                qtype: DnsType::Aaaa,
+                expect: Some("2001:db8::1"),
+            }
+        );
+        assert_eq!(
+            cfg.probes[2].spec(&[]).kind,
+            ProbeKind::UdpEcho {
+                target: "[::1]:7",
+                payload: b"qos-edge echo",
+            }
+        );
+        let steps = cfg.probes[3].steps();
+        assert_eq!(steps.len(), 2);
+        assert_eq!((steps[0].send, steps[1].expect), (&b"x"[..], &b"y"[..]));
+        assert!(cfg.probes.iter().all(|p| {
+            let s = p.steps();
+            p.spec(&s).validate().is_ok()
+        }));
+    }
+
+    #[test]
+    fn kind_specific_fields_are_checked() {
+        let base = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\n[[probe]]\nid = 1\n";
+        for (extra, needle) in [
+            ("kind = \"tcp\"\nurl = \"http://x/\"\n", "url"),
+            ("kind = \"tcp\"\ntarget = \"x:1\"\nname = \"n\"\n", "name"),
+            ("kind = \"http\"\nurl = \"ftp://x/\"\n", "ftp://x/"),
+            (
+                "kind = \"http\"\nurl = \"http://x/\"\nmethod = \"PUT\"\n",
+                "PUT",
+            ),
+            (
+                "kind = \"dns\"\nresolver = \"dns.example\"\nname = \"a\"\n",
+                "resolver",
+            ),
+            (
+                "kind = \"dns\"\nresolver = \"1.1.1.1\"\nname = \"a..b\"\n",
+                "a..b",
+            ),
+            (
+                "kind = \"dns\"\nresolver = \"1.1.1.1\"\nname = \"a\"\nexpect = \"x\"\n",
+                "expect",
+            ),
+            (
+                "kind = \"transaction\"\ntarget = \"h:1\"\nsteps = []\n",
+                "steps",
+            ),
+            (
+                "kind = \"transaction\"\ntarget = \"h:1\"\nsteps = [{ send = 'a\\q' }]\n",
+                "escape",
+            ),
+            ("kind = \"udp_echo\"\ntarget = \"h\"\n", "host:port"),
+            ("kind = \"icmp\"\nhost = \"\"\n", "host"),
+        ] {
+            let err = Config::parse(&format!("{base}{extra}"), Path::new("e.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(
+            unescape(r"a\r\n\t\0\\\x7f\xFF").unwrap(),
+            b"a\r\n\t\0\\\x7f\xff"
+        );
+        assert!(unescape(r"\x4").is_err());
+        assert!(unescape(r"\q").is_err());
+        assert!(unescape("x\\").is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use qos_edge_core::storage::{next_boot, BootError, Slot, Storage};
 use qos_edge_core::{Outbox, Summariser, Uplink, UplinkConfig};
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
 
-use crate::config::{Config, ProbeKindName};
+use crate::config::Config;
 use crate::probe;
 use crate::storage::FileStorage;
 
@@ -65,10 +65,9 @@ fn unix_ms() -> u64 {
 
 struct Scheduled {
     id: ProbeId,
-    kind: ProbeKindName,
-    target: String,
+    /// Index of the probe's section in the configuration.
+    index: usize,
     interval_ms: u64,
-    timeout: Duration,
     /// Next start, Unix ms, on the probe's grid: starts never drift.
     next_ms: u64,
 }
@@ -76,14 +75,13 @@ struct Scheduled {
 fn schedule(cfg: &Config, now_ms: u64) -> Vec<Scheduled> {
     cfg.probes
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(index, p)| {
             let interval = u64::from(p.interval_ms);
             Scheduled {
                 id: ProbeId(p.id),
-                kind: p.kind,
-                target: p.target.clone(),
+                index,
                 interval_ms: interval,
-                timeout: Duration::from_millis(u64::from(p.timeout_ms)),
                 next_ms: now_ms - now_ms % interval + interval,
             }
         })
@@ -186,9 +184,10 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         let now_unix = unix_ms();
         for p in probes.iter_mut().filter(|p| p.next_ms <= now_unix) {
             let at = p.next_ms;
-            let result = match p.kind {
-                ProbeKindName::Tcp => probe::tcp_connect(p.id, &p.target, p.timeout, at),
-            };
+            let section = &cfg.probes[p.index];
+            let steps = section.steps();
+            let spec = section.spec(&steps);
+            let result = probe::run_with(&spec, at, &section.options()).result;
             tracing::debug!(probe = p.id.0, ok = result.ok(), error = ?result.error, "probe done");
             // Skip missed slots (a slow run) rather than bursting: the grid stays fixed.
             let now_unix = unix_ms();

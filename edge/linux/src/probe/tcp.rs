@@ -1,84 +1,43 @@
-//! Probes run by the Linux driver. Timings come from the monotonic clock, in microseconds.
+//! TCP connect: resolve, connect, close.
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
 
-use qos_wire::ids::ProbeId;
-use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use qos_wire::phase::Phase;
 
-fn us_since(t: Instant) -> u32 {
-    u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX)
-}
+use super::{us, Ctx, Fail};
 
-/// Map an I/O error of a connect to an error class.
-pub fn classify(e: &std::io::Error) -> ErrorClass {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => ErrorClass::Refused,
-        ErrorKind::TimedOut | ErrorKind::WouldBlock => ErrorClass::Timeout,
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => ErrorClass::Reset,
-        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => ErrorClass::Unreachable,
-        _ => ErrorClass::Other,
-    }
-}
-
-/// Resolve `target` (`host:port`). The DNS phase is recorded only when `host` is a name.
-fn resolve(target: &str, phases: &mut PhaseTimings) -> Result<SocketAddr, ErrorClass> {
-    if let Ok(a) = target.parse::<SocketAddr>() {
-        return Ok(a);
-    }
+/// Connect to `addr` within the run's deadline; the time is the `connect` phase.
+pub fn connect(ctx: &mut Ctx, addr: SocketAddr) -> Result<TcpStream, Fail> {
+    let left = ctx.remaining("connect")?;
     let t = Instant::now();
-    let addr = target.to_socket_addrs().ok().and_then(|mut it| it.next());
-    phases.set(Phase::Dns, us_since(t));
-    addr.ok_or(ErrorClass::DnsFailure)
+    let s = TcpStream::connect_timeout(&addr, left)
+        .map_err(|e| Fail::io(&format!("connect {addr}"), &e))?;
+    ctx.add(Phase::Connect, us(t, Instant::now()));
+    Ok(s)
 }
 
-/// Open a TCP connection to `target` within `timeout`, then close it.
-pub fn tcp_connect(probe: ProbeId, target: &str, timeout: Duration, at_ms: u64) -> ProbeResult {
-    let start = Instant::now();
-    let mut phases = PhaseTimings::new();
-    let outcome = resolve(target, &mut phases).and_then(|addr| {
-        let t = Instant::now();
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                phases.set(Phase::Connect, us_since(t));
-                drop(s);
-                Ok(())
-            }
-            Err(e) => Err(classify(&e)),
-        }
-    });
-    let total = us_since(start);
-    let mut r = ProbeResult {
-        probe,
-        at_ms,
-        phases,
-        error: None,
-        error_after_us: None,
-        detail: 0,
-        redirects: 0,
-    };
-    match outcome {
-        Ok(()) => r.phases.set(Phase::Total, total),
-        Err(c) => {
-            r.error = Some(c);
-            r.error_after_us = Some(total);
-        }
-    }
-    r
+/// The TCP probe: connect to `target` (`host:port`) and close.
+pub fn run(ctx: &mut Ctx, target: &str) -> Result<(), Fail> {
+    let addr = ctx.resolve_target(target)?;
+    drop(connect(ctx, addr)?);
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::probe::test_probe as probe;
+    use crate::probe::testutil::*;
+    use qos_wire::outcome::ErrorClass;
+    use qos_wire::phase::Phase;
+    use qos_wire::probe::ProbeKind;
     use std::net::TcpListener;
 
     #[test]
     fn connect_to_a_listener_succeeds_with_phases() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let target = l.local_addr().unwrap().to_string();
-        let r = tcp_connect(ProbeId(1), &target, Duration::from_secs(2), 0);
+        let r = probe(ProbeKind::Tcp { target: &target }, 2000).result;
         assert_eq!(r.error, None);
         let connect = r.phases.get(Phase::Connect).unwrap();
         let total = r.phases.get(Phase::Total).unwrap();
@@ -95,7 +54,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let target = l.local_addr().unwrap().to_string();
         drop(l);
-        let r = tcp_connect(ProbeId(1), &target, Duration::from_secs(2), 0);
+        let r = probe(ProbeKind::Tcp { target: &target }, 2000).result;
         assert_eq!(r.error, Some(ErrorClass::Refused));
         assert!(r.error_after_us.is_some());
         assert_eq!(r.phases.get(Phase::Total), None);
@@ -105,12 +64,18 @@ mod tests {
     fn a_name_is_resolved_and_timed() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let r = tcp_connect(
-            ProbeId(1),
-            &format!("localhost:{port}"),
-            Duration::from_secs(2),
-            0,
-        );
+        let target = format!("localhost:{port}");
+        let r = probe(ProbeKind::Tcp { target: &target }, 2000).result;
         assert!(r.phases.get(Phase::Dns).is_some());
+    }
+
+    #[test]
+    fn a_full_backlog_times_out() {
+        // A listener that never accepts, with its backlog filled: further SYNs go unanswered.
+        let (target, _fillers, _listener) = unaccepting_listener();
+        let r = probe(ProbeKind::Tcp { target: &target }, 300).result;
+        assert_eq!(r.error, Some(ErrorClass::Timeout), "{r:?}");
+        let after = r.error_after_us.unwrap();
+        assert!((250_000..2_000_000).contains(&after), "{after}");
     }
 }

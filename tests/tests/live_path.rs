@@ -1,0 +1,503 @@
+//! The live path over real sockets (DESIGN.md §6, tier 3): `qos-edge run` probing a TCP
+//! listener and sending summaries over CoAP/UDP to `qos-aggregator serve`, which stores them in
+//! SQLite and reports them over HTTP. Processes are killed with SIGKILL and restarted.
+//!
+//! What is checked is the delivery contract of DESIGN.md §4 (nothing acknowledged lost, nothing
+//! stored twice, numbering never reused across restarts) and the HTTP contract of §5, read from
+//! the outside: the HTTP API, the SQLite file (read-only) and the edge's persisted outbox. No
+//! assertion depends on how fast anything runs; conditions are polled with generous deadlines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use qos_coap::{option, Code, Message, MessageType, MessageWriter};
+use qos_e2e::{
+    free_udp_port, fresh_dir, start_edge, wait_for, EdgeSpec, Serve, TcpTarget, PATIENCE,
+};
+use qos_edge_core::Outbox;
+use qos_wire::summary::Summary;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+/// The outbox of `qos-edge` (its `OUTBOX_RECORDS` and `RECORD_BYTES`), to read `outbox.bin`.
+type EdgeOutbox = Outbox<256, 512>;
+/// A summary as the super-manager decodes it (every sketch bucket).
+type CentralSummary = Summary<976>;
+
+fn base() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live_path")
+}
+
+fn unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+fn epoch(seq: u64) -> u32 {
+    (seq >> 32) as u32
+}
+
+/// One stored record, read back from SQLite.
+#[derive(Debug, Clone)]
+struct Row {
+    seq: u64,
+    kind: u8,
+    body: Vec<u8>,
+}
+
+fn read_records(db: &Path, edge: u32) -> Result<Vec<Row>, String> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("open {}: {e}", db.display()))?;
+    let mut st = conn
+        .prepare("SELECT seq, kind, body FROM records WHERE edge_id = ?1")
+        .map_err(|e| e.to_string())?;
+    let rows = st
+        .query_map([i64::from(edge)], |r| {
+            Ok(Row {
+                seq: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                body: r.get(2)?,
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    let mut out = rows
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    out.sort_by_key(|r| r.seq);
+    Ok(out)
+}
+
+/// Decodes a stored record `[kind, body]` whose kind is 0 (summary).
+fn decode_summary(raw: &[u8]) -> CentralSummary {
+    let mut d = minicbor::Decoder::new(raw);
+    assert_eq!(d.array().expect("record array"), Some(2), "{raw:02x?}");
+    assert_eq!(d.u8().expect("record kind"), 0, "not a summary: {raw:02x?}");
+    let s = CentralSummary::decode(&mut d).expect("a valid summary");
+    assert_eq!(d.position(), raw.len(), "trailing bytes in {raw:02x?}");
+    s
+}
+
+/// Checks what holds for every stored record of an edge: unique sequence numbers (also as a
+/// database constraint), contiguous within each epoch, all summaries that decode, no two
+/// records for the same probe and window, no identical bodies. Returns the summaries by seq.
+fn check_records(rows: &[Row]) -> BTreeMap<u64, CentralSummary> {
+    let seqs: BTreeSet<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs.len(), rows.len(), "duplicate sequence numbers");
+    let mut by_epoch: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for s in &seqs {
+        by_epoch.entry(epoch(*s)).or_default().push(*s);
+    }
+    for (e, list) in &by_epoch {
+        for w in list.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0] + 1,
+                "hole in epoch {e}: {:#x} then {:#x}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+    let bodies: BTreeSet<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
+    assert_eq!(bodies.len(), rows.len(), "the same record stored twice");
+    let mut windows = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for r in rows {
+        assert_eq!(r.kind, 0, "record {:#x} is not a summary", r.seq);
+        let s = decode_summary(&r.body);
+        assert!(
+            windows.insert((s.probe.0, s.start_s)),
+            "two records for probe {} window {}",
+            s.probe.0,
+            s.start_s
+        );
+        out.insert(r.seq, s);
+    }
+    out
+}
+
+fn edge_row(serve: &Serve, id: u32) -> Result<Value, String> {
+    let edges = serve.get_json("/api/v1/edges")?;
+    edges["edges"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["id"] == id).cloned())
+        .ok_or_else(|| format!("edge {id} not listed: {edges}"))
+}
+
+fn received(serve: &Serve, id: u32) -> Result<u64, String> {
+    edge_row(serve, id)?["received"]
+        .as_u64()
+        .ok_or_else(|| "no received count".into())
+}
+
+fn read_outbox(storage: &Path) -> Result<EdgeOutbox, String> {
+    let bytes = std::fs::read(storage.join("outbox.bin")).map_err(|e| e.to_string())?;
+    EdgeOutbox::load(&bytes).map_err(|e| format!("outbox.bin does not load: {e}"))
+}
+
+#[test]
+fn summaries_flow_from_edge_to_store() {
+    let dir = fresh_dir(&base(), "flow");
+    let serve = Serve::start(&dir);
+    let target = TcpTarget::start();
+    let spec = EdgeSpec {
+        id: 11,
+        broker: serve.coap,
+        target: target.addr,
+        storage: dir.join("edge-storage"),
+    };
+    let edge = start_edge(&dir, &spec);
+
+    wait_for("3 stored summaries", PATIENCE, || {
+        let stats = serve.get_json("/api/v1/stats")?;
+        match stats["stored"].as_u64() {
+            Some(n) if n >= 3 => Ok(()),
+            _ => Err(format!("{stats}\n{}", edge.log_tail())),
+        }
+    });
+
+    let (status, body) = qos_e2e::http_get(serve.http, "/api/v1/health").expect("health");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""status":"ok""#), "{body}");
+
+    let row = edge_row(&serve, spec.id).expect("edge listed");
+    assert!(row["received"].as_u64().unwrap() >= 3, "{row}");
+    assert_eq!(row["gaps"], 0, "{row}");
+
+    let rows = read_records(&serve.database(), spec.id).expect("records");
+    assert!(rows.len() >= 3, "{rows:?}");
+    let summaries = check_records(&rows);
+    for (seq, s) in &summaries {
+        assert_eq!(s.probe.0, 1, "seq {seq:#x}");
+        assert_eq!(s.len_s, 1, "seq {seq:#x}");
+        assert!(s.ok > 0, "a live listener must answer: {s:?}");
+        assert_eq!(s.failed, 0, "a live listener must not fail: {s:?}");
+        assert!(s.sketch.quantile(0.5).is_some(), "{s:?}");
+    }
+    // One boot, numbered from the start of its epoch.
+    let first = rows[0].seq;
+    assert!(rows.iter().all(|r| epoch(r.seq) == epoch(first)));
+    assert_eq!(first & 0xffff_ffff, 0, "numbering starts at 0 in an epoch");
+
+    edge.stop(PATIENCE);
+    serve.proc.stop(PATIENCE);
+}
+
+#[test]
+fn edge_restart_continues_numbering_and_keeps_unsent() {
+    let dir = fresh_dir(&base(), "edge-restart");
+    let target = TcpTarget::start();
+    let storage = dir.join("edge-storage");
+    // Nothing listens on this port yet: the edge's outbox fills.
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let mut spec = EdgeSpec {
+        id: 12,
+        broker: nowhere,
+        target: target.addr,
+        storage: storage.clone(),
+    };
+    let edge = start_edge(&dir, &spec);
+    wait_for(
+        "3 summaries in the persisted outbox",
+        PATIENCE,
+        || match read_outbox(&storage) {
+            Ok(o) if o.len() >= 3 => Ok(()),
+            Ok(o) => Err(format!("{} records\n{}", o.len(), edge.log_tail())),
+            Err(e) => Err(format!("{e}\n{}", edge.log_tail())),
+        },
+    );
+    edge.kill9();
+    let killed_at = unix_s();
+    let saved = read_outbox(&storage).expect("outbox after the kill");
+    let in_flight = saved.in_flight();
+    let old_epoch = saved.next_seq().epoch();
+    assert!(saved.len() >= 3);
+
+    let serve = Serve::start(&dir);
+    spec.broker = serve.coap;
+    let edge = start_edge(&dir, &spec);
+
+    // Every summary of a window that ended before the kill starts before `killed_at`; every
+    // window of the new boot starts at or after it.
+    let pre_kill = |rows: &[Row]| {
+        rows.iter()
+            .filter(|r| u64::from(decode_summary(&r.body).start_s) < killed_at)
+            .count()
+    };
+    wait_for(
+        "the saved outbox and 2 new summaries stored",
+        PATIENCE,
+        || {
+            let rows = read_records(&serve.database(), spec.id)?;
+            let old = pre_kill(&rows);
+            if old >= saved.len() && rows.len() >= saved.len() + 2 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{old} of {} saved, {} in all\n{}",
+                    saved.len(),
+                    rows.len(),
+                    edge.log_tail()
+                ))
+            }
+        },
+    );
+    edge.stop(PATIENCE);
+
+    let rows = read_records(&serve.database(), spec.id).expect("records");
+    let summaries = check_records(&rows);
+    assert_eq!(
+        pre_kill(&rows),
+        saved.len(),
+        "exactly the summaries of the saved outbox arrive"
+    );
+    // The batch that was in flight keeps its numbers of the old boot; everything else is
+    // numbered in the new boot's epoch.
+    let old_seqs: BTreeSet<u64> = in_flight
+        .map(|f| (f.first.0..=f.last().0).collect())
+        .unwrap_or_default();
+    for seq in &old_seqs {
+        assert!(summaries.contains_key(seq), "in-flight {seq:#x} missing");
+    }
+    for (seq, s) in &summaries {
+        if old_seqs.contains(seq) {
+            assert_eq!(epoch(*seq), old_epoch);
+        } else {
+            assert!(
+                epoch(*seq) > old_epoch,
+                "{seq:#x} (window {}) not in a newer epoch than {old_epoch}",
+                s.start_s
+            );
+        }
+    }
+    let row = edge_row(&serve, spec.id).expect("edge listed");
+    assert_eq!(row["gaps"], 0, "{row}");
+    assert_eq!(row["received"].as_u64(), Some(rows.len() as u64), "{row}");
+    serve.proc.stop(PATIENCE);
+}
+
+#[test]
+fn serve_restart_keeps_data_and_dedups() {
+    let dir = fresh_dir(&base(), "serve-restart");
+    let target = TcpTarget::start();
+    let serve = Serve::start(&dir);
+    let (http, coap) = (serve.http, serve.coap);
+    let spec = EdgeSpec {
+        id: 13,
+        broker: coap,
+        target: target.addr,
+        storage: dir.join("edge-storage"),
+    };
+    let edge = start_edge(&dir, &spec);
+    let before = wait_for("3 stored summaries", PATIENCE, || {
+        match received(&serve, spec.id) {
+            Ok(n) if n >= 3 => Ok(n),
+            Ok(n) => Err(format!("{n}\n{}", edge.log_tail())),
+            Err(e) => Err(e),
+        }
+    });
+    let rows_before = read_records(&serve.database(), spec.id).expect("records");
+    serve.proc.kill9();
+
+    // The edge keeps summarising while nobody answers.
+    wait_for(
+        "2 records waiting in the edge's outbox",
+        PATIENCE,
+        || match read_outbox(&spec.storage) {
+            Ok(o) if o.len() >= 2 => Ok(()),
+            Ok(o) => Err(format!("{} records\n{}", o.len(), edge.log_tail())),
+            Err(e) => Err(e),
+        },
+    );
+
+    let serve = Serve::start_at(&dir, http, coap);
+    let mut last = before.max(rows_before.len() as u64);
+    wait_for("the backlog and 3 more summaries stored", PATIENCE, || {
+        let n = received(&serve, spec.id)?;
+        assert!(n >= last, "the stored count went down from {last} to {n}");
+        last = n;
+        let waiting = read_outbox(&spec.storage)
+            .map(|o| o.len())
+            .unwrap_or(usize::MAX);
+        if n >= before + 5 && waiting <= 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{n} stored, {waiting} waiting\n{}",
+                edge.log_tail()
+            ))
+        }
+    });
+    edge.stop(PATIENCE);
+
+    let rows = read_records(&serve.database(), spec.id).expect("records");
+    let summaries = check_records(&rows);
+    // Everything stored before the kill is still there, unchanged.
+    for r in &rows_before {
+        let again = rows.iter().find(|x| x.seq == r.seq).expect("kept");
+        assert_eq!(again.body, r.body);
+    }
+    // One boot of the edge: one epoch, numbered from 0 without holes (checked above).
+    let first = *summaries.keys().next().expect("records");
+    assert_eq!(first & 0xffff_ffff, 0);
+    assert!(summaries.keys().all(|s| epoch(*s) == epoch(first)));
+    let row = edge_row(&serve, spec.id).expect("edge listed");
+    assert_eq!(row["gaps"], 0, "{row}");
+    assert_eq!(row["received"].as_u64(), Some(rows.len() as u64), "{row}");
+    let stats = serve.get_json("/api/v1/stats").expect("stats");
+    assert_eq!(
+        stats["store"]["records"].as_u64(),
+        Some(rows.len() as u64),
+        "{stats}"
+    );
+    serve.proc.stop(PATIENCE);
+}
+
+/// Sends `bytes` and returns the first answer within a generous time, if any.
+fn exchange(sock: &UdpSocket, to: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    sock.send_to(bytes, to).expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+    buf[..n].to_vec()
+}
+
+fn request(mid: u16, token: &[u8], path: &str, cf: Option<u32>, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    let mut w = MessageWriter::new(&mut buf, MessageType::Confirmable, Code::POST, mid, token)
+        .expect("header");
+    w.uri_path(path).expect("path");
+    if let Some(cf) = cf {
+        w.uint_option(option::CONTENT_FORMAT, cf).expect("cf");
+    }
+    w.payload(payload).expect("payload");
+    let n = w.finish();
+    buf.truncate(n);
+    buf
+}
+
+/// Parses an answer and checks it is the piggybacked response to `mid`/`token`.
+fn answer_code(raw: &[u8], mid: u16, token: &[u8]) -> Code {
+    let m = Message::parse(raw).expect("a CoAP answer");
+    assert_eq!(m.ty(), MessageType::Acknowledgement, "{raw:02x?}");
+    assert_eq!(
+        m.message_id(),
+        mid,
+        "an answer to another message: {raw:02x?}"
+    );
+    assert_eq!(m.token(), token);
+    m.code()
+}
+
+#[test]
+fn bad_datagrams_are_counted() {
+    let dir = fresh_dir(&base(), "bad");
+    let serve = Serve::start(&dir);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let to = serve.coap;
+
+    // Garbage (CoAP version 3: silently ignored) and an oversized datagram (a well-formed CON
+    // header and 1500 bytes in all): no answer. The answer to the next request proves it, as
+    // the ingest handles datagrams in order.
+    sock.send_to(&[0xff, 0x13, 0x37, 0x00, 0x42], to)
+        .expect("send");
+    let mut big = request(1, &[1], "u", Some(60), &[0u8; 1400]);
+    big.resize(1500, 0);
+    sock.send_to(&big, to).expect("send");
+
+    // A batch of wire version 2: [2, edge, first_seq, dropped, [[0, 0]]].
+    let v2 = [0x85, 0x02, 0x01, 0x00, 0x00, 0x81, 0x82, 0x00, 0x00];
+    let raw = exchange(&sock, to, &request(2, &[2], "u", Some(60), &v2));
+    assert_eq!(answer_code(&raw, 2, &[2]), Code::BAD_REQUEST);
+    let raw = exchange(&sock, to, &request(3, &[3], "nope", Some(60), &v2));
+    assert_eq!(answer_code(&raw, 3, &[3]), Code::NOT_FOUND);
+    let raw = exchange(&sock, to, &request(4, &[4], "u", Some(50), b"{}"));
+    assert_eq!(answer_code(&raw, 4, &[4]), Code::UNSUPPORTED_CONTENT_FORMAT);
+
+    let stats = serve.get_json("/api/v1/stats").expect("stats");
+    for reason in [
+        "malformed",
+        "unsupported_version",
+        "unknown_resource",
+        "bad_content_format",
+        "oversized",
+    ] {
+        assert!(
+            stats["rejected"][reason].as_u64() >= Some(1),
+            "{reason} not counted: {stats}"
+        );
+    }
+    assert_eq!(stats["received"]["datagrams"], 5, "{stats}");
+    assert_eq!(stats["stored"], 0, "{stats}");
+    assert_eq!(stats["store"]["records"], 0, "{stats}");
+    serve.proc.stop(PATIENCE);
+}
+
+const AIOCOAP_GET: &str = r#"
+import asyncio, sys
+import aiocoap
+
+async def main():
+    ctx = await aiocoap.Context.create_client_context()
+    try:
+        req = aiocoap.Message(code=aiocoap.GET, uri=sys.argv[1])
+        resp = await asyncio.wait_for(ctx.request(req).response, 60)
+        print(resp.code)
+        print(resp.payload.decode())
+    finally:
+        await ctx.shutdown()
+
+asyncio.run(main())
+"#;
+
+/// A CoAP client not written here (aiocoap, DESIGN.md §6 tier 4) reads the resource list.
+#[test]
+fn a_foreign_coap_client_reads_well_known_core() {
+    let importable = Command::new("python3")
+        .args(["-c", "import aiocoap"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !importable {
+        if std::env::var_os("QOS_SKIP_EXTERNAL").is_some_and(|v| v == "1") {
+            eprintln!("aiocoap missing; skipped because QOS_SKIP_EXTERNAL=1");
+            return;
+        }
+        panic!(
+            "the Python package aiocoap is not importable by python3; .ci/run installs it \
+             (pip install aiocoap), or set QOS_SKIP_EXTERNAL=1 to skip this check"
+        );
+    }
+    let dir = fresh_dir(&base(), "aiocoap");
+    let serve = Serve::start(&dir);
+    let uri = format!("coap://{}/.well-known/core", serve.coap);
+    let out = Command::new("python3")
+        .args(["-c", AIOCOAP_GET, &uri])
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "aiocoap failed: {stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        serve.proc.log_tail()
+    );
+    assert!(stdout.contains("2.05"), "{stdout}");
+    assert!(stdout.contains("</u>"), "{stdout}");
+    serve.proc.stop(PATIENCE);
+}
+
+/// The process helper itself: SIGTERM stops `serve` cleanly (exit 0).
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = fresh_dir(&base(), "sigterm");
+    let serve = Serve::start(&dir);
+    let pid = serve.proc.pid();
+    let status = serve.proc.stop(PATIENCE);
+    assert!(status.success(), "pid {pid}: {status}");
+}
