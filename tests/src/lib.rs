@@ -388,6 +388,8 @@ pub struct EdgeSpec {
     pub target: SocketAddr,
     /// Storage directory (boot epoch, outbox).
     pub storage: PathBuf,
+    /// More TOML appended to the configuration (e.g. `[[rule]]` tables).
+    pub extra_toml: String,
 }
 
 /// Starts `qos-edge run` with windows of 1 s and a TCP probe every 200 ms; configuration and
@@ -401,11 +403,12 @@ pub fn start_edge(dir: &Path, spec: &EdgeSpec) -> Proc {
              [uplink]\nbrokers = [\"{broker}\"]\nwindow_s = 1\nack_timeout_ms = 500\n\n\
              [storage]\ndir = {storage:?}\n\n\
              [[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"{target}\"\n\
-             interval_ms = 200\ntimeout_ms = 150\n",
+             interval_ms = 200\ntimeout_ms = 150\n\n{extra}",
             id = spec.id,
             broker = spec.broker,
             storage = spec.storage.display().to_string(),
             target = spec.target,
+            extra = spec.extra_toml,
         ),
     )
     .expect("write the edge configuration");

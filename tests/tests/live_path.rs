@@ -72,6 +72,64 @@ fn read_records(db: &Path, edge: u32) -> Result<Vec<Row>, String> {
     Ok(out)
 }
 
+/// A probe target that goes down: the edge's local availability rule raises an event at once,
+/// logs it (the local action), and the event reaches the store ahead of queued summaries.
+#[test]
+fn a_threshold_crossing_is_logged_and_stored_as_an_event() {
+    let dir = fresh_dir(&base(), "threshold");
+    let serve = Serve::start(&dir);
+    let target = TcpTarget::start();
+    let down = target.addr;
+    drop(target); // refused from now on
+    let spec = EdgeSpec {
+        id: 14,
+        broker: serve.coap,
+        target: down,
+        storage: dir.join("edge-storage"),
+        extra_toml: "[[rule]]\nprobe = 1\nmetric = \"availability\"\nk = 2\nn = 3\n".into(),
+    };
+    let edge = start_edge(&dir, &spec);
+    let db = serve.database();
+    let events = wait_for("an event record", PATIENCE, || {
+        let rows = read_records(&db, spec.id)?;
+        let ev: Vec<Row> = rows.into_iter().filter(|r| r.kind == 1).collect();
+        if ev.is_empty() {
+            Err(edge.log_tail())
+        } else {
+            Ok(ev)
+        }
+    });
+    let mut d = minicbor::Decoder::new(&events[0].body);
+    assert_eq!(d.array().unwrap(), Some(2));
+    assert_eq!(d.u8().unwrap(), 1);
+    let ev = qos_wire::event::Event::decode(&mut d).expect("an event body");
+    assert!(ev.raised, "{ev:?}");
+    assert_eq!((ev.probe.0, ev.rule), (1, 0));
+    assert_eq!(ev.metric, qos_wire::threshold::Metric::Availability);
+    assert!(ev.value >= 2, "{ev:?}");
+    assert!(
+        edge.log_tail().contains("threshold raised"),
+        "{}",
+        edge.log_tail()
+    );
+    // summaries of the failing probe arrive too, with the failures classified
+    wait_for("a summary with failures", PATIENCE, || {
+        let rows = read_records(&db, spec.id)?;
+        let failed: u32 = rows
+            .iter()
+            .filter(|r| r.kind == 0)
+            .map(|r| decode_summary(&r.body).failed)
+            .sum();
+        if failed > 0 {
+            Ok(())
+        } else {
+            Err(format!("{} rows", rows.len()))
+        }
+    });
+    edge.stop(PATIENCE);
+    serve.proc.stop(PATIENCE);
+}
+
 /// Decodes a stored record `[kind, body]` whose kind is 0 (summary).
 fn decode_summary(raw: &[u8]) -> CentralSummary {
     let mut d = minicbor::Decoder::new(raw);
@@ -150,6 +208,7 @@ fn summaries_flow_from_edge_to_store() {
         broker: serve.coap,
         target: target.addr,
         storage: dir.join("edge-storage"),
+        extra_toml: String::new(),
     };
     let edge = start_edge(&dir, &spec);
 
@@ -200,6 +259,7 @@ fn edge_restart_continues_numbering_and_keeps_unsent() {
         broker: nowhere,
         target: target.addr,
         storage: storage.clone(),
+        extra_toml: String::new(),
     };
     let edge = start_edge(&dir, &spec);
     wait_for(
@@ -292,6 +352,7 @@ fn serve_restart_keeps_data_and_dedups() {
         broker: coap,
         target: target.addr,
         storage: dir.join("edge-storage"),
+        extra_toml: String::new(),
     };
     let edge = start_edge(&dir, &spec);
     let before = wait_for("3 stored summaries", PATIENCE, || {

@@ -16,22 +16,9 @@
 //! comes from the build, and two boots of the same image reuse it (the super-manager then counts
 //! the second run's records as duplicates). Build once per run, as run-test.sh does.
 
-use embassy_net::Ipv4Address;
-
-const fn parse(v: Option<&str>, default: u32) -> u32 {
-    let Some(s) = v else { return default };
-    let b = s.as_bytes();
-    assert!(!b.is_empty(), "empty numeric setting");
-    let mut n: u64 = 0;
-    let mut i = 0;
-    while i < b.len() {
-        assert!(b[i].is_ascii_digit(), "numeric setting expected");
-        n = n * 10 + (b[i] - b'0') as u64;
-        assert!(n <= u32::MAX as u64, "setting out of range");
-        i += 1;
-    }
-    n as u32
-}
+use embassy_net::{IpEndpoint, Ipv4Address};
+use qos_edge_embassy::config::parse_u32 as parse;
+use qos_edge_embassy::{ProbeTarget, Settings};
 
 /// The host as seen from QEMU's user network; the only address the firmware talks to.
 pub const HOST: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
@@ -53,11 +40,17 @@ pub const EPOCH: u32 = parse(Some(env!("QOS_BUILD_EPOCH")), 0);
 /// Unix time at power-on, s.
 pub const UNIX_BASE: u32 = parse(Some(env!("QOS_BUILD_UNIX_BASE")), 0);
 
-/// Probe interval, ms.
-pub const PROBE_INTERVAL_MS: u32 = 200;
-/// A connect that takes longer fails with `timeout`, ms.
-pub const PROBE_TIMEOUT_MS: u64 = 1_000;
-/// Summary window, s.
-pub const WINDOW_S: u16 = 1;
-/// Local CoAP port of the edge.
-pub const LOCAL_COAP_PORT: u16 = 5683;
+/// The settings of the edge application; `seed` mixes in the boot time.
+pub fn settings(seed: u64) -> Settings {
+    let mut s = Settings::new(
+        EDGE_ID,
+        EPOCH,
+        u64::from(UNIX_BASE) * 1_000,
+        IpEndpoint::new(HOST.into(), COAP_PORT),
+        ProbeTarget::TcpConnect(IpEndpoint::new(HOST.into(), PROBE_PORT)),
+    );
+    s.seed = seed;
+    s.run_for_ms = Some(u64::from(RUN_SECS) * 1_000);
+    s.ack_target = ACK_TARGET;
+    s
+}

@@ -1,24 +1,78 @@
 //! QoS edge sub-manager firmware for QEMU's mps2-an386 (Cortex-M4F, LAN9118 Ethernet).
 //!
-//! `main` starts the SysTick time driver and hands over to [`app`]. Logging is defmt over
-//! semihosting (decode with `defmt-print -e FIRMWARE`); the run ends with a semihosting exit, so
-//! QEMU's exit status is the firmware's verdict.
+//! Board bring-up only: the SysTick time driver, the LAN9118, the embassy-net stack with DHCP;
+//! then the edge application of `qos-edge-embassy` runs until its settings end it, and the
+//! firmware exits QEMU with its verdict. Logging is defmt over semihosting (decode with
+//! `defmt-print -e FIRMWARE`); the semihosting exit makes QEMU's exit status the firmware's.
 #![no_std]
 #![no_main]
 
-mod app;
 mod config;
 mod lan9118;
 mod time_driver;
 
 use defmt_semihosting as _;
 use embassy_executor::Spawner;
+use embassy_net::{Runner, StackResources};
+use embassy_time::{with_timeout, Duration, Instant};
+use qos_edge_embassy::Hooks;
+use qos_wire::event::Event;
+use static_cell::StaticCell;
+
+use crate::lan9118::Lan9118;
+
+/// The local action of a threshold crossing: a log line (QEMU has no LED).
+struct LogHooks;
+
+impl Hooks for LogHooks {
+    fn on_event(&mut self, event: &Event) {
+        defmt::warn!("threshold {=bool}: {}", event.raised, event);
+    }
+}
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = cortex_m::Peripherals::take().unwrap();
     time_driver::init(p.SYST);
-    app::start(spawner).await;
+    let eth = match Lan9118::new() {
+        Ok(eth) => eth,
+        Err(e) => {
+            defmt::error!("no Ethernet: {}", e);
+            exit(1)
+        }
+    };
+    let seed =
+        (u64::from(config::EDGE_ID) << 32) ^ u64::from(config::EPOCH) ^ Instant::now().as_ticks();
+    static RESOURCES: StaticCell<StackResources<4>> = StaticCell::new();
+    let (stack, runner) = embassy_net::new(
+        eth,
+        embassy_net::Config::dhcpv4(Default::default()),
+        RESOURCES.init(StackResources::new()),
+        seed,
+    );
+    spawner.spawn(net_task(runner).unwrap());
+    if with_timeout(Duration::from_secs(10), stack.wait_config_up())
+        .await
+        .is_err()
+    {
+        defmt::error!("no DHCP lease within 10 s");
+        exit(1);
+    }
+    if let Some(c) = stack.config_v4() {
+        defmt::info!("dhcp: address {}, gateway {}", c.address, c.gateway);
+    }
+    match qos_edge_embassy::run(stack, &config::settings(seed), &mut LogHooks).await {
+        Ok(report) => exit(if report.delivered() { 0 } else { 1 }),
+        Err(e) => {
+            defmt::error!("edge did not start: {}", e);
+            exit(1)
+        }
+    }
+}
+
+#[embassy_executor::task]
+async fn net_task(mut runner: Runner<'static, Lan9118>) -> ! {
+    runner.run().await
 }
 
 /// End the QEMU run with `code` (0: success).

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use qos_wire::codec::List;
 use qos_wire::ids::ProbeId;
+use qos_wire::phase::Phase;
 use qos_wire::probe::{DnsType, HttpMethod, ProbeKind, ProbeSpec, Step, MAX_FIELD, MAX_STEPS};
+use qos_wire::threshold::{Metric, ThresholdRule};
 use serde::Deserialize;
 
 use crate::probe;
@@ -55,6 +57,9 @@ pub struct Config {
     /// The probes (`[[probe]]` tables).
     #[serde(default, rename = "probe")]
     pub probes: Vec<ProbeSection>,
+    /// Local threshold rules (`[[rule]]` tables).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleSection>,
 }
 
 /// `[edge]`.
@@ -67,6 +72,74 @@ pub struct EdgeSection {
     pub name: String,
     /// Region (RFC 9176 sector), same character rules.
     pub region: String,
+    /// After a failed run, run the probe again this many ms later to confirm the failure
+    /// (when that is before its next slot), so one lost packet is not an outage; 0 disables.
+    #[serde(default = "default_confirm")]
+    pub confirm_ms: u32,
+    /// Probes running at the same time at most (1..=32).
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_probes: u8,
+}
+
+fn default_confirm() -> u32 {
+    5_000
+}
+
+fn default_concurrency() -> u8 {
+    4
+}
+
+/// `[[rule]]`: a local threshold rule, evaluated on the edge for every result of its probe.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    /// The probe's id.
+    pub probe: u16,
+    /// `"availability"` (failed runs are bad) or a phase: `"dns"`, `"connect"`, `"tls"`,
+    /// `"first_byte"`, `"download"`, `"upload"`, `"total"` (its time is bad at ≥ `raise_ms`).
+    pub metric: String,
+    /// Phase rules: a time at or above this is bad (ms, fractions allowed).
+    #[serde(default)]
+    pub raise_ms: f64,
+    /// Phase rules: once raised, a time at or below this is good (ms; default `raise_ms`).
+    pub clear_ms: Option<f64>,
+    /// Bad (or, once raised, good) samples needed among the last `n` (1..=n).
+    pub k: u8,
+    /// Window in samples (k..=32).
+    pub n: u8,
+}
+
+impl RuleSection {
+    /// The rule in the wire's terms.
+    pub fn rule(&self) -> Result<ThresholdRule, String> {
+        let metric = match self.metric.as_str() {
+            "availability" => Metric::Availability,
+            name => Metric::Phase(Phase::from_name(name).ok_or_else(|| {
+                format!(
+                    "rule for probe {}: unknown metric {name:?} (availability or a phase name)",
+                    self.probe
+                )
+            })?),
+        };
+        let us = |ms: f64| (ms * 1000.0).round().clamp(0.0, f64::from(u32::MAX)) as u32;
+        let raise = us(self.raise_ms);
+        let rule = ThresholdRule {
+            metric,
+            raise,
+            clear: self.clear_ms.map_or(raise, us),
+            k: self.k,
+            n: self.n,
+        };
+        rule.validate()
+            .map_err(|e| format!("rule for probe {}: {e}", self.probe))?;
+        if metric != Metric::Availability && (self.raise_ms.is_nan() || self.raise_ms <= 0.0) {
+            return Err(format!(
+                "rule for probe {}: raise_ms must be above 0",
+                self.probe
+            ));
+        }
+        Ok(rule)
+    }
 }
 
 /// `[uplink]`.
@@ -791,6 +864,15 @@ impl Config {
             }
             p.validate()?;
         }
+        if !(1..=32).contains(&self.edge.max_concurrent_probes) {
+            return Err("edge.max_concurrent_probes must be within 1..=32".into());
+        }
+        for r in &self.rules {
+            if !ids.contains(&r.probe) {
+                return Err(format!("rule for probe {}: no such probe", r.probe));
+            }
+            r.rule()?;
+        }
         Ok(())
     }
 }
@@ -798,6 +880,43 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_are_checked() {
+        let base = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\n[[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"x:1\"\n";
+        for (rule, needle) in [
+            (
+                "probe = 2\nmetric = \"availability\"\nk = 1\nn = 1",
+                "no such probe",
+            ),
+            (
+                "probe = 1\nmetric = \"latency\"\nk = 1\nn = 1",
+                "unknown metric",
+            ),
+            ("probe = 1\nmetric = \"total\"\nk = 1\nn = 1", "raise_ms"),
+            (
+                "probe = 1\nmetric = \"total\"\nraise_ms = 5\nclear_ms = 9\nk = 1\nn = 1",
+                "rule for probe 1",
+            ),
+            (
+                "probe = 1\nmetric = \"availability\"\nk = 4\nn = 3",
+                "rule for probe 1",
+            ),
+        ] {
+            let err = Config::parse(&format!("{base}[[rule]]\n{rule}\n"), Path::new("e.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{rule}: {err}");
+        }
+        let ok = Config::parse(
+            &format!(
+                "{base}[[rule]]\nprobe = 1\nmetric = \"connect\"\nraise_ms = 0.25\nk = 1\nn = 2\n"
+            ),
+            Path::new("e.toml"),
+        )
+        .unwrap();
+        assert_eq!(ok.rules[0].rule().unwrap().raise, 250);
+    }
 
     #[test]
     fn example_file_parses() {
@@ -809,6 +928,22 @@ mod tests {
         assert_eq!(cfg.uplink, UplinkSection::default());
         assert_eq!(cfg.storage, StorageSection::default());
         assert_eq!(cfg.probes.len(), 8);
+        assert_eq!(
+            (cfg.edge.confirm_ms, cfg.edge.max_concurrent_probes),
+            (default_confirm(), default_concurrency())
+        );
+        let rules: Vec<ThresholdRule> = cfg.rules.iter().map(|r| r.rule().unwrap()).collect();
+        assert_eq!(
+            rules[0],
+            ThresholdRule {
+                metric: Metric::Phase(Phase::FirstByte),
+                raise: 500_000,
+                clear: 300_000,
+                k: 2,
+                n: 3
+            }
+        );
+        assert_eq!(rules[1].metric, Metric::Availability);
         let kinds: Vec<_> = cfg
             .probes
             .iter()

@@ -47,7 +47,7 @@ struct ProbeArgs {
     /// Kind of probe.
     #[arg(long, value_enum)]
     kind: ProbeKindName,
-    /// Target: host:port (tcp, udp_echo, coap_ping, transaction), the resolver ip[:port]
+    /// Target: host:port (tcp, udp_echo, coap_ping, transaction), the resolver ip or ip:port
     /// (dns), the URL (http, https) or the host (icmp).
     #[arg(long)]
     target: String,

@@ -1,15 +1,21 @@
-//! `qos-edge run`: the thin std driver around the edge core. One thread: it runs the probes
-//! that are due, feeds results to the summariser, hands closed windows to the uplink, and moves
-//! datagrams between the uplink and a UDP socket. All protocol decisions are in
-//! `qos-edge-core`; this file only owns the clock, the sockets and the files.
+//! `qos-edge run`: the thin std driver around the edge core. The main thread owns the core's
+//! state machines (scheduler, thresholds, summariser, uplink); probes run on short-lived
+//! threads (as many at once as the scheduler allows) and a receiver thread reads the UDP
+//! socket; both report to the main loop over one channel. All protocol decisions are in
+//! `qos-edge-core`; this file only owns the clock, the sockets, the threads and the files.
 
+use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use qos_edge_core::scheduler::{Cadence, Scheduler};
 use qos_edge_core::storage::{next_boot, BootError, Slot, Storage};
+use qos_edge_core::thresholds::Thresholds;
 use qos_edge_core::{Outbox, Summariser, Uplink, UplinkConfig};
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
+use qos_wire::outcome::ProbeResult;
 
 use crate::config::Config;
 use crate::probe;
@@ -23,6 +29,8 @@ pub const RECORD_BYTES: usize = 512;
 pub const MAX_PROBES: usize = 32;
 /// Sketch buckets of a summary made on the edge.
 pub const SKETCH_BUCKETS: usize = 128;
+/// Threshold rules an edge evaluates at most.
+pub const MAX_RULES: usize = 32;
 /// Brokers an edge knows at most.
 pub const MAX_BROKERS: usize = 4;
 
@@ -63,31 +71,6 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-struct Scheduled {
-    id: ProbeId,
-    /// Index of the probe's section in the configuration.
-    index: usize,
-    interval_ms: u64,
-    /// Next start, Unix ms, on the probe's grid: starts never drift.
-    next_ms: u64,
-}
-
-fn schedule(cfg: &Config, now_ms: u64) -> Vec<Scheduled> {
-    cfg.probes
-        .iter()
-        .enumerate()
-        .map(|(index, p)| {
-            let interval = u64::from(p.interval_ms);
-            Scheduled {
-                id: ProbeId(p.id),
-                index,
-                interval_ms: interval,
-                next_ms: now_ms - now_ms % interval + interval,
-            }
-        })
-        .collect()
-}
-
 fn restore_outbox(storage: &mut FileStorage, epoch: u32) -> EdgeOutbox {
     let mut buf = vec![0u8; OUTBOX_RECORDS * (RECORD_BYTES + 16) + 64];
     let restored = match storage.read(Slot::Outbox, &mut buf) {
@@ -124,6 +107,14 @@ fn save_outbox(storage: &mut FileStorage, outbox: &EdgeOutbox) {
     }
 }
 
+/// What the main loop waits for.
+enum Input {
+    /// A datagram from a broker.
+    Datagram(SocketAddr, Vec<u8>),
+    /// A probe run finished (its index in the configuration, its slot time, the result).
+    Done(usize, u64, ProbeResult),
+}
+
 /// Run until `shutdown` is set.
 pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let dir = cfg.storage.dir.display().to_string();
@@ -149,6 +140,10 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     .parse()
     .expect("literal");
     let socket = UdpSocket::bind(bind).map_err(RunError::Socket)?;
+    let receiver = socket.try_clone().map_err(RunError::Socket)?;
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(RunError::Socket)?;
     let u = &cfg.uplink;
     let coap = qos_coap::Config::with_reliability(
         u64::from(u.ack_timeout_ms),
@@ -168,87 +163,141 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Uplink(format!("{e:?}")))?;
     let mut summariser: Summariser<MAX_PROBES, SKETCH_BUCKETS> = Summariser::new(u.window_s);
-    let mut probes = schedule(cfg, unix_ms());
+    let mut scheduler: Scheduler<MAX_PROBES> =
+        Scheduler::new(cfg.edge.max_concurrent_probes, u64::from(cfg.edge.id));
+    let cadences = cfg.probes.iter().map(|p| Cadence {
+        id: ProbeId(p.id),
+        interval_ms: p.interval_ms,
+        confirm_ms: cfg.edge.confirm_ms,
+    });
+    scheduler
+        .set(cadences, unix_ms())
+        .map_err(|_| RunError::Uplink(format!("more than {MAX_PROBES} probes")))?;
+    let mut thresholds: Thresholds<MAX_RULES> = Thresholds::new();
+    // Validated with the configuration, so this only fails on capacity.
+    thresholds
+        .set(
+            cfg.rules
+                .iter()
+                .filter_map(|r| Some((ProbeId(r.probe), r.rule().ok()?))),
+        )
+        .map_err(|e| RunError::Uplink(format!("rules: {e:?}")))?;
     tracing::info!(
         edge = cfg.edge.id, name = %cfg.edge.name, region = %cfg.edge.region, epoch = boot.epoch,
-        brokers = ?u.brokers, probes = probes.len(), window_s = u.window_s, "edge running"
+        brokers = ?u.brokers, probes = scheduler.len(), rules = thresholds.len(), window_s = u.window_s, "edge running"
     );
 
     let start = Instant::now();
     let mono = || start.elapsed().as_millis() as u64;
-    let mut rx = vec![0u8; 2048];
+    let (tx_input, inputs) = mpsc::channel::<Input>();
     let mut tx = vec![0u8; 2048];
-    let mut dirty = false;
-    while !shutdown.load(Ordering::Relaxed) {
-        // Probes that are due, in order.
-        let now_unix = unix_ms();
-        for p in probes.iter_mut().filter(|p| p.next_ms <= now_unix) {
-            let at = p.next_ms;
-            let section = &cfg.probes[p.index];
-            let steps = section.steps();
-            let spec = section.spec(&steps);
-            let result = probe::run_with(&spec, at, &section.options()).result;
-            tracing::debug!(probe = p.id.0, ok = result.ok(), error = ?result.error, "probe done");
-            // Skip missed slots (a slow run) rather than bursting: the grid stays fixed.
-            let now_unix = unix_ms();
-            p.next_ms += p.interval_ms * (1 + now_unix.saturating_sub(p.next_ms) / p.interval_ms);
-            match summariser.record((at / 1000) as u32, &result) {
-                Ok(Some(closed)) => dirty |= uplink.push_summary(&closed).is_ok(),
-                Ok(None) => {}
-                Err(_) => tracing::warn!(probe = p.id.0, "too many probes for the summariser"),
-            }
-        }
-        while let Some(closed) = summariser.poll((unix_ms() / 1000) as u32) {
-            dirty |= uplink.push_summary(&closed).is_ok();
-        }
-
-        let before = uplink.outbox().stats();
-        uplink.poll(mono());
-        flush(&socket, &mut uplink, &mut tx, mono());
-
-        // Wait for a datagram until the next deadline.
-        let now = mono();
-        let now_unix = unix_ms();
-        let mut wait_ms: u64 = 250;
-        if let Some(t) = uplink.poll_timeout() {
-            wait_ms = wait_ms.min(t.saturating_sub(now));
-        }
-        if let Some(next) = probes.iter().map(|p| p.next_ms).min() {
-            wait_ms = wait_ms.min(next.saturating_sub(now_unix));
-        }
-        if let Some(end) = summariser.next_deadline() {
-            wait_ms = wait_ms.min((u64::from(end) * 1000).saturating_sub(now_unix));
-        }
-        let _ = socket.set_read_timeout(Some(Duration::from_millis(wait_ms.max(1))));
-        match socket.recv_from(&mut rx) {
-            Ok((n, from)) => {
-                if let Some(req) = uplink.handle_datagram(mono(), from, &rx[..n]) {
-                    // Requests from the centre (configuration, on-demand probes) are not
-                    // served by this build: answer 4.04 so the caller knows at once.
-                    let handle = req.handle;
-                    let _ = uplink.endpoint().respond(
-                        mono(),
-                        &handle,
-                        qos_coap::Code::NOT_FOUND,
-                        |_| Ok(()),
-                    );
+    std::thread::scope(|scope| {
+        // The socket's receiving side, feeding the main loop.
+        let to_main = tx_input.clone();
+        scope.spawn(move || {
+            let mut buf = vec![0u8; 2048];
+            while !shutdown.load(Ordering::Relaxed) {
+                match receiver.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        if to_main
+                            .send(Input::Datagram(from, buf[..n].to_vec()))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e) => tracing::debug!(error = %e, "receive error"),
                 }
-                uplink.poll(mono());
-                flush(&socket, &mut uplink, &mut tx, mono());
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => tracing::debug!(error = %e, "receive error"),
+        });
+
+        let mut dirty = false;
+        while !shutdown.load(Ordering::Relaxed) {
+            // Start the probes that are due, each on its own thread (bounded by the scheduler).
+            while let Some((id, at)) = scheduler.next_due(unix_ms()) {
+                let Some(index) = cfg.probes.iter().position(|p| p.id == id.0) else {
+                    continue;
+                };
+                let to_main = tx_input.clone();
+                scope.spawn(move || {
+                    let section = &cfg.probes[index];
+                    let steps = section.steps();
+                    let spec = section.spec(&steps);
+                    let result = probe::run_with(&spec, at, &section.options()).result;
+                    let _ = to_main.send(Input::Done(index, at, result));
+                });
+            }
+            while let Some(closed) = summariser.poll((unix_ms() / 1000) as u32) {
+                dirty |= uplink.push_summary(&closed).is_ok();
+            }
+            let before = uplink.outbox().stats();
+            uplink.poll(mono());
+            flush(&socket, &mut uplink, &mut tx, mono());
+
+            // Wait for a datagram or a result until the next deadline.
+            let now = mono();
+            let now_unix = unix_ms();
+            let mut wait_ms: u64 = 250;
+            if let Some(t) = uplink.poll_timeout() {
+                wait_ms = wait_ms.min(t.saturating_sub(now));
+            }
+            if let Some(next) = scheduler.next_deadline() {
+                wait_ms = wait_ms.min(next.saturating_sub(now_unix));
+            }
+            if let Some(end) = summariser.next_deadline() {
+                wait_ms = wait_ms.min((u64::from(end) * 1000).saturating_sub(now_unix));
+            }
+            match inputs.recv_timeout(Duration::from_millis(wait_ms.max(1))) {
+                Ok(Input::Datagram(from, bytes)) => {
+                    if let Some(req) = uplink.handle_datagram(mono(), from, &bytes) {
+                        // Requests from the centre (configuration, on-demand probes) are not
+                        // served by this build: answer 4.04 so the caller knows at once.
+                        let handle = req.handle;
+                        let _ = uplink.endpoint().respond(
+                            mono(),
+                            &handle,
+                            qos_coap::Code::NOT_FOUND,
+                            |_| Ok(()),
+                        );
+                    }
+                }
+                Ok(Input::Done(index, at, result)) => {
+                    let done = unix_ms();
+                    scheduler.finished(result.probe, result.ok(), done);
+                    tracing::debug!(probe = result.probe.0, ok = result.ok(), error = ?result.error, "probe done");
+                    // Local thresholds first: a crossing is acted on and queued at once.
+                    for ev in thresholds.observe::<MAX_RULES>(&result, done) {
+                        let rule = &cfg.rules[usize::from(ev.rule)];
+                        let (probe, metric, value) = (ev.probe.0, &rule.metric, ev.value);
+                        if ev.raised {
+                            tracing::warn!(probe, metric = %metric, value, "threshold raised");
+                        } else {
+                            tracing::info!(probe, metric = %metric, value, "threshold cleared");
+                        }
+                        dirty |= uplink.push_event(&ev).is_ok();
+                    }
+                    match summariser.record((at / 1000) as u32, &result) {
+                        Ok(Some(closed)) => dirty |= uplink.push_summary(&closed).is_ok(),
+                        Ok(None) => {}
+                        Err(_) => tracing::warn!(
+                            probe = cfg.probes[index].id,
+                            "too many probes for the summariser"
+                        ),
+                    }
+                }
+                Err(_) => {}
+            }
+            uplink.poll(mono());
+            flush(&socket, &mut uplink, &mut tx, mono());
+            let after = uplink.outbox().stats();
+            if dirty || after.acked != before.acked || after.dropped != before.dropped {
+                save_outbox(&mut storage, uplink.outbox());
+                dirty = false;
+            }
         }
-        let after = uplink.outbox().stats();
-        if dirty || after.acked != before.acked || after.dropped != before.dropped {
-            save_outbox(&mut storage, uplink.outbox());
-            dirty = false;
-        }
-    }
+        // Running probes end within their timeout; the scope joins them.
+    });
     save_outbox(&mut storage, uplink.outbox());
     let s = uplink.stats();
     tracing::info!(

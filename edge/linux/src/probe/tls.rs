@@ -85,8 +85,11 @@ fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 }
 
 /// The notAfter of a certificate, Unix seconds.
+///
+/// ```text
 /// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber,
 /// signature, issuer, validity SEQUENCE { notBefore, notAfter }, ... }, ... }
+/// ```
 fn not_after(der: &[u8]) -> Option<i64> {
     let (0x30, cert, _) = tlv(der)? else {
         return None;
