@@ -4,9 +4,11 @@
 //! Rules, in one place:
 //! - A batch is a CON `POST /u` (Content-Format 60) carrying [`qos_wire::uplink`]'s batch. The
 //!   2.04 answer carries an [`Ack`]; every record up to it leaves the outbox.
-//! - If the exchange fails (no ACK after the CoAP retransmissions, or a Reset), the same batch
-//!   goes to the next broker in the list at once (failover). Sequence numbers stay, so the
-//!   store deduplicates whatever had arrived before.
+//! - If the exchange fails (no ACK after the CoAP retransmissions, a Reset, or no answer within
+//!   `failover_after_ms` — default 8 s, so an edge reaches another broker within 10 s even though
+//!   RFC 7252's defaults would retransmit for up to 93 s), the same batch goes to the next broker
+//!   in the list at once (failover). Sequence numbers stay, so the store deduplicates whatever
+//!   had arrived before.
 //! - While on a broker other than the first, the uplink returns to the first one after
 //!   `return_after_ms` (default 5 min), at the next batch: the first broker is the preferred
 //!   one (nearest), the others are fallbacks.
@@ -46,6 +48,9 @@ pub struct UplinkConfig {
     pub return_after_ms: u64,
     /// Wait before retrying after a 5.xx answer, ms.
     pub retry_after_ms: u64,
+    /// Give up on a broker when a batch has no answer this long after it was sent, ms (0: only
+    /// when the CoAP retransmissions are exhausted).
+    pub failover_after_ms: u64,
 }
 
 impl Default for UplinkConfig {
@@ -54,6 +59,7 @@ impl Default for UplinkConfig {
             coap: CoapConfig::default(),
             return_after_ms: 300_000,
             retry_after_ms: 5_000,
+            failover_after_ms: 8_000,
         }
     }
 }
@@ -97,7 +103,8 @@ pub struct Uplink<A, const B: usize, const N: usize, const REC: usize> {
     brokers: Vec<A, B>,
     current: usize,
     left_first_at: u64,
-    exchange: Option<(ExchangeId, InFlight)>,
+    /// The batch in flight: its exchange, records, and when it was first sent.
+    exchange: Option<(ExchangeId, InFlight, u64)>,
     not_before: u64,
     stats: UplinkStats,
 }
@@ -173,7 +180,7 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
         match self.endpoint.handle_datagram(now, from, bytes)? {
             Incoming::Request(r) => Some(r),
             Incoming::Response { exchange, message } => {
-                if let Some((id, flight)) = self.exchange {
+                if let Some((id, flight, _)) = self.exchange {
                     if id == exchange {
                         self.exchange = None;
                         self.on_answer(now, flight, message.code(), message.payload());
@@ -222,7 +229,16 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                 CoapEvent::Timeout(id) | CoapEvent::Reset(id) => id,
                 _ => continue,
             };
-            if matches!(self.exchange, Some((id, _)) if id == failed) {
+            if matches!(self.exchange, Some((id, _, _)) if id == failed) {
+                self.exchange = None;
+                self.stats.failures += 1;
+                self.fail_over(now);
+            }
+        }
+        let limit = self.config.failover_after_ms;
+        if let Some((id, _, sent)) = self.exchange {
+            if limit > 0 && now.saturating_sub(sent) >= limit {
+                self.endpoint.cancel(id);
                 self.exchange = None;
                 self.stats.failures += 1;
                 self.fail_over(now);
@@ -287,7 +303,7 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             });
         match sent {
             Ok(id) => {
-                self.exchange = Some((id, flight));
+                self.exchange = Some((id, flight, now));
                 self.stats.batches += 1;
             }
             Err(e) => warn!("cannot start batch exchange: {:?}", e),
@@ -296,8 +312,13 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
 
     /// Earliest time `poll` must be called again, if any.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let retry = (self.exchange.is_none() && self.not_before > 0 && !self.outbox.is_empty())
-            .then_some(self.not_before);
+        let retry = match self.exchange {
+            Some((_, _, sent)) if self.config.failover_after_ms > 0 => {
+                Some(sent + self.config.failover_after_ms)
+            }
+            Some(_) => None,
+            None => (self.not_before > 0 && !self.outbox.is_empty()).then_some(self.not_before),
+        };
         match (self.endpoint.poll_timeout(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -448,6 +469,39 @@ mod tests {
         });
         assert_eq!(again, first);
         assert!(up.outbox().is_empty());
+    }
+
+    #[test]
+    fn a_silent_broker_is_left_within_the_failover_deadline() {
+        let cfg = UplinkConfig::default();
+        let mut up = Up::new(EdgeId(5), &[B1, 3], cfg, Outbox::new(Seq(0)), 7).unwrap();
+        up.push_summary(&summary(1)).unwrap();
+        let mut buf = [0u8; MSG];
+        let mut sent = std::vec::Vec::new();
+        let mut now = 0;
+        // nobody answers: drive time by the uplink's own deadlines
+        while now <= 20_000 {
+            up.poll(now);
+            while let Some((to, _)) = up.poll_transmit(now, &mut buf) {
+                sent.push((now, to));
+            }
+            now = up.poll_timeout().unwrap().max(now + 1);
+        }
+        let first_to_second = sent.iter().find(|(_, to)| *to == 3).expect("failed over").0;
+        assert_eq!(
+            first_to_second, cfg.failover_after_ms,
+            "failover at the deadline, not after 93 s"
+        );
+        assert!(first_to_second <= 10_000);
+        assert!(
+            sent.iter().filter(|(_, to)| *to == B1).count() >= 3,
+            "retransmitted meanwhile: {sent:?}"
+        );
+        assert_eq!(
+            up.stats().failovers,
+            2,
+            "and on to the next after another deadline"
+        );
     }
 
     #[test]

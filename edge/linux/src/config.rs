@@ -156,6 +156,11 @@ pub struct UplinkSection {
     pub ack_random_factor: f64,
     /// RFC 7252 MAX_RETRANSMIT.
     pub max_retransmit: u8,
+    /// Move to the next broker when a batch has no answer after this many ms (0: only when
+    /// the CoAP retransmissions are exhausted, up to 93 s with the RFC defaults).
+    pub failover_after_ms: u64,
+    /// After a failover, go back to the first broker after this many ms.
+    pub return_after_ms: u64,
 }
 
 impl Default for UplinkSection {
@@ -166,6 +171,8 @@ impl Default for UplinkSection {
             ack_timeout_ms: 2000,
             ack_random_factor: 1.5,
             max_retransmit: 4,
+            failover_after_ms: 8_000,
+            return_after_ms: 300_000,
         }
     }
 }

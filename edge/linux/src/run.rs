@@ -156,6 +156,8 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         &u.brokers,
         UplinkConfig {
             coap,
+            failover_after_ms: u.failover_after_ms,
+            return_after_ms: u.return_after_ms,
             ..UplinkConfig::default()
         },
         outbox,
