@@ -16,21 +16,7 @@ edge_id=${QOS_EDGE_ID:-101}
 min_received=${MIN_RECEIVED:-3}
 fw=$here/target/thumbv7em-none-eabihf/release/qos-board-qemu-mps2-an386
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  echo "--- aggregator log (tail) ---" >&2
-  tail -n 30 "$tmp/aggregator.log" >&2 || true
-  exit 1
-}
+. "$root/boards/serve-harness.sh"
 
 # --- tools --------------------------------------------------------------------------------
 if ! command -v qemu-system-arm >/dev/null; then
@@ -39,36 +25,10 @@ if ! command -v qemu-system-arm >/dev/null; then
 fi
 command -v defmt-print >/dev/null || cargo install defmt-print --locked
 rustup target list --installed | grep -qx thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
-command -v curl >/dev/null || fail "curl is missing"
 
-free_port() { # tcp|udp
-  python3 - "$1" <<'PY'
-import socket, sys
-kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
-s = socket.socket(socket.AF_INET, kind)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-PY
-}
-http_port=$(free_port tcp)
-coap_port=$(free_port udp)
+start_serve
 probe_port=$(free_port tcp)
-echo "ports: http $http_port, coap $coap_port, probe $probe_port"
-
-# --- super-manager ------------------------------------------------------------------------
-(cd "$root" && cargo build -q -p qos-aggregator)
-cat > "$tmp/aggregator.toml" <<TOML
-[http]
-listen = "127.0.0.1:$http_port"
-
-[coap]
-listen = "127.0.0.1:$coap_port"
-
-[store]
-data_dir = "$tmp/data"
-TOML
-"$root/target/debug/qos-aggregator" serve --config "$tmp/aggregator.toml" >"$tmp/aggregator.log" 2>&1 &
-pids+=($!)
+echo "probe target: $probe_port"
 
 # --- probe target: accepts and closes connections -----------------------------------------
 python3 - "$probe_port" <<'PY' >"$tmp/listener.log" 2>&1 &
@@ -82,10 +42,6 @@ while True:
     c.close()
 PY
 pids+=($!)
-
-api() { curl -fsS --max-time 5 "http://127.0.0.1:$http_port/api/v1/$1"; }
-for _ in $(seq 100); do api health >/dev/null 2>&1 && break; sleep 0.1; done
-api health >/dev/null || fail "super-manager did not come up"
 
 # --- firmware -----------------------------------------------------------------------------
 export QOS_EDGE_ID=$edge_id QOS_PROBE_PORT=$probe_port QOS_COAP_PORT=$coap_port
@@ -107,19 +63,5 @@ echo "--- QEMU exit status: $qemu_rc ---"
 [ "$qemu_rc" -eq 0 ] || fail "firmware exited with $qemu_rc (124: timeout)"
 
 # --- verdict from the super-manager -------------------------------------------------------
-api edges >"$tmp/edges.json" || fail "GET /api/v1/edges"
-api stats >"$tmp/stats.json" || fail "GET /api/v1/stats"
-echo "edges: $(cat "$tmp/edges.json")"
-echo "stats: $(cat "$tmp/stats.json")"
-python3 - "$tmp/edges.json" "$edge_id" "$min_received" <<'PY' || fail "edge check"
-import json, sys
-edges = json.load(open(sys.argv[1]))["edges"]
-edge_id, min_received = int(sys.argv[2]), int(sys.argv[3])
-mine = [e for e in edges if e["id"] == edge_id]
-assert mine, f"edge {edge_id} not listed: {edges}"
-e = mine[0]
-assert e["received"] >= min_received, f"received {e['received']} < {min_received}"
-assert e["gaps"] == 0, f"gaps {e['gaps']}"
-print(f"edge {edge_id}: received {e['received']}, gaps {e['gaps']}, duplicates {e.get('duplicates')}, last_seq {e['last_seq']:#x}")
-PY
+check_edge "$edge_id" "$min_received"
 echo "PASS: QEMU mps2-an386 firmware delivered its summaries to qos-aggregator"
