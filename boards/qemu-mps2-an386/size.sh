@@ -20,6 +20,7 @@ size_tool() {
   if [ -n "$bin" ]; then echo "$bin"; elif command -v arm-none-eabi-size >/dev/null; then
     echo arm-none-eabi-size; else echo "no llvm-size or arm-none-eabi-size" >&2; exit 1; fi
 }
+[ -f "$elf" ] || { echo "no firmware at $elf: build it first (cargo build --release)" >&2; exit 1; }
 tool=$(size_tool)
 "$tool" -A "$elf" | grep -E '^(section|\.vector_table|\.text|\.rodata|\.data|\.bss|\.uninit|\.defmt)' || true
 
