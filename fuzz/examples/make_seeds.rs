@@ -13,7 +13,7 @@ use qos_wire::phase::Phase;
 use qos_wire::samples;
 use qos_wire::summary::Summary;
 use qos_wire::threshold::{Metric, ThresholdRule};
-use qos_wire::uplink::{Ack, RecordKind};
+use qos_wire::uplink::{encode_batch_head, encode_record, Ack, RecordKind};
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let d = dir.join(target);
@@ -63,11 +63,22 @@ fn main() {
         &[one.clone(), failing.clone()],
     )
     .expect("batch");
+    let host = samples::metrics_sample();
+    let mut buf = vec![0u8; 1024];
+    let n = encode_into(&mut buf, |e| {
+        encode_batch_head(e, EdgeId(7), Seq::first_of_epoch(3), 0, 2)?;
+        encode_record(e, RecordKind::Summary, |e| one.encode(e))?;
+        encode_record(e, RecordKind::Metrics, |e| host.encode(e))
+    })
+    .expect("batch");
+    let metrics = buf[..n].to_vec();
     for (t, name, b) in [
         ("wire_batch", "one", &batch1),
         ("wire_batch", "two", &batch2),
+        ("wire_batch", "metrics", &metrics),
         ("ingest", "one", &batch1),
         ("ingest", "two", &batch2),
+        ("ingest", "metrics", &metrics),
     ] {
         write(dir, t, name, b);
     }

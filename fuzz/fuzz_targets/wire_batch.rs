@@ -1,5 +1,5 @@
 //! `qos_wire::uplink::Batch::decode` on arbitrary bytes, then every record body decoded by its
-//! kind (as the super-manager does, with the edge's sketch size). A body that decodes is encoded
+//! kind (as the super-manager does, with the edge's sketch size; host metrics too). A body that decodes is encoded
 //! again and must decode to the same value.
 #![no_main]
 
@@ -7,6 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use minicbor::Decoder;
 use qos_wire::codec::encode_into;
 use qos_wire::event::Event;
+use qos_wire::metrics::MetricsSample;
 use qos_wire::outcome::ProbeResult;
 use qos_wire::summary::Summary;
 use qos_wire::uplink::{Batch, RecordKind};
@@ -47,6 +48,15 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(
                         ProbeResult::decode(&mut Decoder::new(&buf[..n])).ok(),
                         Some(pr)
+                    );
+                }
+            }
+            RecordKind::Metrics => {
+                if let Ok(m) = MetricsSample::decode(&mut d) {
+                    let n = encode_into(&mut buf, |e| m.encode(e)).expect("re-encode");
+                    assert_eq!(
+                        MetricsSample::decode(&mut Decoder::new(&buf[..n])).ok(),
+                        Some(m)
                     );
                 }
             }

@@ -18,6 +18,7 @@ use qos_e2e::{
     free_udp_port, fresh_dir, start_edge, wait_for, EdgeSpec, Serve, TcpTarget, PATIENCE,
 };
 use qos_edge_core::Outbox;
+use qos_wire::metrics::{Metric, MetricsSample};
 use qos_wire::summary::Summary;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
@@ -140,9 +141,30 @@ fn decode_summary(raw: &[u8]) -> CentralSummary {
     s
 }
 
+/// Decodes a stored record `[kind, body]` whose kind is 3 (host metrics).
+fn decode_metrics(raw: &[u8]) -> MetricsSample {
+    let mut d = minicbor::Decoder::new(raw);
+    assert_eq!(d.array().expect("record array"), Some(2), "{raw:02x?}");
+    assert_eq!(d.u8().expect("record kind"), 3, "not metrics: {raw:02x?}");
+    let m = MetricsSample::decode(&mut d).expect("a valid metrics sample");
+    assert_eq!(d.position(), raw.len(), "trailing bytes in {raw:02x?}");
+    m
+}
+
+/// Whether a stored record was made before `t` (Unix s): a summary whose window started
+/// before it, or host metrics sampled at or before it (a new boot samples only at grid points
+/// after it started).
+fn made_before(r: &Row, t: u64) -> bool {
+    match r.kind {
+        3 => u64::from(decode_metrics(&r.body).at_s) <= t,
+        _ => u64::from(decode_summary(&r.body).start_s) < t,
+    }
+}
+
 /// Checks what holds for every stored record of an edge: unique sequence numbers (also as a
-/// database constraint), contiguous within each epoch, all summaries that decode, no two
-/// records for the same probe and window, no identical bodies. Returns the summaries by seq.
+/// database constraint), contiguous within each epoch, all summaries (or host metrics) that
+/// decode, no two records for the same probe and window (or metrics for the same second), no
+/// identical bodies. Returns the summaries by seq.
 fn check_records(rows: &[Row]) -> BTreeMap<u64, CentralSummary> {
     let seqs: BTreeSet<u64> = rows.iter().map(|r| r.seq).collect();
     assert_eq!(seqs.len(), rows.len(), "duplicate sequence numbers");
@@ -164,8 +186,14 @@ fn check_records(rows: &[Row]) -> BTreeMap<u64, CentralSummary> {
     let bodies: BTreeSet<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
     assert_eq!(bodies.len(), rows.len(), "the same record stored twice");
     let mut windows = BTreeSet::new();
+    let mut samples = BTreeSet::new();
     let mut out = BTreeMap::new();
     for r in rows {
+        if r.kind == 3 {
+            let m = decode_metrics(&r.body);
+            assert!(samples.insert(m.at_s), "two metrics samples at {}", m.at_s);
+            continue;
+        }
         assert_eq!(r.kind, 0, "record {:#x} is not a summary", r.seq);
         let s = decode_summary(&r.body);
         assert!(
@@ -228,9 +256,38 @@ fn summaries_flow_from_edge_to_store() {
     assert!(row["received"].as_u64().unwrap() >= 3, "{row}");
     assert_eq!(row["gaps"], 0, "{row}");
 
+    // Host metrics are on by default: sampled every window (1 s here), kind 3.
+    let metrics = wait_for("host metrics with counters, 3 summaries", PATIENCE, || {
+        let rows = read_records(&serve.database(), spec.id)?;
+        let summaries = rows.iter().filter(|r| r.kind == 0).count();
+        let m: Vec<MetricsSample> = rows
+            .iter()
+            .filter(|r| r.kind == 3)
+            .map(|r| decode_metrics(&r.body))
+            .collect();
+        if summaries >= 3 && m.iter().any(|m| m.interval_s > 0) {
+            Ok(m)
+        } else {
+            Err(format!(
+                "{summaries} summaries, {} metrics records\n{}",
+                m.len(),
+                edge.log_tail()
+            ))
+        }
+    });
+    for m in &metrics {
+        assert!(m.get(Metric::MemTotalKib) > Some(0), "{m:?}");
+        assert!(m.get(Metric::DiskTotalKib) > Some(0), "{m:?}");
+        if m.interval_s > 0 {
+            assert!(m.get(Metric::CpuBusyPermille) <= Some(1000), "{m:?}");
+            assert!(m.get(Metric::NetRxKib).is_some(), "{m:?}");
+        }
+    }
+
     let rows = read_records(&serve.database(), spec.id).expect("records");
     assert!(rows.len() >= 3, "{rows:?}");
     let summaries = check_records(&rows);
+    assert!(summaries.len() >= 3, "{summaries:?}");
     for (seq, s) in &summaries {
         assert_eq!(s.probe.0, 1, "seq {seq:#x}");
         assert_eq!(s.len_s, 1, "seq {seq:#x}");
@@ -283,12 +340,8 @@ fn edge_restart_continues_numbering_and_keeps_unsent() {
     let edge = start_edge(&dir, &spec);
 
     // Every summary of a window that ended before the kill starts before `killed_at`; every
-    // window of the new boot starts at or after it.
-    let pre_kill = |rows: &[Row]| {
-        rows.iter()
-            .filter(|r| u64::from(decode_summary(&r.body).start_s) < killed_at)
-            .count()
-    };
+    // window of the new boot starts at or after it (host metrics: see `made_before`).
+    let pre_kill = |rows: &[Row]| rows.iter().filter(|r| made_before(r, killed_at)).count();
     wait_for(
         "the saved outbox and 2 new summaries stored",
         PATIENCE,
@@ -314,24 +367,27 @@ fn edge_restart_continues_numbering_and_keeps_unsent() {
     assert_eq!(
         pre_kill(&rows),
         saved.len(),
-        "exactly the summaries of the saved outbox arrive"
+        "exactly the records of the saved outbox arrive"
     );
     // The batch that was in flight keeps its numbers of the old boot; everything else is
     // numbered in the new boot's epoch.
     let old_seqs: BTreeSet<u64> = in_flight
         .map(|f| (f.first.0..=f.last().0).collect())
         .unwrap_or_default();
+    let stored: BTreeSet<u64> = rows.iter().map(|r| r.seq).collect();
     for seq in &old_seqs {
-        assert!(summaries.contains_key(seq), "in-flight {seq:#x} missing");
+        assert!(stored.contains(seq), "in-flight {seq:#x} missing");
     }
-    for (seq, s) in &summaries {
-        if old_seqs.contains(seq) {
-            assert_eq!(epoch(*seq), old_epoch);
+    for r in &rows {
+        let seq = r.seq;
+        if old_seqs.contains(&seq) {
+            assert_eq!(epoch(seq), old_epoch);
         } else {
             assert!(
-                epoch(*seq) > old_epoch,
-                "{seq:#x} (window {}) not in a newer epoch than {old_epoch}",
-                s.start_s
+                epoch(seq) > old_epoch,
+                "{seq:#x} (kind {}, window {:?}) not in a newer epoch than {old_epoch}",
+                r.kind,
+                summaries.get(&seq).map(|s| s.start_s)
             );
         }
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use minicbor::Decoder;
 use qos_wire::codec::WireError;
 use qos_wire::event::Event;
+use qos_wire::metrics::MetricsSample;
 use qos_wire::outcome::ProbeResult;
 use qos_wire::summary::Summary;
 use qos_wire::uplink::{Ack, Batch, RecordKind};
@@ -80,6 +81,7 @@ fn validate(kind: RecordKind, body: &[u8]) -> Result<(u32, Option<SummaryColumns
         }
         RecordKind::Event => ((Event::decode(&mut d)?.at_ms / 1000) as u32, None),
         RecordKind::Result => ((ProbeResult::decode(&mut d)?.at_ms / 1000) as u32, None),
+        RecordKind::Metrics => (MetricsSample::decode(&mut d)?.at_s, None),
         _ => return Err(WireError::Invalid("record kind")),
     };
     if d.position() != body.len() {
@@ -226,6 +228,48 @@ mod tests {
             "nothing half-written"
         );
         assert_eq!(ing.stats().snapshot().rejected(RejectReason::Malformed), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn host_metrics_are_validated_and_stored_at_their_time() {
+        let (mut ing, dir) = ingest("metrics");
+        let m = samples::metrics_sample();
+        let s: Summary<128> = samples::http_summary(1, 10, 0);
+        let mut buf = vec![0u8; 2048];
+        let n = encode_into(&mut buf, |e| {
+            encode_batch_head(e, EdgeId(3), Seq(0), 0, 2)?;
+            encode_record(e, RecordKind::Summary, |e| s.encode(e))?;
+            encode_record(e, RecordKind::Metrics, |e| m.encode(e))
+        })
+        .unwrap();
+        assert_eq!(ing.handle_batch(&buf[..n], 1).unwrap().acked, Seq(1));
+        let recs = ing.store().records(3).unwrap();
+        assert_eq!(recs.len(), 2);
+        let mut d = Decoder::new(&recs[1].body);
+        assert_eq!(d.array().unwrap(), Some(2));
+        assert_eq!(d.u8().unwrap(), RecordKind::Metrics as u8);
+        assert_eq!(MetricsSample::decode(&mut d).unwrap(), m);
+        assert_eq!(
+            recs[1].at, m.at_s,
+            "the record's time is when it was sampled"
+        );
+
+        // a metrics record with the same metric twice is refused, nothing stored
+        let mut bad = vec![0u8; 64];
+        let n = encode_into(&mut bad, |e| {
+            encode_batch_head(e, EdgeId(3), Seq(2), 0, 1)?;
+            encode_record(e, RecordKind::Metrics, |e| {
+                e.array(3)?.u32(10)?.u32(60)?;
+                e.array(4)?.u8(3)?.u8(1)?.u8(3)?.u8(2)?;
+                Ok(())
+            })
+        })
+        .unwrap();
+        let err = ing.handle_batch(&bad[..n], 2).unwrap_err();
+        assert_eq!(err.reason, RejectReason::Malformed);
+        assert!(err.detail.contains("(metrics)"), "{}", err.detail);
+        assert_eq!(ing.store().count_records(3).unwrap(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

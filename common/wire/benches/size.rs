@@ -163,4 +163,11 @@ fn main() {
     println!(
         "worst case at the default interval over 50 seeds: {worst_default} bytes (budget {BUDGET})"
     );
+    let host = samples::metrics_sample();
+    let mut buf = [0u8; 256];
+    let n = qos_wire::codec::encode_into(&mut buf, |e| host.encode(e)).unwrap();
+    println!(
+        "host metrics record body, all {} metrics (samples::metrics_sample): {n} bytes",
+        host.len()
+    );
 }

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod config;
 pub mod event;
 pub mod ids;
+pub mod metrics;
 pub mod outcome;
 pub mod phase;
 pub mod probe;

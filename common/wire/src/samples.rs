@@ -6,6 +6,7 @@ use std::vec::Vec;
 use crate::codec::List;
 use crate::codec::{encode_into, WireError};
 use crate::ids::{EdgeId, ProbeId, Seq};
+use crate::metrics::{Metric, MetricsSample};
 use crate::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use crate::phase::Phase;
 use crate::probe::{DnsType, HttpMethod, ProbeKind, ProbeSpec, Step};
@@ -118,6 +119,34 @@ pub fn batch<const N: usize>(
     })?;
     buf.truncate(n);
     Ok(buf)
+}
+
+/// Host metrics of a small Linux box over a 60 s interval: every metric present, realistic
+/// values (2 GiB of memory, a 16 GiB SD card, light network traffic).
+pub fn metrics_sample() -> MetricsSample {
+    let mut m = MetricsSample::new(1_764_000_060, 60);
+    for (metric, value) in [
+        (Metric::CpuBusyPermille, 123),
+        (Metric::CpuIowaitPermille, 4),
+        (Metric::Load1Centi, 37),
+        (Metric::MemTotalKib, 2_002_124),
+        (Metric::MemAvailableKib, 1_433_600),
+        (Metric::SwapUsedKib, 0),
+        (Metric::DiskTotalKib, 15_023_104),
+        (Metric::DiskAvailableKib, 9_871_360),
+        (Metric::DiskReadKib, 12),
+        (Metric::DiskWriteKib, 348),
+        (Metric::NetRxKib, 1_907),
+        (Metric::NetTxKib, 655),
+        (Metric::NetRxErrors, 0),
+        (Metric::NetTxErrors, 0),
+        (Metric::NetDrops, 3),
+        (Metric::TcpRetransSegs, 1),
+    ] {
+        // Cannot fail: 16 distinct metrics fit.
+        let _ = m.set(metric, value);
+    }
+    m
 }
 
 static STEPS: [Step<'static>; 2] = [

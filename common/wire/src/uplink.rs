@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! batch  = [v: 1, edge: uint, first_seq: uint, dropped: uint, records: [+ record]]
-//! record = [kind: uint, body]      ; body = summary / event / probe-result
+//! record = [kind: uint, body]      ; body = summary / event / probe-result / metrics
 //! ack    = [v: 1, acked: uint]
 //! ```
 
@@ -37,6 +37,8 @@ pub enum RecordKind {
     Event = 1,
     /// One raw [`ProbeResult`](crate::outcome::ProbeResult).
     Result = 2,
+    /// Host metrics of the edge's machine, a [`MetricsSample`](crate::metrics::MetricsSample).
+    Metrics = 3,
 }
 
 impl RecordKind {
@@ -46,6 +48,7 @@ impl RecordKind {
             0 => Some(RecordKind::Summary),
             1 => Some(RecordKind::Event),
             2 => Some(RecordKind::Result),
+            3 => Some(RecordKind::Metrics),
             _ => None,
         }
     }
@@ -55,6 +58,7 @@ impl RecordKind {
             RecordKind::Summary => "summary",
             RecordKind::Event => "event",
             RecordKind::Result => "result",
+            RecordKind::Metrics => "metrics",
         }
     }
 }

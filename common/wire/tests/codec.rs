@@ -4,6 +4,7 @@ use minicbor::Decoder;
 use proptest::prelude::*;
 use qos_wire::codec::{encode_into, List, WireError};
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
+use qos_wire::metrics::{Metric, MetricsSample, MAX_METRICS};
 use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use qos_wire::phase::Phase;
 use qos_wire::probe::{ProbeKind, ProbeSpec, Step};
@@ -179,6 +180,79 @@ fn probe_result_round_trip() {
     );
 }
 
+fn encode_metrics(m: &MetricsSample) -> Vec<u8> {
+    let mut buf = vec![0u8; 512];
+    let n = encode_into(&mut buf, |e| m.encode(e)).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn metrics_round_trip_and_size() {
+    let m = samples::metrics_sample();
+    assert_eq!(m.len(), Metric::COUNT);
+    let bytes = encode_metrics(&m);
+    assert!(bytes.len() <= 96, "{} bytes", bytes.len());
+    let back = MetricsSample::decode(&mut Decoder::new(&bytes)).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(back.get(Metric::MemTotalKib), Some(2_002_124));
+    // gauges only, nothing measured: both decode
+    for m in [MetricsSample::new(5, 0), {
+        let mut g = MetricsSample::new(5, 0);
+        g.set(Metric::MemTotalKib, 1).unwrap();
+        g
+    }] {
+        let back = MetricsSample::decode(&mut Decoder::new(&encode_metrics(&m))).unwrap();
+        assert_eq!(back, m);
+    }
+    // in a batch, as kind 3
+    let mut buf = vec![0u8; 512];
+    let n = encode_into(&mut buf, |e| {
+        qos_wire::uplink::encode_batch_head(e, EdgeId(2), Seq(9), 0, 1)?;
+        qos_wire::uplink::encode_record(e, RecordKind::Metrics, |e| m.encode(e))
+    })
+    .unwrap();
+    let b = Batch::decode(&buf[..n]).unwrap();
+    let r = b.records().next().unwrap();
+    assert_eq!((r.kind, r.kind.name()), (RecordKind::Metrics, "metrics"));
+    assert_eq!(MetricsSample::decode(&mut Decoder::new(r.body)).unwrap(), m);
+}
+
+#[test]
+fn metrics_validation() {
+    use minicbor::Encoder;
+    let raw = |pairs: &[(u64, u64)], odd: bool| {
+        let mut e = Encoder::new(Vec::new());
+        e.array(3).unwrap().u32(10).unwrap().u32(60).unwrap();
+        e.array(2 * pairs.len() as u64 + u64::from(odd)).unwrap();
+        for &(m, v) in pairs {
+            e.u64(m).unwrap().u64(v).unwrap();
+        }
+        if odd {
+            e.u8(0).unwrap();
+        }
+        e.into_writer()
+    };
+    let dec = |b: &[u8]| MetricsSample::decode(&mut Decoder::new(b));
+    assert!(dec(&raw(&[(0, 1), (3, 2)], false)).is_ok());
+    assert_eq!(
+        dec(&raw(&[(3, 1), (3, 2)], false)),
+        Err(WireError::Invalid("duplicate metric"))
+    );
+    assert_eq!(
+        dec(&raw(&[(Metric::COUNT as u64, 1)], false)),
+        Err(WireError::Invalid("metric id"))
+    );
+    assert!(dec(&raw(&[(300, 1)], false)).is_err());
+    assert_eq!(dec(&raw(&[(0, 1)], true)), Err(WireError::Malformed));
+    let many: Vec<(u64, u64)> = (0..MAX_METRICS as u64 + 1).map(|i| (i, 0)).collect();
+    assert_eq!(dec(&raw(&many, false)), Err(WireError::TooMany));
+    let good = encode_metrics(&samples::metrics_sample());
+    for cut in 0..good.len() {
+        assert!(dec(&good[..cut]).is_err(), "cut at {cut}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -191,6 +265,34 @@ proptest! {
             if let ProbeKind::Transaction { steps, .. } = s.kind { steps.iter().count() } else { 0 }
         });
         let _ = ProbeResult::decode(&mut Decoder::new(&bytes));
+        let _ = MetricsSample::decode(&mut Decoder::new(&bytes));
+    }
+
+    #[test]
+    fn metrics_round_trip(at in any::<u32>(), interval in any::<u32>(),
+                          pairs in proptest::collection::vec((0..Metric::COUNT as u8, any::<u64>()), 0..20)) {
+        let mut m = MetricsSample::new(at, interval);
+        for (id, v) in pairs {
+            m.set(Metric::from_u8(id).unwrap(), v).unwrap();
+        }
+        let bytes = encode_metrics(&m);
+        prop_assert_eq!(MetricsSample::decode(&mut Decoder::new(&bytes)).unwrap(), m);
+    }
+
+    #[test]
+    fn mutated_metrics_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+        let mut bytes = encode_metrics(&samples::metrics_sample());
+        for (at, v) in flips {
+            let i = at % bytes.len();
+            bytes[i] ^= v;
+        }
+        if let Ok(m) = MetricsSample::decode(&mut Decoder::new(&bytes)) {
+            // what decodes is valid: known ids, no duplicates, and it encodes back
+            let ids: std::collections::BTreeSet<Metric> = m.values().iter().map(|p| p.0).collect();
+            prop_assert_eq!(ids.len(), m.len());
+            let again = encode_metrics(&m);
+            prop_assert_eq!(MetricsSample::decode(&mut Decoder::new(&again)).unwrap(), m);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use qos_wire::codec::{encode_into, List, SliceEncoder, WireError};
 use qos_wire::config::{EdgeConfig, RuleBinding};
 use qos_wire::event::Event;
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
+use qos_wire::metrics::{Metric as HostMetric, MetricsSample};
 use qos_wire::phase::Phase;
 use qos_wire::samples::{self, Rng};
 use qos_wire::sketch::Sketch;
@@ -186,18 +187,60 @@ fn every_message_validates_against_the_schema() {
         &failed_bytes[..failed_bytes.len() - 1],
     );
 
+    // host metrics: every metric, and a first sample with gauges only
+    let m = samples::metrics_sample();
+    let metrics = encode(|e| m.encode(e));
+    // a metric id this schema does not know (16) in place of cpu_busy_permille (0)
+    let unknown = {
+        let mut e = minicbor::Encoder::new(Vec::new());
+        e.array(3)
+            .unwrap()
+            .u32(m.at_s)
+            .unwrap()
+            .u32(m.interval_s)
+            .unwrap();
+        e.array(2).unwrap().u8(16).unwrap().u64(1).unwrap();
+        e.into_writer()
+    };
+    let v = check("metrics", "metrics", &metrics, &unknown);
+    assert_eq!(v[0], m.at_s);
+    assert_eq!(v[1], 60);
+    let pairs = v[2].as_array().unwrap();
+    assert_eq!(pairs.len(), 2 * HostMetric::COUNT);
+    assert_eq!(pairs[2 * HostMetric::MemTotalKib as usize], 3);
+    assert_eq!(pairs[2 * HostMetric::MemTotalKib as usize + 1], 2_002_124);
+    let mut gauges = MetricsSample::new(m.at_s, 0);
+    gauges.set(HostMetric::MemTotalKib, 2_002_124).unwrap();
+    let gauges = encode(|e| gauges.encode(e));
+    // a negative value
+    let negative = {
+        let mut e = minicbor::Encoder::new(Vec::new());
+        e.array(3).unwrap().u32(m.at_s).unwrap().u32(0).unwrap();
+        e.array(2).unwrap().u8(3).unwrap().i64(-1).unwrap();
+        e.into_writer()
+    };
+    check("metrics", "metrics-gauges", &gauges, &negative);
+
     // batch with one record of each kind
     let batch = encode(|e| {
-        encode_batch_head(e, EdgeId(7), Seq::first_of_epoch(3), 2, 3)?;
+        encode_batch_head(e, EdgeId(7), Seq::first_of_epoch(3), 2, 4)?;
         encode_record(e, RecordKind::Event, |e| ev.encode(e))?;
         encode_record(e, RecordKind::Summary, |e| s.encode(e))?;
-        encode_record(e, RecordKind::Result, |e| r.encode(e))
+        encode_record(e, RecordKind::Result, |e| r.encode(e))?;
+        encode_record(e, RecordKind::Metrics, |e| m.encode(e))
     });
     // version 2 is not version 1
     let v = check("batch", "batch", &batch, &mutate(&batch, 1, b"\x02"));
     assert_eq!(v[1], 7);
     assert_eq!(v[2], 3u64 << 32);
-    assert_eq!(v[4].as_array().unwrap().len(), 3);
+    assert_eq!(v[4].as_array().unwrap().len(), 4);
+    assert_eq!(v[4][3][0], 3, "metrics are record kind 3");
+    // a metrics record whose body is a summary
+    let swapped = encode(|e| {
+        encode_batch_head(e, EdgeId(7), Seq::first_of_epoch(3), 2, 1)?;
+        encode_record(e, RecordKind::Metrics, |e| s.encode(e))
+    });
+    assert!(!cddl_verify("batch", "batch-metrics-body", &swapped).0);
     // a record of unknown kind 9
     let rec_at = batch.iter().position(|&b| b == 0x82).unwrap();
     assert!(!cddl_verify("batch", "batch-kind", &mutate(&batch, rec_at + 1, b"\x09")).0);

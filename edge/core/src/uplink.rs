@@ -25,6 +25,7 @@ use qos_coap::{
 use qos_wire::codec::encode_into;
 use qos_wire::event::Event;
 use qos_wire::ids::{EdgeId, Seq};
+use qos_wire::metrics::MetricsSample;
 use qos_wire::summary::Summary;
 use qos_wire::uplink::{encode_batch_head, Ack, RecordKind, MAX_RECORDS, UPLINK_PATH};
 
@@ -161,6 +162,12 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
     /// Queue a window summary.
     pub fn push_summary<const S: usize>(&mut self, s: &Summary<S>) -> Result<(), PushError> {
         self.outbox.push(RecordKind::Summary, |e| s.encode(e))
+    }
+
+    /// Queue a sample of host metrics (in order with the summaries; dropped like them, oldest
+    /// first, when the outbox is full).
+    pub fn push_metrics(&mut self, m: &MetricsSample) -> Result<(), PushError> {
+        self.outbox.push(RecordKind::Metrics, |e| m.encode(e))
     }
 
     /// Queue an event; it goes out before any queued summary.
@@ -422,6 +429,29 @@ mod tests {
         assert!(up.outbox().is_empty());
         assert_eq!(up.stats().acked_batches, 1);
         assert_eq!(up.next_seq(), Seq(Seq::first_of_epoch(1).0 + 3));
+    }
+
+    #[test]
+    fn metrics_travel_with_summaries_in_push_order() {
+        let (mut up, mut server) = new_uplink();
+        up.push_summary(&summary(1)).unwrap();
+        let mut m = MetricsSample::new(60, 60);
+        m.set(qos_wire::metrics::Metric::MemTotalKib, 2048).unwrap();
+        up.push_metrics(&m).unwrap();
+        let mut kinds = std::vec::Vec::new();
+        exchange(&mut up, &mut server, 0, |p| {
+            let b = qos_wire::uplink::Batch::decode(p).unwrap();
+            for r in b.records() {
+                kinds.push(r.kind);
+                if r.kind == RecordKind::Metrics {
+                    let back = MetricsSample::decode(&mut minicbor::Decoder::new(r.body)).unwrap();
+                    assert_eq!(back, m);
+                }
+            }
+            ack_all(p)
+        });
+        assert_eq!(kinds, [RecordKind::Summary, RecordKind::Metrics]);
+        assert!(up.outbox().is_empty());
     }
 
     #[test]

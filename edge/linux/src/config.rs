@@ -60,6 +60,37 @@ pub struct Config {
     /// Local threshold rules (`[[rule]]` tables).
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSection>,
+    /// Host metrics of this machine.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: host metrics of this machine (CPU, memory, disk, network; see
+/// `hostmetrics.rs`), sent upstream as records of kind 3 next to the summaries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Whether to sample and send them.
+    pub enabled: bool,
+    /// Seconds between samples (1..=65535), on a grid of Unix time like the summary windows;
+    /// default: `uplink.window_s`.
+    pub interval_s: Option<u16>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            interval_s: None,
+        }
+    }
+}
+
+impl MetricsSection {
+    /// The sampling interval, given the summary window.
+    pub fn interval_s(&self, window_s: u16) -> u16 {
+        self.interval_s.unwrap_or(window_s)
+    }
 }
 
 /// `[edge]`.
@@ -849,6 +880,9 @@ impl Config {
         if u.window_s == 0 {
             return Err("uplink.window_s must be at least 1".into());
         }
+        if self.metrics.interval_s == Some(0) {
+            return Err("metrics.interval_s must be at least 1".into());
+        }
         if u.ack_timeout_ms == 0 || !(1.0..=4.0).contains(&u.ack_random_factor) {
             return Err(
                 "uplink.ack_timeout_ms must be > 0 and uplink.ack_random_factor within 1.0..=4.0"
@@ -934,6 +968,8 @@ mod tests {
         let cfg = Config::load(path).expect("example config");
         assert_eq!(cfg.uplink, UplinkSection::default());
         assert_eq!(cfg.storage, StorageSection::default());
+        assert_eq!(cfg.metrics, MetricsSection::default());
+        assert_eq!(cfg.metrics.interval_s(cfg.uplink.window_s), 60);
         assert_eq!(cfg.probes.len(), 8);
         assert_eq!(
             (cfg.edge.confirm_ms, cfg.edge.max_concurrent_probes),
@@ -1113,6 +1149,8 @@ steps = [{ send = "x" }, { expect = "y" }]
                 "probe 1",
             ),
             ("[uplink]\nbrokers = []\n", "uplink.brokers"),
+            ("[metrics]\ninterval_s = 0\n", "metrics.interval_s"),
+            ("[metrics]\nenable = false\n", "enable"),
             (
                 "[[probe]]\nid = 1\nkind = \"icmpx\"\ntarget = \"x\"\n",
                 "icmpx",

@@ -1,6 +1,8 @@
 //! `qos-edge`: the sub-manager on Linux. `run` probes and reports until SIGINT/SIGTERM;
 //! `probe` runs one probe now and prints its phase timings as JSON.
 //! Exit codes: 0 success, 1 runtime error (or a failed probe), 2 usage or configuration error.
+// The one unsafe call (statvfs) is in `hostmetrics::disk_space`, allowed and documented there.
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 
 mod config;
+mod hostmetrics;
 mod json;
 mod probe;
 mod run;

@@ -18,6 +18,7 @@ use qos_wire::ids::{EdgeId, ProbeId, Seq};
 use qos_wire::outcome::ProbeResult;
 
 use crate::config::Config;
+use crate::hostmetrics::Sampler;
 use crate::probe;
 use crate::storage::FileStorage;
 
@@ -107,6 +108,43 @@ fn save_outbox(storage: &mut FileStorage, outbox: &EdgeOutbox) {
     }
 }
 
+/// Host metrics sampled on a grid of Unix time (like the summary windows).
+struct HostMetrics {
+    sampler: Sampler,
+    every_s: u64,
+    /// The next grid point, Unix s.
+    next_s: u64,
+}
+
+impl HostMetrics {
+    /// Sampling every `every_s` s from now on; a first reading now is the baseline of the first
+    /// sample's counters.
+    fn start(storage: &std::path::Path, every_s: u16, now_ms: u64) -> Self {
+        let every_s = u64::from(every_s.max(1));
+        let mut sampler = Sampler::new(storage);
+        let _ = sampler.sample(now_ms);
+        HostMetrics {
+            sampler,
+            every_s,
+            next_s: (now_ms / 1000 / every_s + 1) * every_s,
+        }
+    }
+
+    /// When the next sample is due, Unix ms.
+    fn deadline_ms(&self) -> u64 {
+        self.next_s * 1000
+    }
+
+    /// The sample, if one is due at `now_ms`.
+    fn poll(&mut self, now_ms: u64) -> Option<qos_wire::metrics::MetricsSample> {
+        if now_ms < self.deadline_ms() {
+            return None;
+        }
+        self.next_s = (now_ms / 1000 / self.every_s + 1) * self.every_s;
+        Some(self.sampler.sample(now_ms))
+    }
+}
+
 /// What the main loop waits for.
 enum Input {
     /// A datagram from a broker.
@@ -184,9 +222,17 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                 .filter_map(|r| Some((ProbeId(r.probe), r.rule().ok()?))),
         )
         .map_err(|e| RunError::Uplink(format!("rules: {e:?}")))?;
+    let mut host = cfg.metrics.enabled.then(|| {
+        HostMetrics::start(
+            &cfg.storage.dir,
+            cfg.metrics.interval_s(u.window_s),
+            unix_ms(),
+        )
+    });
     tracing::info!(
         edge = cfg.edge.id, name = %cfg.edge.name, region = %cfg.edge.region, epoch = boot.epoch,
-        brokers = ?u.brokers, probes = scheduler.len(), rules = thresholds.len(), window_s = u.window_s, "edge running"
+        brokers = ?u.brokers, probes = scheduler.len(), rules = thresholds.len(), window_s = u.window_s,
+        metrics_s = host.as_ref().map(|h| h.every_s), "edge running"
     );
 
     let start = Instant::now();
@@ -233,6 +279,15 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             while let Some(closed) = summariser.poll((unix_ms() / 1000) as u32) {
                 dirty |= uplink.push_summary(&closed).is_ok();
             }
+            if let Some(m) = host.as_mut().and_then(|h| h.poll(unix_ms())) {
+                // Nothing readable at all (not Linux, no statvfs): nothing to send.
+                if !m.is_empty() {
+                    match uplink.push_metrics(&m) {
+                        Ok(()) => dirty = true,
+                        Err(e) => tracing::debug!(error = ?e, "host metrics not queued"),
+                    }
+                }
+            }
             let before = uplink.outbox().stats();
             uplink.poll(mono());
             flush(&socket, &mut uplink, &mut tx, mono());
@@ -249,6 +304,9 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             }
             if let Some(end) = summariser.next_deadline() {
                 wait_ms = wait_ms.min((u64::from(end) * 1000).saturating_sub(now_unix));
+            }
+            if let Some(h) = &host {
+                wait_ms = wait_ms.min(h.deadline_ms().saturating_sub(now_unix));
             }
             match inputs.recv_timeout(Duration::from_millis(wait_ms.max(1))) {
                 Ok(Input::Datagram(from, bytes)) => {
