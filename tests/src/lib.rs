@@ -390,6 +390,8 @@ pub struct EdgeSpec {
     pub storage: PathBuf,
     /// More TOML appended to the configuration (e.g. `[[rule]]` tables).
     pub extra_toml: String,
+    /// Local address of the edge's CoAP socket (`uplink.bind`); `None`: any port.
+    pub bind: Option<SocketAddr>,
 }
 
 /// Starts `qos-edge run` with windows of 1 s and a TCP probe every 200 ms; configuration and
@@ -400,7 +402,7 @@ pub fn start_edge(dir: &Path, spec: &EdgeSpec) -> Proc {
         &config,
         format!(
             "[edge]\nid = {id}\nname = \"e2e-{id}\"\nregion = \"loopback\"\n\n\
-             [uplink]\nbrokers = [\"{broker}\"]\nwindow_s = 1\nack_timeout_ms = 500\n\n\
+             [uplink]\nbrokers = [\"{broker}\"]\nwindow_s = 1\nack_timeout_ms = 500\n{bind}\n\
              [storage]\ndir = {storage:?}\n\n\
              [[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"{target}\"\n\
              interval_ms = 200\ntimeout_ms = 150\n\n{extra}",
@@ -409,6 +411,10 @@ pub fn start_edge(dir: &Path, spec: &EdgeSpec) -> Proc {
             storage = spec.storage.display().to_string(),
             target = spec.target,
             extra = spec.extra_toml,
+            bind = spec
+                .bind
+                .map(|b| format!("bind = \"{b}\"\n"))
+                .unwrap_or_default(),
         ),
     )
     .expect("write the edge configuration");

@@ -88,6 +88,7 @@ fn a_threshold_crossing_is_logged_and_stored_as_an_event() {
         target: down,
         storage: dir.join("edge-storage"),
         extra_toml: "[[rule]]\nprobe = 1\nmetric = \"availability\"\nk = 2\nn = 3\n".into(),
+        bind: None,
     };
     let edge = start_edge(&dir, &spec);
     let db = serve.database();
@@ -237,6 +238,7 @@ fn summaries_flow_from_edge_to_store() {
         target: target.addr,
         storage: dir.join("edge-storage"),
         extra_toml: String::new(),
+        bind: None,
     };
     let edge = start_edge(&dir, &spec);
 
@@ -317,6 +319,7 @@ fn edge_restart_continues_numbering_and_keeps_unsent() {
         target: target.addr,
         storage: storage.clone(),
         extra_toml: String::new(),
+        bind: None,
     };
     let edge = start_edge(&dir, &spec);
     wait_for(
@@ -409,6 +412,7 @@ fn serve_restart_keeps_data_and_dedups() {
         target: target.addr,
         storage: dir.join("edge-storage"),
         extra_toml: String::new(),
+        bind: None,
     };
     let edge = start_edge(&dir, &spec);
     let before = wait_for("3 stored summaries", PATIENCE, || {
@@ -617,4 +621,203 @@ fn serve_stops_cleanly_on_sigterm() {
     let pid = serve.proc.pid();
     let status = serve.proc.stop(PATIENCE);
     assert!(status.success(), "pid {pid}: {status}");
+}
+
+/// A CoAP client over a real UDP socket (the test's side of the downlink).
+struct CoapClient {
+    sock: UdpSocket,
+    ep: qos_coap::Endpoint<SocketAddr, 4, 8, 1152>,
+    start: std::time::Instant,
+}
+
+impl CoapClient {
+    fn new() -> CoapClient {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let config = qos_coap::Config::with_reliability(500, 1.5, 3);
+        CoapClient {
+            sock,
+            ep: qos_coap::Endpoint::new(config, u64::from(std::process::id())).expect("endpoint"),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// One CON request; the response's code, Content-Format and payload, or why there is none
+    /// (the CoAP exchange timed out: bounded by the retransmission parameters).
+    fn call(
+        &mut self,
+        to: SocketAddr,
+        code: Code,
+        path: &str,
+        query: Option<&str>,
+        cbor: Option<&[u8]>,
+    ) -> Result<(Code, Option<u16>, Vec<u8>), String> {
+        let now = self.start.elapsed().as_millis() as u64;
+        let id = self
+            .ep
+            .request(now, to, qos_coap::Reliability::Confirmable, code, |w| {
+                w.uri_path(path)?;
+                if cbor.is_some() {
+                    w.uint_option(option::CONTENT_FORMAT, 60)?;
+                }
+                if let Some(q) = query {
+                    w.option(option::URI_QUERY, q.as_bytes())?;
+                }
+                w.payload(cbor.unwrap_or_default())
+            })
+            .map_err(|e| format!("request: {e:?}"))?;
+        let mut buf = [0u8; 1152];
+        loop {
+            let now = self.start.elapsed().as_millis() as u64;
+            while let Some((peer, n)) = self.ep.poll_transmit(now, &mut buf) {
+                let _ = self.sock.send_to(&buf[..n], peer);
+            }
+            while let Some(ev) = self.ep.poll_event() {
+                if matches!(ev, qos_coap::Event::Timeout(e) | qos_coap::Event::Reset(e) if e == id)
+                {
+                    return Err(format!("{code} /{path}: {ev:?}"));
+                }
+            }
+            // nothing received within the read timeout: go round (retransmit, time out)
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                let bytes = buf[..n].to_vec();
+                let now = self.start.elapsed().as_millis() as u64;
+                if let Some(qos_coap::Incoming::Response { exchange, message }) =
+                    self.ep.handle_datagram(now, from, &bytes)
+                {
+                    if exchange == id {
+                        return Ok((
+                            message.code(),
+                            message.content_format(),
+                            message.payload().to_vec(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn recent_results(body: &[u8]) -> Result<Vec<qos_wire::outcome::ProbeResult>, String> {
+    let r = qos_wire::outcome::RecentResults::decode(body).map_err(|e| e.to_string())?;
+    Ok(r.results.iter().collect())
+}
+
+/// The downlink of a running edge: discovery, the recent raw results of its scheduled probe,
+/// and an on-demand TCP probe asked for over CoAP and answered with the full result; that
+/// result is in the recent ring afterwards but never in a summary.
+#[test]
+fn on_demand_probe_and_recent_results() {
+    let dir = fresh_dir(&base(), "downlink");
+    let serve = Serve::start(&dir);
+    let target = TcpTarget::start();
+    let edge_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let spec = EdgeSpec {
+        id: 21,
+        broker: serve.coap,
+        target: target.addr,
+        storage: dir.join("edge-storage"),
+        extra_toml: String::new(),
+        bind: Some(edge_addr),
+    };
+    let edge = start_edge(&dir, &spec);
+    let mut client = CoapClient::new();
+
+    let (code, cf, links) = wait_for("/.well-known/core of the edge", PATIENCE, || {
+        client
+            .call(edge_addr, Code::GET, ".well-known/core", None, None)
+            .map_err(|e| format!("{e}\n{}", edge.log_tail()))
+    });
+    assert_eq!((code, cf), (Code::CONTENT, Some(40)));
+    assert_eq!(links, qos_wire::registration::EDGE_LINKS.as_bytes());
+
+    // recent results of the scheduled probe (id 1), newest first
+    let scheduled = wait_for("recent results of probe 1", PATIENCE, || {
+        let (code, cf, body) = client.call(edge_addr, Code::GET, "r", Some("p=1"), None)?;
+        if (code, cf) != (Code::CONTENT, Some(60)) {
+            return Err(format!("{code} {cf:?}"));
+        }
+        let rs = recent_results(&body)?;
+        if rs.len() >= 2 {
+            Ok(rs)
+        } else {
+            Err(format!("{} results", rs.len()))
+        }
+    });
+    assert!(scheduled.iter().all(|r| r.probe.0 == 1));
+    assert!(
+        scheduled.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
+        "newest first"
+    );
+    assert!(
+        scheduled
+            .iter()
+            .any(|r| r.ok() && r.phases.get(qos_wire::phase::Phase::Connect).is_some()),
+        "{scheduled:?}"
+    );
+
+    // an on-demand TCP probe with an id the edge does not schedule
+    let probe = qos_wire::probe::ProbeSpec {
+        id: qos_wire::ids::ProbeId(900),
+        interval_ms: 60_000,
+        timeout_ms: 2_000,
+        kind: qos_wire::probe::ProbeKind::Tcp {
+            target: &target.addr.to_string(),
+        },
+    };
+    let mut buf = [0u8; 256];
+    let n = qos_wire::codec::encode_into(&mut buf, |e| probe.encode(e)).expect("encode");
+    let (code, cf, body) = client
+        .call(edge_addr, Code::POST, "p", None, Some(&buf[..n]))
+        .unwrap_or_else(|e| panic!("POST /p: {e}\n{}", edge.log_tail()));
+    assert_eq!(
+        (code, cf),
+        (Code::CHANGED, Some(60)),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let result = qos_wire::outcome::ProbeResult::decode(&mut minicbor::Decoder::new(&body))
+        .expect("a probe-result");
+    assert_eq!(result.probe.0, 900);
+    assert!(result.ok(), "{result:?}");
+    let connect = result
+        .phases
+        .get(qos_wire::phase::Phase::Connect)
+        .expect("a connect phase");
+    assert!(connect > 0, "{result:?}");
+
+    // a bad spec is refused with a reason
+    let (code, _, why) = client
+        .call(edge_addr, Code::POST, "p", None, Some(b"\x81\x01"))
+        .expect("an answer");
+    assert_eq!(code, Code::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&why).starts_with("probe-spec"));
+
+    // the on-demand result is kept for drill-down
+    let (_, _, body) = client
+        .call(edge_addr, Code::GET, "r", Some("p=900"), None)
+        .expect("GET /r?p=900");
+    assert_eq!(recent_results(&body).expect("recent-results"), [result]);
+
+    // ... but summaries describe the schedule only: once windows after the run are stored,
+    // none of them is of probe 900
+    let after_s = result.at_ms / 1000 + 2;
+    let db = serve.database();
+    let summaries = wait_for("summaries after the on-demand run", PATIENCE, || {
+        let rows = read_records(&db, spec.id)?;
+        let s: Vec<CentralSummary> = rows
+            .iter()
+            .filter(|r| r.kind == 0)
+            .map(|r| decode_summary(&r.body))
+            .collect();
+        if s.iter().any(|s| u64::from(s.start_s) > after_s) {
+            Ok(s)
+        } else {
+            Err(format!("{} summaries", s.len()))
+        }
+    });
+    assert!(summaries.iter().all(|s| s.probe.0 == 1), "{summaries:?}");
+    edge.stop(PATIENCE);
+    serve.proc.stop(PATIENCE);
 }

@@ -219,3 +219,158 @@ impl From<&ProbeResult> for crate::threshold::Sample {
         s
     }
 }
+
+impl<'b> crate::codec::Element<'b> for ProbeResult {
+    fn decode_element(d: &mut Decoder<'b>) -> Result<Self, WireError> {
+        ProbeResult::decode(d)
+    }
+    fn encode_element(&self, e: &mut SliceEncoder<'_>) -> Result<(), WireError> {
+        self.encode(e)
+    }
+}
+
+/// Most results a `recent-results` message may carry (a receiver's bound; an edge sends as
+/// many as fit in one CoAP message, a few dozen).
+pub const MAX_RECENT: u16 = 1024;
+
+/// Largest encoded `probe-result` (every phase, an error, the widest integers).
+const MAX_RESULT_BYTES: usize = 80;
+
+/// Encode CDDL `recent-results = [v: 1, [* probe-result]]` into `buf` with as many of
+/// `results` as fit, in the iterator's order (an edge passes them newest first). Results that
+/// do not fit are left out, the later ones first; the returned count says how many were
+/// written, with the number of bytes. Errors only when not even the empty message fits.
+pub fn encode_results<'r, I>(buf: &mut [u8], results: I) -> Result<(usize, u16), WireError>
+where
+    I: Iterator<Item = &'r ProbeResult> + Clone,
+{
+    // First pass: how many fit. The array header grows with the count (1, 2 or 3 bytes for up
+    // to 23, 255, 65535 items), so check the total with the header of each candidate count.
+    let header = |n: u16| match n {
+        0..=23 => 1,
+        24..=255 => 2,
+        _ => 3,
+    };
+    let mut scratch = [0u8; MAX_RESULT_BYTES];
+    let mut body = 0usize;
+    let mut count: u16 = 0;
+    for r in results.clone() {
+        if count == MAX_RECENT {
+            break;
+        }
+        let len = codec::encode_into(&mut scratch, |e| r.encode(e))?;
+        // [v: 1, ...]: array(2) and the version take 2 bytes.
+        if 2 + header(count + 1) + body + len > buf.len() {
+            break;
+        }
+        body += len;
+        count += 1;
+    }
+    let n = codec::encode_into(buf, |e| {
+        e.array(2)?.u8(codec::VERSION)?.array(u64::from(count))?;
+        results
+            .take(usize::from(count))
+            .try_for_each(|r| r.encode(e))
+    })?;
+    Ok((n, count))
+}
+
+/// A decoded `recent-results` message (zero-copy; every result validated).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecentResults<'b> {
+    /// The results, in the order the edge sent them (newest first).
+    pub results: crate::codec::List<'b, ProbeResult>,
+}
+
+impl<'b> RecentResults<'b> {
+    /// Decode CDDL `recent-results`.
+    pub fn decode(bytes: &'b [u8]) -> Result<Self, WireError> {
+        let mut d = Decoder::new(bytes);
+        codec::array(&mut d, 2, 2)?;
+        codec::version(&mut d)?;
+        let results = crate::codec::List::decode(&mut d, MAX_RECENT)?;
+        codec::finish(&d)?;
+        Ok(RecentResults { results })
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+
+    fn result(i: u16) -> ProbeResult {
+        let mut phases = PhaseTimings::new();
+        phases.set(Phase::Connect, 1_000 + u32::from(i));
+        phases.set(Phase::Total, 2_000 + u32::from(i));
+        ProbeResult {
+            probe: ProbeId(i % 3),
+            at_ms: 1_764_000_000_000 + u64::from(i),
+            phases,
+            error: None,
+            error_after_us: None,
+            detail: 0,
+            redirects: 0,
+        }
+    }
+
+    #[test]
+    fn results_round_trip_in_order() {
+        let rs: std::vec::Vec<_> = (0..5).map(result).collect();
+        let mut buf = [0u8; 512];
+        let (n, count) = encode_results(&mut buf, rs.iter()).unwrap();
+        assert_eq!(count, 5);
+        let back = RecentResults::decode(&buf[..n]).unwrap();
+        assert!(back.results.iter().eq(rs.iter().copied()));
+    }
+
+    #[test]
+    fn only_what_fits_is_written_and_counted() {
+        let rs: std::vec::Vec<_> = (0..100).map(result).collect();
+        for size in [3usize, 20, 64, 200, 1024, 4096] {
+            let mut buf = std::vec![0u8; size];
+            let (n, count) = encode_results(&mut buf, rs.iter()).unwrap();
+            assert!(n <= size);
+            let back = RecentResults::decode(&buf[..n]).unwrap();
+            assert_eq!(back.results.len(), usize::from(count));
+            assert!(back
+                .results
+                .iter()
+                .eq(rs.iter().take(count.into()).copied()));
+            // one more would not have fit
+            if usize::from(count) < rs.len() {
+                let mut big = std::vec![0u8; 8192];
+                let (m, _) =
+                    encode_results(&mut big, rs.iter().take(usize::from(count) + 1)).unwrap();
+                assert!(m > size, "{size}: {count} written but {m} bytes would fit");
+            }
+        }
+        // around the array-header growth at 24 items
+        let mut big = std::vec![0u8; 8192];
+        let (m24, c) = encode_results(&mut big, rs.iter().take(24)).unwrap();
+        assert_eq!(c, 24);
+        let mut exact = std::vec![0u8; m24];
+        assert_eq!(encode_results(&mut exact, rs.iter()).unwrap(), (m24, 24));
+        let mut short = std::vec![0u8; m24 - 1];
+        assert_eq!(encode_results(&mut short, rs.iter()).unwrap().1, 23);
+    }
+
+    #[test]
+    fn too_small_a_buffer_and_bad_messages_are_errors() {
+        let mut buf = [0u8; 2];
+        assert_eq!(
+            encode_results(&mut buf, core::iter::empty()),
+            Err(WireError::BufferFull)
+        );
+        let mut buf = [0u8; 3];
+        assert_eq!(encode_results(&mut buf, core::iter::empty()), Ok((3, 0)));
+        assert_eq!(
+            RecentResults::decode(&[0x82, 0x02, 0x80]),
+            Err(WireError::UnsupportedVersion(2))
+        );
+        assert_eq!(
+            RecentResults::decode(&[0x82, 0x01, 0x80, 0x00]),
+            Err(WireError::TrailingBytes)
+        );
+        assert!(RecentResults::decode(&[0x82, 0x01, 0x81, 0x01]).is_err());
+    }
+}

@@ -19,6 +19,14 @@ pub const DIRECTORY_RT: &str = "core.rd";
 /// Resources an edge offers, in link format (RFC 6690): its configuration state, the
 /// on-demand probe resource and its recent raw results.
 pub const EDGE_LINKS: &str = "</c>;rt=\"qos.config\",</p>;rt=\"qos.probe\",</r>;rt=\"qos.results\"";
+/// URI path of an edge's configuration resource (`</c>`).
+pub const CONFIG_PATH: &str = "c";
+/// URI path of an edge's on-demand probe resource (`</p>`): `POST` a CBOR `probe-spec`, get
+/// the `probe-result` of one run.
+pub const PROBE_PATH: &str = "p";
+/// URI path of an edge's recent raw results (`</r>`): `GET`, optionally `?p=<probe id>`, gives
+/// `recent-results`.
+pub const RESULTS_PATH: &str = "r";
 /// Shortest lifetime accepted, seconds (RFC 9176: `lt` ≥ 60).
 pub const MIN_LIFETIME: u32 = 60;
 /// Default lifetime, seconds (RFC 9176 default 90000; edges use a short one so the registry

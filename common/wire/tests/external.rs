@@ -187,6 +187,27 @@ fn every_message_validates_against_the_schema() {
         &failed_bytes[..failed_bytes.len() - 1],
     );
 
+    // recent results (newest first), as an edge answers GET /r
+    let mut buf = [0u8; 1024];
+    let (n, count) =
+        qos_wire::outcome::encode_results(&mut buf, [&r, &failed].into_iter()).unwrap();
+    assert_eq!(count, 2);
+    let recent = buf[..n].to_vec();
+    let (n, _) = qos_wire::outcome::encode_results(&mut buf, core::iter::empty()).unwrap();
+    check(
+        "recent-results",
+        "recent-results-empty",
+        &buf[..n],
+        &mutate(&buf[..n], 1, b"\x02"),
+    );
+    // a bare probe-result where the list must be: invalid
+    let mut bare = vec![0x82, 0x01];
+    bare.extend_from_slice(&result);
+    let v = check("recent-results", "recent-results", &recent, &bare);
+    assert_eq!(v[0], 1);
+    assert_eq!(v[1].as_array().unwrap().len(), 2);
+    assert_eq!(v[1][1][0], 1, "probe id of the failed run");
+
     // host metrics: every metric, and a first sample with gauges only
     let m = samples::metrics_sample();
     let metrics = encode(|e| m.encode(e));

@@ -6,6 +6,8 @@
 //! - [`summariser`]: window summaries of probe results.
 //! - [`scheduler`]: when each probe runs (grid without drift, confirmation runs, concurrency).
 //! - [`thresholds`]: local threshold rules turning results into events at once.
+//! - [`recent`]: the last raw results, kept for drill-down.
+//! - [`downlink`]: the requests an edge serves (on-demand probes, recent results, discovery).
 //! - [`storage`]: what an edge persists (boot epoch, configuration, outbox) behind a small trait.
 //!
 //! Drivers (the Linux binary, the embassy boards) own the sockets and the clock and call into
@@ -19,14 +21,18 @@ extern crate std;
 
 pub(crate) mod fmt;
 
+pub mod downlink;
 pub mod outbox;
 pub mod probe;
+pub mod recent;
 pub mod scheduler;
 pub mod storage;
 pub mod summariser;
 pub mod thresholds;
 pub mod uplink;
 
+pub use downlink::Downlink;
 pub use outbox::Outbox;
+pub use recent::Recent;
 pub use summariser::Summariser;
 pub use uplink::{Uplink, UplinkConfig};

@@ -110,6 +110,14 @@ pub struct EdgeSection {
     /// Probes running at the same time at most (1..=32).
     #[serde(default = "default_concurrency")]
     pub max_concurrent_probes: u8,
+    /// Raw results kept for drill-down (`GET /r` on the edge's CoAP socket), newest replacing
+    /// oldest (1..=1024). Scheduled and on-demand runs both go in.
+    #[serde(default = "default_recent")]
+    pub recent_results: u16,
+}
+
+fn default_recent() -> u16 {
+    64
 }
 
 fn default_confirm() -> u32 {
@@ -192,6 +200,10 @@ pub struct UplinkSection {
     pub failover_after_ms: u64,
     /// After a failover, go back to the first broker after this many ms.
     pub return_after_ms: u64,
+    /// Local address of the edge's CoAP socket (it sends batches and serves `/p`, `/r` and
+    /// `/.well-known/core` on it); default `0.0.0.0:0` (`[::]:0` when the first broker is
+    /// IPv6): any port.
+    pub bind: Option<SocketAddr>,
 }
 
 impl Default for UplinkSection {
@@ -204,6 +216,7 @@ impl Default for UplinkSection {
             max_retransmit: 4,
             failover_after_ms: 8_000,
             return_after_ms: 300_000,
+            bind: None,
         }
     }
 }
@@ -908,6 +921,9 @@ impl Config {
         if !(1..=32).contains(&self.edge.max_concurrent_probes) {
             return Err("edge.max_concurrent_probes must be within 1..=32".into());
         }
+        if !(1..=1024).contains(&self.edge.recent_results) {
+            return Err("edge.recent_results must be within 1..=1024".into());
+        }
         for r in &self.rules {
             if !ids.contains(&r.probe) {
                 return Err(format!("rule for probe {}: no such probe", r.probe));
@@ -960,6 +976,27 @@ mod tests {
     }
 
     #[test]
+    fn bind_and_recent_results() {
+        let base = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\n";
+        let cfg = Config::parse(
+            &format!("{base}recent_results = 8\n[uplink]\nbind = \"127.0.0.1:5999\"\n"),
+            Path::new("e.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.edge.recent_results, 8);
+        assert_eq!(
+            cfg.uplink.bind,
+            Some(SocketAddr::from(([127, 0, 0, 1], 5999)))
+        );
+        for bad in ["recent_results = 0\n", "recent_results = 1025\n"] {
+            let err = Config::parse(&format!("{base}{bad}"), Path::new("e.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("recent_results"), "{err}");
+        }
+    }
+
+    #[test]
     fn example_file_parses() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -970,6 +1007,7 @@ mod tests {
         assert_eq!(cfg.storage, StorageSection::default());
         assert_eq!(cfg.metrics, MetricsSection::default());
         assert_eq!(cfg.metrics.interval_s(cfg.uplink.window_s), 60);
+        assert_eq!(cfg.edge.recent_results, 64);
         assert_eq!(cfg.probes.len(), 8);
         assert_eq!(
             (cfg.edge.confirm_ms, cfg.edge.max_concurrent_probes),

@@ -3,6 +3,17 @@
 //! threads (as many at once as the scheduler allows) and a receiver thread reads the UDP
 //! socket; both report to the main loop over one channel. All protocol decisions are in
 //! `qos-edge-core`; this file only owns the clock, the sockets, the threads and the files.
+//!
+//! The uplink socket also serves the centre's requests (`qos_edge_core::downlink`):
+//! `GET /.well-known/core`, `GET /r[?p=ID]` (the last `edge.recent_results` raw results) and
+//! `POST /p` (run a probe now). An on-demand probe runs on its own scoped thread like a
+//! scheduled one, but outside the scheduler's concurrency limit: it is bounded separately
+//! ([`MAX_ON_DEMAND`] at once, each at most `MAX_ON_DEMAND_TIMEOUT_MS`), so a request from the
+//! centre never delays the schedule, and the schedule never starves a request. Its result goes
+//! to the recent ring and back to the requester, but not into the summaries nor the threshold
+//! rules: those describe the schedule (runs on a fixed grid at the configured interval), and
+//! an extra run asked for by an operator would bias both the window's statistics and the
+//! K-of-N rules.
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -13,9 +24,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use qos_edge_core::scheduler::{Cadence, Scheduler};
 use qos_edge_core::storage::{next_boot, BootError, Slot, Storage};
 use qos_edge_core::thresholds::Thresholds;
-use qos_edge_core::{Outbox, Summariser, Uplink, UplinkConfig};
+use qos_edge_core::{Downlink, Outbox, Recent, Summariser, Uplink, UplinkConfig};
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
-use qos_wire::outcome::ProbeResult;
+use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
+use qos_wire::probe::ProbeSpec;
 
 use crate::config::Config;
 use crate::hostmetrics::Sampler;
@@ -34,6 +46,11 @@ pub const SKETCH_BUCKETS: usize = 128;
 pub const MAX_RULES: usize = 32;
 /// Brokers an edge knows at most.
 pub const MAX_BROKERS: usize = 4;
+/// Raw results the recent ring can hold (`edge.recent_results` is at most this).
+pub const MAX_RECENT: usize = 1024;
+/// On-demand probes running at once at most; more get 5.03 (the CoAP endpoint has 4
+/// exchange slots, one for the batch in flight).
+pub const MAX_ON_DEMAND: u8 = 2;
 
 type EdgeOutbox = Outbox<OUTBOX_RECORDS, RECORD_BYTES>;
 type EdgeUplink = Uplink<SocketAddr, MAX_BROKERS, OUTBOX_RECORDS, RECORD_BYTES>;
@@ -151,6 +168,26 @@ enum Input {
     Datagram(SocketAddr, Vec<u8>),
     /// A probe run finished (its index in the configuration, its slot time, the result).
     Done(usize, u64, ProbeResult),
+    /// An on-demand probe finished: the deferred request to answer, the result.
+    OnDemand(qos_coap::RequestHandle<SocketAddr>, ProbeResult),
+}
+
+/// Run the probe of a `POST /p` (validated by the downlink already). HTTPS uses the system
+/// trust store only (no `ca_file`: that belongs to a configured probe).
+fn run_on_demand(spec_bytes: &[u8]) -> ProbeResult {
+    let at = unix_ms();
+    match ProbeSpec::decode(&mut minicbor::Decoder::new(spec_bytes)) {
+        Ok(spec) => probe::run_with(&spec, at, &probe::Options::default()).result,
+        Err(_) => ProbeResult {
+            probe: ProbeId(0),
+            at_ms: at,
+            phases: PhaseTimings::new(),
+            error: Some(ErrorClass::Other),
+            error_after_us: Some(0),
+            detail: 0,
+            redirects: 0,
+        },
+    }
 }
 
 /// Run until `shutdown` is set.
@@ -170,14 +207,16 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     })?;
     let outbox = restore_outbox(&mut storage, boot.epoch);
 
-    let bind: SocketAddr = if cfg.uplink.brokers[0].is_ipv6() {
+    let any: SocketAddr = if cfg.uplink.brokers[0].is_ipv6() {
         "[::]:0"
     } else {
         "0.0.0.0:0"
     }
     .parse()
     .expect("literal");
+    let bind = cfg.uplink.bind.unwrap_or(any);
     let socket = UdpSocket::bind(bind).map_err(RunError::Socket)?;
+    let local = socket.local_addr().map_err(RunError::Socket)?;
     let receiver = socket.try_clone().map_err(RunError::Socket)?;
     receiver
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -213,6 +252,9 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     scheduler
         .set(cadences, unix_ms())
         .map_err(|_| RunError::Uplink(format!("more than {MAX_PROBES} probes")))?;
+    let mut recent: Box<Recent<MAX_RECENT>> =
+        Box::new(Recent::with_limit(usize::from(cfg.edge.recent_results)));
+    let mut downlink = Downlink::new(MAX_ON_DEMAND);
     let mut thresholds: Thresholds<MAX_RULES> = Thresholds::new();
     // Validated with the configuration, so this only fails on capacity.
     thresholds
@@ -231,7 +273,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     });
     tracing::info!(
         edge = cfg.edge.id, name = %cfg.edge.name, region = %cfg.edge.region, epoch = boot.epoch,
-        brokers = ?u.brokers, probes = scheduler.len(), rules = thresholds.len(), window_s = u.window_s,
+        brokers = ?u.brokers, local = %local, probes = scheduler.len(), rules = thresholds.len(), window_s = u.window_s,
         metrics_s = host.as_ref().map(|h| h.every_s), "edge running"
     );
 
@@ -311,19 +353,37 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             match inputs.recv_timeout(Duration::from_millis(wait_ms.max(1))) {
                 Ok(Input::Datagram(from, bytes)) => {
                     if let Some(req) = uplink.handle_datagram(mono(), from, &bytes) {
-                        // Requests from the centre (configuration, on-demand probes) are not
-                        // served by this build: answer 4.04 so the caller knows at once.
-                        let handle = req.handle;
-                        let _ = uplink.endpoint().respond(
-                            mono(),
-                            &handle,
-                            qos_coap::Code::NOT_FOUND,
-                            |_| Ok(()),
-                        );
+                        // Requests from the centre: answered at once, except an on-demand
+                        // probe, which is acknowledged now and answered when it is done.
+                        if let Some(order) =
+                            downlink.serve(uplink.endpoint(), mono(), req, &*recent)
+                        {
+                            tracing::info!(
+                                probe = order.spec.id.0, kind = order.spec.kind.name(),
+                                peer = %from, "on-demand probe"
+                            );
+                            let spec = order.spec_bytes.to_vec();
+                            let handle = order.handle;
+                            let to_main = tx_input.clone();
+                            scope.spawn(move || {
+                                let result = run_on_demand(&spec);
+                                let _ = to_main.send(Input::OnDemand(handle, result));
+                            });
+                        }
+                    }
+                }
+                Ok(Input::OnDemand(mut handle, result)) => {
+                    tracing::debug!(probe = result.probe.0, ok = result.ok(), error = ?result.error, "on-demand probe done");
+                    recent.push(result);
+                    if let Err(e) =
+                        downlink.answer_probe(uplink.endpoint(), mono(), &mut handle, &result)
+                    {
+                        tracing::warn!(error = ?e, "cannot answer an on-demand probe");
                     }
                 }
                 Ok(Input::Done(index, at, result)) => {
                     let done = unix_ms();
+                    recent.push(result);
                     scheduler.finished(result.probe, result.ok(), done);
                     tracing::debug!(probe = result.probe.0, ok = result.ok(), error = ?result.error, "probe done");
                     // Local thresholds first: a crossing is acted on and queued at once.
