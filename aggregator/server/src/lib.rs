@@ -11,7 +11,11 @@
 //! - [`stats`]: lock-free ingest counters and the reasons a datagram can be rejected;
 //! - [`http`]: the JSON API under `/api/v1/`;
 //! - [`serve`]: wires configuration, store, counters and listeners together ([`serve::run_serve`]);
+//! - [`broker_config`], [`broker_run`]: `qos-aggregator broker`, a stand-alone store-and-forward
+//!   broker (the logic is the `qos-broker` crate; this is its configuration and UDP driver).
 
+pub mod broker_config;
+pub mod broker_run;
 pub mod coap;
 pub mod config;
 pub mod http;

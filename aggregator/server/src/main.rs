@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use qos_aggregator::broker_config::BrokerFile;
+use qos_aggregator::broker_run::run_broker;
 use qos_aggregator::config::Config;
 use qos_aggregator::serve::run_serve;
 
@@ -31,6 +33,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run a stand-alone broker: edges send to it, it queues durably and forwards to the
+    /// super-manager (or a parent broker), until SIGINT or SIGTERM.
+    Broker {
+        /// TOML configuration file; without it the defaults apply (see
+        /// qos-broker.example.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +48,7 @@ fn main() -> ExitCode {
     qos_host::init_logging(cli.log_level);
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Broker { config } => broker(config),
     }
 }
 
@@ -58,6 +69,27 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     qos_host::signal::install(shutdown.clone());
     let result = run_serve(&config, shutdown).and_then(|handle| handle.wait());
     match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, 1),
+    }
+}
+
+fn broker(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match &config_path {
+        Some(path) => BrokerFile::load(path),
+        None => Ok(BrokerFile::default()),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return fail(&e, 2),
+    };
+    match &config_path {
+        Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
+        None => tracing::info!("no --config given: using the defaults"),
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    qos_host::signal::install(shutdown.clone());
+    match run_broker(&config.broker, shutdown).and_then(|handle| handle.wait()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),
     }

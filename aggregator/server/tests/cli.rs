@@ -39,8 +39,110 @@ fn a_missing_config_file_exits_2() {
 
 #[test]
 fn subcommands_not_built_yet_are_usage_errors() {
-    let (code, stderr) = run(&["broker", "--config", "x.toml"]);
+    let (code, stderr) = run(&["demo"]);
     assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn broker_config_errors_exit_2_naming_the_file() {
+    let (code, stderr) = run(&["broker", "--config", "no-such-broker.toml"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no-such-broker.toml"), "{stderr}");
+    let dir = TempDir::new("cli", "broker-bad-config");
+    let path = dir.0.join("b.toml");
+    std::fs::write(
+        &path,
+        "[broker]
+listen = \"127.0.0.1:0\"\nupstrem = \"x\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = run(&["broker", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("b.toml:3:") && stderr.contains("upstrem"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn broker_runtime_errors_exit_1_naming_the_path_or_address() {
+    let dir = TempDir::new("cli", "broker-runtime");
+    let blocker = dir.0.join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    for (toml, expected) in [
+        (
+            format!(
+                "[broker]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+                blocker.join("sub")
+            ),
+            "sub".to_string(),
+        ),
+        (
+            format!(
+                "[broker]\nlisten = \"{taken_addr}\"\ndata_dir = {:?}\n",
+                dir.0.join("data")
+            ),
+            taken_addr.to_string(),
+        ),
+    ] {
+        let config = dir.0.join("c.toml");
+        std::fs::write(&config, toml).unwrap();
+        let (code, stderr) = run(&["broker", "--config", config.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("qos-aggregator: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(&expected), "{stderr}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn broker_listens_then_exits_cleanly_on_sigterm() {
+    let dir = TempDir::new("cli", "broker-sigterm");
+    let config = dir.0.join("b.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+            dir.0.join("data")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["broker", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("broker ended before listening:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("broker listening") {
+            break;
+        }
+    }
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}{rest}");
+    assert!(rest.contains("broker stopped"), "{seen}{rest}");
+    assert!(dir.0.join("data").join("queue.sqlite").exists());
 }
 
 #[test]

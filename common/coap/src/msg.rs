@@ -176,6 +176,15 @@ impl Code {
         matches!(self.class(), 2 | 4 | 5)
     }
 
+    /// The server refused *this message's content* — 4.00 Bad Request, 4.02 Bad Option,
+    /// 4.13 Request Entity Too Large, 4.15 Unsupported Content-Format — so sending the same
+    /// request again, here or elsewhere, cannot succeed. Other 4.xx codes (4.04 Not Found,
+    /// 4.05 Method Not Allowed, 4.01/4.03) say the server is the wrong one for this request:
+    /// a sender with another server to try should try it rather than give the message up.
+    pub const fn rejects_content(self) -> bool {
+        matches!(self.0, 0x80 | 0x82 | 0x8d | 0x8f)
+    }
+
     /// Reserved classes 1, 3, 6 and 7 (3 is used by signalling over TCP, RFC 8323, never on UDP).
     pub const fn is_reserved(self) -> bool {
         matches!(self.class(), 1 | 3 | 6 | 7)
@@ -888,6 +897,22 @@ mod tests {
         assert!(Code::new(1, 0).is_reserved());
         assert!(Code::new(7, 31).is_reserved());
         assert!(Code::INTERNAL_SERVER_ERROR.is_response());
+        for c in [
+            Code::BAD_REQUEST,
+            Code::BAD_OPTION,
+            Code::REQUEST_ENTITY_TOO_LARGE,
+            Code::UNSUPPORTED_CONTENT_FORMAT,
+        ] {
+            assert!(c.rejects_content(), "{c:?}");
+        }
+        for c in [
+            Code::NOT_FOUND,
+            Code::METHOD_NOT_ALLOWED,
+            Code::CHANGED,
+            Code::SERVICE_UNAVAILABLE,
+        ] {
+            assert!(!c.rejects_content(), "{c:?}");
+        }
         assert_eq!(Code::REQUEST_ENTITY_TOO_LARGE.raw(), 0x8d);
         assert_eq!(Code::UNSUPPORTED_CONTENT_FORMAT.raw(), 0x8f);
         assert_eq!(Code::SERVICE_UNAVAILABLE.raw(), 0xa3);

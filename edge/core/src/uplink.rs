@@ -13,9 +13,12 @@
 //!   `return_after_ms` (default 5 min), at the next batch: the first broker is the preferred
 //!   one (nearest), the others are fallbacks.
 //! - A 5.xx answer (the store is unavailable) retries the same batch at the same broker after
-//!   `retry_after_ms`. A 4.xx answer means the receiver will never accept this batch (for
-//!   instance a wire version it does not speak): the batch is dropped and counted in `dropped`,
-//!   so the loss is visible upstream, and the outbox moves on.
+//!   `retry_after_ms`. An answer that refuses the batch's content (4.00, 4.02, 4.13, 4.15:
+//!   [`Code::rejects_content`], for instance a wire version the receiver does not speak) means
+//!   no receiver will accept it: the batch is dropped and counted in `dropped`, so the loss is
+//!   visible upstream, and the outbox moves on. Any other 4.xx (4.04, 4.05, ...) says the peer
+//!   is not a broker for us (a wrong address): that is a broker failure, so the uplink fails
+//!   over and keeps the batch.
 
 use heapless::Vec;
 use qos_coap::{
@@ -211,6 +214,15 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                     self.not_before = now + self.config.retry_after_ms;
                 }
             }
+        } else if code.class() == 4 && !code.rejects_content() {
+            warn!(
+                "broker answered {}.{:02} to a batch: not a broker for us; failing over",
+                code.class(),
+                code.detail()
+            );
+            self.stats.failures += 1;
+            self.fail_over(now);
+            self.not_before = now + self.config.retry_after_ms;
         } else if code.class() == 4 {
             self.stats.refused += 1;
             let dropped = self.outbox.drop_in_flight();
@@ -532,6 +544,26 @@ mod tests {
             2,
             "and on to the next after another deadline"
         );
+    }
+
+    #[test]
+    fn a_wrong_server_is_a_failure_not_a_reason_to_drop() {
+        let mut up = Up::new(
+            EdgeId(5),
+            &[B1, 3],
+            UplinkConfig::default(),
+            Outbox::new(Seq(0)),
+            7,
+        )
+        .unwrap();
+        let mut server = Server::new(CoapConfig::default(), 8).unwrap();
+        up.push_summary(&summary(1)).unwrap();
+        exchange(&mut up, &mut server, 0, |_| {
+            (Code::NOT_FOUND, std::vec::Vec::new())
+        });
+        assert_eq!(up.outbox().len(), 1, "kept");
+        assert_eq!((up.stats().refused, up.outbox().stats().dropped), (0, 0));
+        assert_eq!((up.stats().failovers, up.broker()), (1, 3));
     }
 
     #[test]

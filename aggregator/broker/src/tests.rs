@@ -1,0 +1,575 @@
+//! The broker against a scripted edge and upstream, in virtual time.
+
+use std::sync::{Arc, Mutex};
+
+use qos_coap::{
+    content_format, option, Code, Config as CoapConfig, Endpoint, Incoming, Message, Reliability,
+};
+use qos_wire::ids::{EdgeId, Seq};
+use qos_wire::samples;
+use qos_wire::summary::Summary;
+use qos_wire::uplink::{Ack, Batch};
+
+use crate::queue::{MemoryQueue, Queue, QueueError, QueueId, QueueStats, QueuedBatch};
+use crate::{Broker, BrokerConfig, WELL_KNOWN_CORE};
+
+/// A queue the test can reach while the broker owns it.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<MemoryQueue>>);
+
+impl Queue for Shared {
+    fn append(
+        &mut self,
+        edge: EdgeId,
+        first: Seq,
+        last: Seq,
+        payload: &[u8],
+        at: u64,
+    ) -> Result<QueueId, QueueError> {
+        self.0
+            .lock()
+            .unwrap()
+            .append(edge, first, last, payload, at)
+    }
+    fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError> {
+        self.0.lock().unwrap().oldest()
+    }
+    fn remove(&mut self, id: QueueId) -> Result<bool, QueueError> {
+        self.0.lock().unwrap().remove(id)
+    }
+    fn stats(&self) -> QueueStats {
+        self.0.lock().unwrap().stats()
+    }
+}
+
+type Peer = Endpoint<u8, 4, 16, 1152, 64>;
+
+const EDGE_A: u8 = 1;
+const EDGE_B: u8 = 2;
+const BROKER: u8 = 50;
+const UPSTREAM: u8 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Up {
+    /// Answers 2.04 with an ack.
+    Ack,
+    /// Answers with this code.
+    Answer(Code),
+    /// Loses every datagram.
+    Down,
+    /// Receives and stores, but its answers are lost.
+    Deaf,
+}
+
+struct Answer {
+    code: Code,
+    payload: Vec<u8>,
+    location: Vec<String>,
+}
+
+struct H {
+    broker: Broker<u8>,
+    queue: Shared,
+    edges: [Peer; 2],
+    upstream: Peer,
+    mode: Up,
+    /// Payloads of the batch requests the upstream received (retransmissions included once per
+    /// datagram, so a count above the batches means retries).
+    got: Vec<Vec<u8>>,
+    /// Datagrams the broker sent upstream, lost or not.
+    sent_up: Vec<Vec<u8>>,
+    now: u64,
+}
+
+fn config() -> BrokerConfig {
+    BrokerConfig {
+        // A fast upstream: 200 ms, 2 retransmissions, so an exchange fails within ~1.2 s.
+        upstream: CoapConfig::with_reliability(200, 1.5, 2),
+        ..BrokerConfig::default()
+    }
+}
+
+impl H {
+    fn new() -> H {
+        H::with_queue(Shared::default())
+    }
+
+    fn with_queue(queue: Shared) -> H {
+        H {
+            broker: Broker::new(config(), UPSTREAM, Box::new(queue.clone()), 7).unwrap(),
+            queue,
+            edges: [
+                Peer::new(CoapConfig::default(), 1).unwrap(),
+                Peer::new(CoapConfig::default(), 2).unwrap(),
+            ],
+            upstream: Peer::new(CoapConfig::default(), 3).unwrap(),
+            mode: Up::Ack,
+            got: Vec::new(),
+            sent_up: Vec::new(),
+            now: 1_000,
+        }
+    }
+
+    /// One request from edge `from` (1 or 2), answered synchronously by the broker.
+    fn request(
+        &mut self,
+        from: u8,
+        code: Code,
+        path: &str,
+        queries: &[&str],
+        cf: Option<u16>,
+        payload: &[u8],
+    ) -> Answer {
+        let now = self.now;
+        let edge = &mut self.edges[usize::from(from - 1)];
+        let id = edge
+            .request(now, BROKER, Reliability::Confirmable, code, |w| {
+                w.uri_path(path)?;
+                if let Some(cf) = cf {
+                    w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+                }
+                for q in queries {
+                    w.option(option::URI_QUERY, q.as_bytes())?;
+                }
+                w.payload(payload)
+            })
+            .unwrap();
+        let mut buf = [0u8; 1152];
+        let (to, n) = edge.poll_transmit(now, &mut buf).unwrap();
+        assert_eq!(to, BROKER);
+        self.broker
+            .handle_downstream(now, 1_700_000_000_000 + now, from, &buf[..n]);
+        let mut answer = None;
+        while let Some((to, n)) = self.broker.poll_transmit_downstream(now, &mut buf) {
+            assert_eq!(to, from);
+            let bytes = buf[..n].to_vec();
+            let edge = &mut self.edges[usize::from(from - 1)];
+            if let Some(Incoming::Response { exchange, message }) =
+                edge.handle_datagram(now, BROKER, &bytes)
+            {
+                assert_eq!(exchange, id);
+                answer = Some(Answer {
+                    code: message.code(),
+                    payload: message.payload().to_vec(),
+                    location: message
+                        .options_numbered(option::LOCATION_PATH)
+                        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                        .collect(),
+                });
+            }
+        }
+        answer.expect("a piggybacked answer")
+    }
+
+    fn post_batch(&mut self, from: u8, payload: &[u8]) -> Answer {
+        self.request(
+            from,
+            Code::POST,
+            "u",
+            &[],
+            Some(content_format::CBOR),
+            payload,
+        )
+    }
+
+    /// Moves upstream datagrams for `ms` of virtual time, in 10 ms steps.
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        let mut buf = [0u8; 1152];
+        while self.now < end {
+            self.now += 10;
+            let now = self.now;
+            self.broker.poll(now);
+            while let Some((to, n)) = self.broker.poll_transmit_upstream(now, &mut buf) {
+                assert_eq!(to, UPSTREAM);
+                let bytes = buf[..n].to_vec();
+                self.sent_up.push(bytes.clone());
+                if self.mode == Up::Down {
+                    continue;
+                }
+                if self.mode == Up::Deaf {
+                    self.got
+                        .push(Message::parse(&bytes).unwrap().payload().to_vec());
+                    continue;
+                }
+                if let Some(Incoming::Request(req)) =
+                    self.upstream.handle_datagram(now, BROKER, &bytes)
+                {
+                    assert!(req.message.path_is("u"));
+                    assert_eq!(req.message.code(), Code::POST);
+                    assert_eq!(req.message.content_format(), Some(content_format::CBOR));
+                    let payload = req.message.payload().to_vec();
+                    self.got.push(payload.clone());
+                    let (code, body) = match self.mode {
+                        Up::Ack => {
+                            let b = Batch::decode(&payload).unwrap();
+                            let mut ack = [0u8; 16];
+                            let n = Ack {
+                                acked: b.last_seq(),
+                            }
+                            .encode(&mut ack)
+                            .unwrap();
+                            (Code::CHANGED, ack[..n].to_vec())
+                        }
+                        Up::Answer(code) => (code, Vec::new()),
+                        Up::Down | Up::Deaf => unreachable!(),
+                    };
+                    self.upstream
+                        .respond(now, &req.handle, code, |w| w.payload(&body))
+                        .unwrap();
+                }
+                let mut out = [0u8; 1152];
+                while let Some((to, n)) = self.upstream.poll_transmit(now, &mut out) {
+                    assert_eq!(to, BROKER);
+                    let answer = out[..n].to_vec();
+                    self.broker.handle_upstream(now, UPSTREAM, &answer);
+                }
+            }
+        }
+    }
+
+    fn queued(&self) -> u64 {
+        self.queue.stats().len
+    }
+}
+
+fn batch(edge: u32, first: u64, n: usize) -> Vec<u8> {
+    let summaries: Vec<Summary<16>> = (0..n)
+        .map(|i| samples::http_summary(first + i as u64, 60, 0))
+        .collect();
+    samples::batch(EdgeId(edge), Seq(first), 0, &summaries).unwrap()
+}
+
+fn acked(a: &Answer) -> u64 {
+    assert_eq!(
+        a.code,
+        Code::CHANGED,
+        "{:?}",
+        String::from_utf8_lossy(&a.payload)
+    );
+    Ack::decode(&a.payload).unwrap().acked.0
+}
+
+/// Distinct payloads, in the order first seen.
+fn distinct(list: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for p in list {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// Payloads of the requests in `datagrams`.
+fn payloads(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    datagrams
+        .iter()
+        .map(|d| Message::parse(d).unwrap().payload().to_vec())
+        .collect()
+}
+
+#[test]
+fn a_batch_is_acked_only_after_a_durable_append() {
+    let mut h = H::new();
+    h.queue.0.lock().unwrap().set_failing(true);
+    let b = batch(4, 10, 2);
+    let a = h.post_batch(EDGE_A, &b);
+    assert_eq!(a.code, Code::SERVICE_UNAVAILABLE);
+    let s = h.broker.stats();
+    assert_eq!((s.received, s.acked, s.queue_failures), (1, 0, 1));
+    assert_eq!(h.queue.0.lock().unwrap().items().count(), 0);
+    assert!(h.broker.registry().get(EdgeId(4)).is_none());
+
+    // the edge sends it again once the queue works: acked with the batch's last seq
+    h.queue.0.lock().unwrap().set_failing(false);
+    let a = h.post_batch(EDGE_A, &b);
+    assert_eq!(acked(&a), 11);
+    assert_eq!(h.queued(), 1);
+    let queued = h.queue.0.lock().unwrap().oldest().unwrap().unwrap();
+    assert_eq!(
+        (queued.edge, queued.first_seq, queued.last_seq),
+        (EdgeId(4), Seq(10), Seq(11))
+    );
+    assert_eq!(queued.payload, b);
+    assert_eq!(h.broker.stats().acked, 1);
+    let e = h.broker.registry().get(EdgeId(4)).unwrap();
+    assert_eq!(
+        (e.batches, e.last_seq, e.address),
+        (1, Some(Seq(11)), EDGE_A)
+    );
+}
+
+#[test]
+fn queued_batches_are_forwarded_and_removed_on_the_upstream_ack() {
+    let mut h = H::new();
+    let batches = [batch(1, 0, 1), batch(1, 1, 3), batch(2, 0, 2)];
+    assert_eq!(acked(&h.post_batch(EDGE_A, &batches[0])), 0);
+    assert_eq!(acked(&h.post_batch(EDGE_A, &batches[1])), 3);
+    assert_eq!(acked(&h.post_batch(EDGE_B, &batches[2])), 1);
+    h.run(1_000);
+    assert_eq!(h.got, batches.to_vec(), "each once, in append order");
+    assert_eq!(h.queued(), 0);
+    let s = h.broker.stats();
+    assert_eq!(
+        (s.forwarded, s.upstream_failures, s.dropped_refused),
+        (3, 0, 0)
+    );
+    assert!(!h.broker.forwarding());
+    assert!(
+        h.broker.poll_timeout().is_none_or(|t| t > h.now),
+        "idle: no immediate timer"
+    );
+}
+
+#[test]
+fn an_upstream_that_does_not_answer_gets_the_same_batch_again_later() {
+    let mut h = H::new();
+    h.mode = Up::Down;
+    let b1 = batch(1, 0, 1);
+    let b2 = batch(1, 1, 1);
+    acked(&h.post_batch(EDGE_A, &b1));
+    acked(&h.post_batch(EDGE_A, &b2));
+    h.run(20_000);
+    let s = h.broker.stats();
+    assert!(s.upstream_failures >= 3, "{s:?}");
+    assert_eq!(s.forwarded, 0);
+    assert_eq!(h.queued(), 2, "nothing leaves the queue without an ack");
+    // one exchange at a time, and always the oldest batch
+    assert_eq!(distinct(&payloads(&h.sent_up)), vec![b1.clone()]);
+    // back-off: 1 s doubling (1, 2, 4, 8 ...) between failed exchanges of ~1.2 s
+    assert!(s.upstream_failures <= 6, "{s:?}");
+
+    h.mode = Up::Ack;
+    h.run(40_000);
+    assert_eq!(h.queued(), 0);
+    assert_eq!(distinct(&h.got), vec![b1, b2]);
+    assert_eq!(h.broker.stats().forwarded, 2);
+}
+
+#[test]
+fn order_is_kept_across_edges_and_an_outage() {
+    let mut h = H::new();
+    h.mode = Up::Down;
+    let mut sent = Vec::new();
+    for i in 0..10u64 {
+        let b = batch(1 + (i % 2) as u32, i, 1);
+        let from = if i % 2 == 0 { EDGE_A } else { EDGE_B };
+        assert_eq!(acked(&h.post_batch(from, &b)), i);
+        sent.push(b);
+        h.run(300);
+    }
+    assert_eq!(h.queued(), 10);
+    h.mode = Up::Ack;
+    h.run(60_000);
+    assert_eq!(h.queued(), 0);
+    assert_eq!(distinct(&h.got), sent);
+    assert_eq!(h.broker.stats().forwarded, 10);
+}
+
+#[test]
+fn upstream_errors_are_retried_and_refusals_dropped_and_counted() {
+    let mut h = H::new();
+    h.mode = Up::Answer(Code::SERVICE_UNAVAILABLE);
+    let b1 = batch(1, 0, 1);
+    let b2 = batch(1, 1, 1);
+    acked(&h.post_batch(EDGE_A, &b1));
+    acked(&h.post_batch(EDGE_A, &b2));
+    h.run(5_000);
+    assert!(h.broker.stats().upstream_failures >= 2);
+    assert_eq!(h.queued(), 2);
+    assert_eq!(distinct(&h.got), vec![b1.clone()]);
+
+    h.mode = Up::Answer(Code::BAD_REQUEST);
+    h.got.clear();
+    h.run(40_000);
+    let s = h.broker.stats();
+    assert_eq!((s.dropped_refused, s.forwarded), (2, 0));
+    assert_eq!(h.queued(), 0);
+    assert_eq!(h.got, vec![b1, b2]);
+}
+
+#[test]
+fn batches_left_by_a_previous_run_go_first() {
+    let queue = Shared::default();
+    let old = batch(3, 0, 2);
+    queue
+        .clone()
+        .append(EdgeId(3), Seq(0), Seq(1), &old, 0)
+        .unwrap();
+    let mut h = H::with_queue(queue);
+    let new = batch(3, 2, 1);
+    acked(&h.post_batch(EDGE_A, &new));
+    h.run(1_000);
+    assert_eq!(h.got, vec![old, new]);
+}
+
+#[test]
+fn registration_lifecycle_and_lease_expiry() {
+    let mut h = H::new();
+    let reg = ["ep=site-1", "d=eu-west", "lt=60", "id=9", "fw=1.2.3"];
+    let a = h.request(EDGE_A, Code::POST, "rd", &reg, None, b"</c>");
+    assert_eq!(a.code, Code::CREATED);
+    assert_eq!(a.location, vec!["rd".to_string(), "1".to_string()]);
+    let e = h.broker.registry().get(EdgeId(9)).unwrap().clone();
+    assert_eq!((e.name.as_str(), e.region.as_str()), ("site-1", "eu-west"));
+    assert_eq!(e.firmware, "1.2.3");
+    assert!(e.registered(h.now));
+    assert_eq!(e.lease_expires_ms, Some(h.now + 60_000));
+
+    // refresh before the end of the lease, with a new lifetime
+    h.now += 50_000;
+    let a = h.request(EDGE_A, Code::POST, "rd/1", &["lt=120"], None, b"");
+    assert_eq!(a.code, Code::CHANGED);
+    assert_eq!(
+        h.broker.registry().get(EdgeId(9)).unwrap().lease_expires_ms,
+        Some(h.now + 120_000)
+    );
+    // registering again keeps the location
+    let a = h.request(EDGE_A, Code::POST, "rd", &reg, None, b"");
+    assert_eq!(a.location, vec!["rd".to_string(), "1".to_string()]);
+    // removal
+    let a = h.request(EDGE_A, Code::DELETE, "rd/1", &[], None, b"");
+    assert_eq!(a.code, Code::DELETED);
+    assert_eq!(h.broker.registry().registered(h.now), 0);
+    let a = h.request(EDGE_A, Code::POST, "rd/1", &[], None, b"");
+    assert_eq!(a.code, Code::NOT_FOUND);
+
+    // a new registration gets a new location and expires without refresh
+    let a = h.request(EDGE_B, Code::POST, "rd", &reg, None, b"");
+    assert_eq!(a.location, vec!["rd".to_string(), "2".to_string()]);
+    assert_eq!(h.broker.registry().registered(h.now), 1);
+    let expiry = h.broker.registry().next_expiry().unwrap();
+    assert_eq!(expiry, h.now + 60_000);
+    assert!(h.broker.poll_timeout().unwrap() <= expiry);
+    h.run(60_010);
+    assert_eq!(h.broker.registry().registered(h.now), 0);
+    assert_eq!(h.broker.registry().expired(), 1);
+    assert!(!h
+        .broker
+        .registry()
+        .get(EdgeId(9))
+        .unwrap()
+        .registered(h.now));
+    let a = h.request(EDGE_B, Code::POST, "rd/2", &[], None, b"");
+    assert_eq!(a.code, Code::NOT_FOUND);
+    assert_eq!(h.broker.stats().registrations, 4);
+}
+
+#[test]
+fn bad_registrations_are_refused_with_the_reason() {
+    let mut h = H::new();
+    for (q, reason) in [
+        (&["d=x", "id=1"][..], "`ep`"),
+        (&["ep=a", "id=1"][..], "`d`"),
+        (&["ep=a", "d=x"][..], "`id`"),
+        (&["ep=a", "d=x", "id=1", "lt=5"][..], "`lt`"),
+        (&["ep=a b", "d=x", "id=1"][..], "`ep`"),
+    ] {
+        let a = h.request(EDGE_A, Code::POST, "rd", q, None, b"");
+        assert_eq!(a.code, Code::BAD_REQUEST, "{q:?}");
+        let text = String::from_utf8(a.payload).unwrap();
+        assert!(text.contains(reason), "{q:?}: {text}");
+    }
+    assert_eq!(h.broker.stats().rejected_registration, 5);
+    assert_eq!(h.broker.registry().edges().count(), 0);
+}
+
+#[test]
+fn malformed_batches_get_4_00_and_nothing_is_queued() {
+    let mut h = H::new();
+    let good = batch(1, 0, 1);
+    for bad in [
+        &b""[..],
+        &[0xa0],
+        &good[..good.len() - 1],
+        &[0x85, 0x02, 0, 0, 0, 0x80],
+    ] {
+        let a = h.post_batch(EDGE_A, bad);
+        assert_eq!(a.code, Code::BAD_REQUEST, "{bad:02x?}");
+        assert!(String::from_utf8(a.payload)
+            .unwrap()
+            .starts_with("bad batch"));
+    }
+    let a = h.request(EDGE_A, Code::POST, "u", &[], None, &good);
+    assert_eq!(a.code, Code::UNSUPPORTED_CONTENT_FORMAT);
+    let a = h.request(EDGE_A, Code::GET, "u", &[], None, b"");
+    assert_eq!(a.code, Code::METHOD_NOT_ALLOWED);
+    let a = h.request(EDGE_A, Code::GET, "nope", &[], None, b"");
+    assert_eq!(a.code, Code::NOT_FOUND);
+    let s = h.broker.stats();
+    assert_eq!(
+        (
+            s.rejected_bad_batch,
+            s.rejected_content_format,
+            s.rejected_method,
+            s.rejected_not_found
+        ),
+        (4, 1, 1, 1)
+    );
+    assert_eq!((s.acked, h.queued()), (0, 0));
+    h.run(1_000);
+    assert!(h.got.is_empty());
+}
+
+#[test]
+fn well_known_core_lists_the_directory_and_the_uplink() {
+    let mut h = H::new();
+    let a = h.request(EDGE_A, Code::GET, ".well-known/core", &[], None, b"");
+    assert_eq!(a.code, Code::CONTENT);
+    assert_eq!(a.payload, WELL_KNOWN_CORE.as_bytes());
+    assert_eq!(
+        WELL_KNOWN_CORE,
+        "</rd>;rt=\"core.rd\",</u>;rt=\"qos.uplink\";ct=60"
+    );
+}
+
+#[test]
+fn a_retransmitted_batch_is_answered_from_the_cache_not_queued_twice() {
+    let mut h = H::new();
+    let b = batch(1, 0, 1);
+    let now = h.now;
+    let edge = &mut h.edges[0];
+    edge.request(now, BROKER, Reliability::Confirmable, Code::POST, |w| {
+        w.uri_path("u")?;
+        w.uint_option(option::CONTENT_FORMAT, 60)?;
+        w.payload(&b)
+    })
+    .unwrap();
+    let mut buf = [0u8; 1152];
+    let (_, n) = edge.poll_transmit(now, &mut buf).unwrap();
+    let datagram = buf[..n].to_vec();
+    h.broker.handle_downstream(now, 0, EDGE_A, &datagram);
+    h.broker.handle_downstream(now + 100, 0, EDGE_A, &datagram);
+    let mut answers = 0;
+    while h
+        .broker
+        .poll_transmit_downstream(now + 100, &mut buf)
+        .is_some()
+    {
+        answers += 1;
+    }
+    assert_eq!(answers, 2, "the lost ack is sent again");
+    assert_eq!((h.queued(), h.broker.stats().acked), (1, 1));
+}
+
+#[test]
+fn a_restarted_broker_forwards_again_what_was_not_acknowledged_upstream() {
+    // The upstream stores the batch but the broker dies before the answer arrives: the batch
+    // is still queued, and the next broker over the same queue sends it again (the upstream
+    // deduplicates by edge and seq).
+    let queue = Shared::default();
+    let mut h = H::with_queue(queue.clone());
+    h.mode = Up::Deaf;
+    let b = batch(5, 0, 2);
+    assert_eq!(acked(&h.post_batch(EDGE_A, &b)), 1);
+    h.run(100);
+    assert_eq!(h.got, vec![b.clone()]);
+    drop(h); // the kill
+
+    let mut h = H::with_queue(queue);
+    assert_eq!(h.queued(), 1);
+    h.run(1_000);
+    assert_eq!(h.got, vec![b]);
+    assert_eq!((h.queued(), h.broker.stats().forwarded), (0, 1));
+}

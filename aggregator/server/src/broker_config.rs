@@ -1,0 +1,226 @@
+//! The configuration of `qos-aggregator broker`: a TOML file, every key optional.
+//!
+//! The defaults below match `qos-broker.example.toml` next to `Cargo.toml`, which a test keeps
+//! in step with this module. Unknown keys are refused.
+//!
+//! ```toml
+//! [broker]
+//! listen = "127.0.0.1:5684"
+//! upstream = "127.0.0.1:5683"
+//! data_dir = "./qos-broker-data"
+//! max_queue_bytes = 1073741824
+//!
+//! [broker.reliability]
+//! ack_timeout_ms = 2000
+//! ack_random_factor = 1.5
+//! max_retransmit = 4
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{line_column, one_line, ConfigError, ReliabilityConfig};
+
+/// The name of the queue's SQLite file inside [`BrokerSection::data_dir`].
+pub const QUEUE_FILE: &str = "queue.sqlite";
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerFile {
+    /// `[broker]`.
+    pub broker: BrokerSection,
+}
+
+/// `[broker]`: a stand-alone store-and-forward broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSection {
+    /// `listen`: UDP address (`IP:port`) where edges send batches (`POST /u`) and register
+    /// (`POST /rd`). Default `127.0.0.1:5684` (next to a super-manager on 5683). Use
+    /// `0.0.0.0:5684` to accept edges of other machines (plain CoAP: restrict senders with the
+    /// host firewall).
+    pub listen: SocketAddr,
+    /// `upstream`: UDP address of the super-manager's CoAP ingest, or of a parent broker.
+    /// Default `127.0.0.1:5683`. The broker sends from an ephemeral port.
+    pub upstream: SocketAddr,
+    /// `data_dir`: directory of the durable queue `queue.sqlite` (created if missing; relative
+    /// to the working directory). Default `./qos-broker-data`.
+    pub data_dir: PathBuf,
+    /// `max_queue_bytes`: quota of queued payload bytes. Beyond it the OLDEST batches are
+    /// dropped and counted; the super-manager then sees gaps in those edges' numbering.
+    /// Default 1 GiB (about a million batches).
+    pub max_queue_bytes: u64,
+    /// `[broker.reliability]`: RFC 7252 §4.8 parameters for both sides.
+    pub reliability: ReliabilityConfig,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5684)),
+            upstream: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5683)),
+            data_dir: PathBuf::from("./qos-broker-data"),
+            max_queue_bytes: 1 << 30,
+            reliability: ReliabilityConfig::default(),
+        }
+    }
+}
+
+impl BrokerSection {
+    /// The queue file: `data_dir/queue.sqlite`.
+    pub fn queue_path(&self) -> PathBuf {
+        self.data_dir.join(QUEUE_FILE)
+    }
+}
+
+impl BrokerFile {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<BrokerFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        BrokerFile::parse(&text, path)
+    }
+
+    /// Parses and validates text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<BrokerFile, ConfigError> {
+        let file: BrokerFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(span) => line_column(text, span.start),
+                None => (0, 0),
+            };
+            ConfigError::Parse {
+                path: origin.to_path_buf(),
+                line,
+                column,
+                message: one_line(e.message()),
+            }
+        })?;
+        file.validate(origin)?;
+        Ok(file)
+    }
+
+    /// Checks what the types cannot express.
+    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, value: String, reason| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            field,
+            value,
+            reason,
+        };
+        let b = &self.broker;
+        if b.data_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "broker.data_dir",
+                "\"\"".into(),
+                "expected a directory path",
+            ));
+        }
+        if b.max_queue_bytes < 64 * 1024 {
+            return Err(invalid(
+                "broker.max_queue_bytes",
+                b.max_queue_bytes.to_string(),
+                "expected at least 65536 bytes",
+            ));
+        }
+        if b.listen == b.upstream {
+            return Err(invalid(
+                "broker.upstream",
+                b.upstream.to_string(),
+                "must differ from broker.listen",
+            ));
+        }
+        let rel = &b.reliability;
+        if rel.ack_timeout_ms == 0 {
+            return Err(invalid(
+                "broker.reliability.ack_timeout_ms",
+                rel.ack_timeout_ms.to_string(),
+                "expected at least 1 millisecond",
+            ));
+        }
+        if !rel.ack_random_factor.is_finite() || rel.ack_random_factor < 1.0 {
+            return Err(invalid(
+                "broker.reliability.ack_random_factor",
+                rel.ack_random_factor.to_string(),
+                "expected a finite number of at least 1.0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../qos-broker.example.toml");
+
+    fn parse(text: &str) -> Result<BrokerFile, ConfigError> {
+        BrokerFile::parse(text, Path::new("broker.toml"))
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let b = parse("").unwrap().broker;
+        assert_eq!(b, BrokerSection::default());
+        assert_eq!(b.listen.to_string(), "127.0.0.1:5684");
+        assert_eq!(b.upstream.to_string(), "127.0.0.1:5683");
+        assert_eq!(b.data_dir, PathBuf::from("./qos-broker-data"));
+        assert_eq!(b.max_queue_bytes, 1024 * 1024 * 1024);
+        assert_eq!(
+            b.queue_path(),
+            Path::new("./qos-broker-data").join("queue.sqlite")
+        );
+    }
+
+    #[test]
+    fn example_file_equals_the_defaults_and_sets_every_key() {
+        assert_eq!(parse(EXAMPLE).unwrap(), BrokerFile::default());
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let broker = example["broker"].as_table().unwrap();
+        let mut keys: Vec<&str> = broker.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "data_dir",
+                "listen",
+                "max_queue_bytes",
+                "reliability",
+                "upstream"
+            ]
+        );
+        assert_eq!(broker["reliability"].as_table().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_field() {
+        let err = parse("[broker]\nlisten = \"127.0.0.1:1\"\nupstrem = \"x\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("broker.toml:3:"), "{text}");
+        assert!(text.contains("upstrem"), "{text}");
+        for (text, field) in [
+            ("[broker]\ndata_dir = \"\"\n", "broker.data_dir"),
+            ("[broker]\nmax_queue_bytes = 10\n", "broker.max_queue_bytes"),
+            (
+                "[broker]\nlisten = \"127.0.0.1:9\"\nupstream = \"127.0.0.1:9\"\n",
+                "broker.upstream",
+            ),
+            (
+                "[broker.reliability]\nack_timeout_ms = 0\n",
+                "broker.reliability.ack_timeout_ms",
+            ),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let err = BrokerFile::load(Path::new("no/such/broker.toml")).unwrap_err();
+        assert!(err.to_string().contains("no/such/broker.toml"), "{err}");
+    }
+}

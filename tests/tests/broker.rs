@@ -1,0 +1,264 @@
+//! A stand-alone broker between edges and the super-manager, over real sockets (DESIGN.md §4,
+//! §6 tier 3): `qos-edge run` ×2 → `qos-aggregator broker` → `qos-aggregator serve`.
+//!
+//! The broker is killed with SIGKILL mid-stream and restarted on the same port and data
+//! directory; then the super-manager is killed for a while so the broker's durable queue grows,
+//! and restarted. Afterwards every record each edge numbered is stored exactly once, without
+//! gaps, and both the edges' outboxes and the broker's queue are empty. Everything is read from
+//! the outside: the HTTP API, the SQLite files (read-only) and the edges' `outbox.bin`. No
+//! assertion depends on how fast anything runs.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use qos_e2e::{
+    binary, free_udp_port, fresh_dir, start_edge, wait_for, EdgeSpec, Proc, Serve, TcpTarget,
+};
+use qos_edge_core::Outbox;
+use qos_wire::ids::Seq;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+/// The outbox of `qos-edge` (its `OUTBOX_RECORDS` and `RECORD_BYTES`), to read `outbox.bin`.
+type EdgeOutbox = Outbox<256, 512>;
+
+/// Deadline of every wait.
+const WAIT: Duration = Duration::from_secs(90);
+
+fn base() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("broker")
+}
+
+/// Starts `qos-aggregator broker` on `listen`, forwarding to `upstream`, its queue in
+/// `dir/broker-data`; waits until it listens. Retries while the port is still held.
+fn start_broker(dir: &Path, run: usize, listen: SocketAddr, upstream: SocketAddr) -> Proc {
+    let config = dir.join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\ndata_dir = {:?}\n\
+             max_queue_bytes = 10485760\n\n[broker.reliability]\nack_timeout_ms = 500\n",
+            dir.join("broker-data").display().to_string()
+        ),
+    )
+    .expect("write the broker configuration");
+    let mut last = String::new();
+    for attempt in 0..10 {
+        let log = dir.join(format!("broker-{run}-{attempt}.log"));
+        let mut proc = Proc::spawn(
+            "qos-aggregator broker",
+            &binary("qos-aggregator"),
+            &["broker", "--config", config.to_str().expect("UTF-8 path")],
+            &log,
+        );
+        let up = wait_for("the broker to listen or exit", WAIT, || {
+            if let Some(status) = proc.exited() {
+                return Ok(Err(format!("exited with {status}\n{}", proc.log_tail())));
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("broker listening") {
+                Ok(Ok(()))
+            } else {
+                Err(proc.log_tail())
+            }
+        });
+        match up {
+            Ok(()) => return proc,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the broker did not start on {listen}: {last}");
+}
+
+/// Batches waiting in the broker's queue file.
+fn queue_len(dir: &Path) -> Result<u64, String> {
+    let db = dir.join("broker-data").join("queue.sqlite");
+    let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("open {}: {e}", db.display()))?;
+    conn.query_row("SELECT COUNT(*) FROM queue", [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .map_err(|e| format!("count the queue: {e}"))
+}
+
+fn stored_seqs(db: &Path, edge: u32) -> Result<Vec<u64>, String> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("open {}: {e}", db.display()))?;
+    let mut st = conn
+        .prepare("SELECT seq FROM records WHERE edge_id = ?1 ORDER BY seq")
+        .map_err(|e| e.to_string())?;
+    let rows = st
+        .query_map([i64::from(edge)], |r| r.get::<_, i64>(0))
+        .map_err(|e| e.to_string())?;
+    rows.map(|r| r.map(|s| s as u64).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn edge_row(serve: &Serve, id: u32) -> Result<Value, String> {
+    let edges = serve.get_json("/api/v1/edges")?;
+    edges["edges"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["id"] == id).cloned())
+        .ok_or_else(|| format!("edge {id} not listed: {edges}"))
+}
+
+fn received(serve: &Serve, id: u32) -> Result<u64, String> {
+    edge_row(serve, id)?["received"]
+        .as_u64()
+        .ok_or_else(|| "no received count".into())
+}
+
+fn read_outbox(storage: &Path) -> Result<EdgeOutbox, String> {
+    let bytes = std::fs::read(storage.join("outbox.bin")).map_err(|e| e.to_string())?;
+    EdgeOutbox::load(&bytes).map_err(|e| format!("outbox.bin does not load: {e}"))
+}
+
+/// Waits until every edge has `more` records stored beyond `from`.
+fn wait_for_progress(serve: &Serve, ids: &[u32], from: &[u64], more: u64, what: &str) -> Vec<u64> {
+    wait_for(what, WAIT, || {
+        let now = ids
+            .iter()
+            .map(|&id| received(serve, id).unwrap_or(0))
+            .collect::<Vec<_>>();
+        if now.iter().zip(from).all(|(n, f)| *n >= f + more) {
+            Ok(now)
+        } else {
+            Err(format!("received {now:?}, from {from:?}"))
+        }
+    })
+}
+
+#[test]
+fn a_killed_broker_and_an_absent_super_manager_lose_nothing() {
+    let dir = fresh_dir(&base(), "kill9");
+    let serve_dir = dir.join("serve");
+    std::fs::create_dir_all(&serve_dir).unwrap();
+    let serve = Serve::start(&serve_dir);
+    let (http, coap) = (serve.http, serve.coap);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let broker = start_broker(&dir, 0, listen, coap);
+    let target = TcpTarget::start();
+    let specs: Vec<EdgeSpec> = [31u32, 32]
+        .iter()
+        .map(|&id| EdgeSpec {
+            id,
+            broker: listen,
+            target: target.addr,
+            storage: dir.join(format!("edge-{id}")),
+            extra_toml: String::new(),
+            bind: None,
+        })
+        .collect();
+    let ids: Vec<u32> = specs.iter().map(|s| s.id).collect();
+    let edges: Vec<Proc> = specs.iter().map(|s| start_edge(&dir, s)).collect();
+
+    // (a) steady state: records reach the store through the broker
+    let steady = wait_for_progress(&serve, &ids, &[0, 0], 3, "records through the broker");
+    println!("steady state: received {steady:?}");
+
+    // (b) SIGKILL the broker mid-stream; the edges keep their records meanwhile
+    broker.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    let broker = start_broker(&dir, 1, listen, coap);
+    let after_kill = wait_for_progress(
+        &serve,
+        &ids,
+        &steady,
+        5,
+        "records after the broker's restart",
+    );
+    println!("after the broker's kill -9 and restart: received {after_kill:?}");
+
+    // (c) SIGKILL the super-manager: the broker acknowledges and queues
+    serve.proc.kill9();
+    let peak = wait_for("the broker's queue to grow", WAIT, || {
+        let n = queue_len(&dir)?;
+        if n >= 10 {
+            Ok(n)
+        } else {
+            Err(format!("{n} batches queued"))
+        }
+    });
+    println!("super-manager down: {peak} batches queued at the broker");
+    let serve = Serve::start_at(&serve_dir, http, coap);
+    let after_outage = wait_for_progress(
+        &serve,
+        &ids,
+        &after_kill,
+        peak / 2 + 3,
+        "the queued records after the super-manager's restart",
+    );
+    println!("after the outage: received {after_outage:?}");
+
+    // Everything each edge numbered is acknowledged (outbox empty), forwarded (queue empty)
+    // and stored: all sequence numbers of the edge's boot up to its next one.
+    let db = serve.database();
+    for spec in &specs {
+        let (next, seqs) = wait_for("outbox and queue empty, all stored", WAIT, || {
+            let outbox = read_outbox(&spec.storage)?;
+            if !outbox.is_empty() {
+                return Err(format!("{} records in the outbox", outbox.len()));
+            }
+            let queued = queue_len(&dir)?;
+            if queued != 0 {
+                return Err(format!("{queued} batches queued at the broker"));
+            }
+            let next = outbox.next_seq();
+            let seqs = stored_seqs(&db, spec.id)?;
+            let have: BTreeSet<u64> = seqs.iter().copied().collect();
+            let epoch_start = Seq::first_of_epoch((next.0 >> 32) as u32).0;
+            let missing: Vec<u64> = (epoch_start..next.0)
+                .filter(|s| !have.contains(s))
+                .collect();
+            if missing.is_empty() {
+                Ok((next, seqs))
+            } else {
+                Err(format!(
+                    "{} of {} numbered records not stored, first {:#x}",
+                    missing.len(),
+                    next.0 - epoch_start,
+                    missing[0]
+                ))
+            }
+        });
+        let unique: BTreeSet<u64> = seqs.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            seqs.len(),
+            "edge {}: a seq stored twice",
+            spec.id
+        );
+        for w in seqs.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "edge {}: hole after {:#x}", spec.id, w[0]);
+        }
+        assert_eq!(
+            seqs.first().copied(),
+            Some(Seq::first_of_epoch((next.0 >> 32) as u32).0),
+            "edge {}: the first record of its boot is stored",
+            spec.id
+        );
+        let row = edge_row(&serve, spec.id).expect("the edge's row");
+        assert_eq!(row["gaps"], 0, "{row}");
+        assert_eq!(row["dropped_at_edge"], 0, "{row}");
+        println!(
+            "edge {}: {} records stored (seq {:#x}..{:#x}), duplicates absorbed {}, gaps {}",
+            spec.id,
+            seqs.len(),
+            seqs[0],
+            seqs[seqs.len() - 1],
+            row["duplicates"],
+            row["gaps"]
+        );
+    }
+
+    for edge in edges {
+        edge.stop(WAIT);
+    }
+    assert!(
+        broker.stop(WAIT).success(),
+        "the broker stops cleanly on SIGTERM"
+    );
+    serve.proc.stop(WAIT);
+}
