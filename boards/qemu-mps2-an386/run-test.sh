@@ -7,7 +7,7 @@
 # From inside QEMU the host's 127.0.0.1 is 10.0.2.2, the only address the firmware talks to.
 # Environment: QOS_EDGE_ID (101), QOS_RUN_SECS (20), QOS_ACK_TARGET (5: the firmware exits once
 # this many summaries are acknowledged), MIN_RECEIVED (3). Installs what it misses
-# (qemu-system-arm from Debian, defmt-print from crates.io, the thumbv7em target).
+# (qemu-system-arm with apt-get, defmt-print with cargo install, the thumbv7em target).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
