@@ -382,8 +382,8 @@ impl Serve {
 pub struct EdgeSpec {
     /// Edge id.
     pub id: u32,
-    /// Broker (CoAP) address.
-    pub broker: SocketAddr,
+    /// Broker (CoAP) addresses, in order of preference.
+    pub brokers: Vec<SocketAddr>,
     /// TCP target of its one probe.
     pub target: SocketAddr,
     /// Storage directory (boot epoch, outbox).
@@ -402,12 +402,17 @@ pub fn start_edge(dir: &Path, spec: &EdgeSpec) -> Proc {
         &config,
         format!(
             "[edge]\nid = {id}\nname = \"e2e-{id}\"\nregion = \"loopback\"\n\n\
-             [uplink]\nbrokers = [\"{broker}\"]\nwindow_s = 1\nack_timeout_ms = 500\n{bind}\n\
+             [uplink]\nbrokers = [{brokers}]\nwindow_s = 1\nack_timeout_ms = 500\n{bind}\n\
              [storage]\ndir = {storage:?}\n\n\
              [[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"{target}\"\n\
              interval_ms = 200\ntimeout_ms = 150\n\n{extra}",
             id = spec.id,
-            broker = spec.broker,
+            brokers = spec
+                .brokers
+                .iter()
+                .map(|b| format!("\"{b}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             storage = spec.storage.display().to_string(),
             target = spec.target,
             extra = spec.extra_toml,

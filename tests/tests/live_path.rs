@@ -84,7 +84,7 @@ fn a_threshold_crossing_is_logged_and_stored_as_an_event() {
     drop(target); // refused from now on
     let spec = EdgeSpec {
         id: 14,
-        broker: serve.coap,
+        brokers: vec![serve.coap],
         target: down,
         storage: dir.join("edge-storage"),
         extra_toml: "[[rule]]\nprobe = 1\nmetric = \"availability\"\nk = 2\nn = 3\n".into(),
@@ -234,7 +234,7 @@ fn summaries_flow_from_edge_to_store() {
     let target = TcpTarget::start();
     let spec = EdgeSpec {
         id: 11,
-        broker: serve.coap,
+        brokers: vec![serve.coap],
         target: target.addr,
         storage: dir.join("edge-storage"),
         extra_toml: String::new(),
@@ -315,7 +315,7 @@ fn edge_restart_continues_numbering_and_keeps_unsent() {
     let nowhere = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let mut spec = EdgeSpec {
         id: 12,
-        broker: nowhere,
+        brokers: vec![nowhere],
         target: target.addr,
         storage: storage.clone(),
         extra_toml: String::new(),
@@ -339,7 +339,7 @@ fn edge_restart_continues_numbering_and_keeps_unsent() {
     assert!(saved.len() >= 3);
 
     let serve = Serve::start(&dir);
-    spec.broker = serve.coap;
+    spec.brokers = vec![serve.coap];
     let edge = start_edge(&dir, &spec);
 
     // Every summary of a window that ended before the kill starts before `killed_at`; every
@@ -408,7 +408,7 @@ fn serve_restart_keeps_data_and_dedups() {
     let (http, coap) = (serve.http, serve.coap);
     let spec = EdgeSpec {
         id: 13,
-        broker: coap,
+        brokers: vec![coap],
         target: target.addr,
         storage: dir.join("edge-storage"),
         extra_toml: String::new(),
@@ -715,7 +715,7 @@ fn on_demand_probe_and_recent_results() {
     let edge_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let spec = EdgeSpec {
         id: 21,
-        broker: serve.coap,
+        brokers: vec![serve.coap],
         target: target.addr,
         storage: dir.join("edge-storage"),
         extra_toml: String::new(),
