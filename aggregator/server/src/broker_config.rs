@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{line_column, one_line, ConfigError, ReliabilityConfig};
+use crate::config::{parse_toml, read_file, ConfigError, ReliabilityConfig};
 
 /// The name of the queue's SQLite file inside [`BrokerSection::data_dir`].
 pub const QUEUE_FILE: &str = "queue.sqlite";
@@ -79,27 +79,12 @@ impl BrokerSection {
 impl BrokerFile {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<BrokerFile, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        BrokerFile::parse(&text, path)
+        BrokerFile::parse(&read_file(path)?, path)
     }
 
     /// Parses and validates text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<BrokerFile, ConfigError> {
-        let file: BrokerFile = toml::from_str(text).map_err(|e| {
-            let (line, column) = match e.span() {
-                Some(span) => line_column(text, span.start),
-                None => (0, 0),
-            };
-            ConfigError::Parse {
-                path: origin.to_path_buf(),
-                line,
-                column,
-                message: one_line(e.message()),
-            }
-        })?;
+        let file: BrokerFile = parse_toml(text, origin)?;
         file.validate(origin)?;
         Ok(file)
     }

@@ -218,30 +218,42 @@ pub enum ConfigError {
     },
 }
 
+/// Reads the file at `path` (errors name it).
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Deserialises TOML `text`; a syntax or schema error names `origin`, line and column.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &Path,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = match e.span() {
+            Some(span) => line_column(text, span.start),
+            None => (0, 0),
+        };
+        ConfigError::Parse {
+            path: origin.to_path_buf(),
+            line,
+            column,
+            message: one_line(e.message()),
+        }
+    })
+}
+
 impl Config {
     /// Reads and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::parse(&text, path)
+        Config::parse(&read_file(path)?, path)
     }
 
     /// Parses and validates configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = match e.span() {
-                Some(span) => line_column(text, span.start),
-                None => (0, 0),
-            };
-            ConfigError::Parse {
-                path: origin.to_path_buf(),
-                line,
-                column,
-                message: one_line(e.message()),
-            }
-        })?;
+        let config: Config = parse_toml(text, origin)?;
         config.validate(origin)?;
         Ok(config)
     }
