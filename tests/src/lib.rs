@@ -371,6 +371,22 @@ impl Serve {
         serde_json::from_str(&body).map_err(|e| format!("GET {path}: {e} in {body:?}"))
     }
 
+    /// The row of edge `id` in `GET /api/v1/edges`.
+    pub fn edge_row(&self, id: u32) -> Result<serde_json::Value, String> {
+        let edges = self.get_json("/api/v1/edges")?;
+        edges["edges"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["id"] == id).cloned())
+            .ok_or_else(|| format!("edge {id} not listed: {edges}"))
+    }
+
+    /// Records stored for edge `id` (its `received` count).
+    pub fn received(&self, id: u32) -> Result<u64, String> {
+        self.edge_row(id)?["received"]
+            .as_u64()
+            .ok_or_else(|| "no received count".into())
+    }
+
     /// The SQLite database file.
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("qos.sqlite")

@@ -19,7 +19,6 @@ use qos_e2e::{
 use qos_edge_core::Outbox;
 use qos_wire::ids::Seq;
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value;
 
 /// The outbox of `qos-edge` (its `OUTBOX_RECORDS` and `RECORD_BYTES`), to read `outbox.bin`.
 type EdgeOutbox = Outbox<256, 512>;
@@ -96,20 +95,6 @@ fn stored_seqs(db: &Path, edge: u32) -> Result<Vec<u64>, String> {
         .collect()
 }
 
-fn edge_row(serve: &Serve, id: u32) -> Result<Value, String> {
-    let edges = serve.get_json("/api/v1/edges")?;
-    edges["edges"]
-        .as_array()
-        .and_then(|a| a.iter().find(|e| e["id"] == id).cloned())
-        .ok_or_else(|| format!("edge {id} not listed: {edges}"))
-}
-
-fn received(serve: &Serve, id: u32) -> Result<u64, String> {
-    edge_row(serve, id)?["received"]
-        .as_u64()
-        .ok_or_else(|| "no received count".into())
-}
-
 fn read_outbox(storage: &Path) -> Result<EdgeOutbox, String> {
     let bytes = std::fs::read(storage.join("outbox.bin")).map_err(|e| e.to_string())?;
     EdgeOutbox::load(&bytes).map_err(|e| format!("outbox.bin does not load: {e}"))
@@ -120,7 +105,7 @@ fn wait_for_progress(serve: &Serve, ids: &[u32], from: &[u64], more: u64, what: 
     wait_for(what, WAIT, || {
         let now = ids
             .iter()
-            .map(|&id| received(serve, id).unwrap_or(0))
+            .map(|&id| serve.received(id).unwrap_or(0))
             .collect::<Vec<_>>();
         if now.iter().zip(from).all(|(n, f)| *n >= f + more) {
             Ok(now)
@@ -183,7 +168,7 @@ fn check_all_stored(serve: &Serve, spec: &EdgeSpec, queue_dirs: &[&Path]) {
         "edge {}: the first record of its boot is stored",
         spec.id
     );
-    let row = edge_row(serve, spec.id).expect("the edge's row");
+    let row = serve.edge_row(spec.id).expect("the edge's row");
     assert_eq!(row["gaps"], 0, "{row}");
     assert_eq!(row["dropped_at_edge"], 0, "{row}");
     println!(

@@ -21,7 +21,6 @@ use qos_edge_core::Outbox;
 use qos_wire::metrics::{Metric, MetricsSample};
 use qos_wire::summary::Summary;
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value;
 
 /// The outbox of `qos-edge` (its `OUTBOX_RECORDS` and `RECORD_BYTES`), to read `outbox.bin`.
 type EdgeOutbox = Outbox<256, 512>;
@@ -208,20 +207,6 @@ fn check_records(rows: &[Row]) -> BTreeMap<u64, CentralSummary> {
     out
 }
 
-fn edge_row(serve: &Serve, id: u32) -> Result<Value, String> {
-    let edges = serve.get_json("/api/v1/edges")?;
-    edges["edges"]
-        .as_array()
-        .and_then(|a| a.iter().find(|e| e["id"] == id).cloned())
-        .ok_or_else(|| format!("edge {id} not listed: {edges}"))
-}
-
-fn received(serve: &Serve, id: u32) -> Result<u64, String> {
-    edge_row(serve, id)?["received"]
-        .as_u64()
-        .ok_or_else(|| "no received count".into())
-}
-
 fn read_outbox(storage: &Path) -> Result<EdgeOutbox, String> {
     let bytes = std::fs::read(storage.join("outbox.bin")).map_err(|e| e.to_string())?;
     EdgeOutbox::load(&bytes).map_err(|e| format!("outbox.bin does not load: {e}"))
@@ -254,7 +239,7 @@ fn summaries_flow_from_edge_to_store() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""status":"ok""#), "{body}");
 
-    let row = edge_row(&serve, spec.id).expect("edge listed");
+    let row = serve.edge_row(spec.id).expect("edge listed");
     assert!(row["received"].as_u64().unwrap() >= 3, "{row}");
     assert_eq!(row["gaps"], 0, "{row}");
 
@@ -394,7 +379,7 @@ fn edge_restart_continues_numbering_and_keeps_unsent() {
             );
         }
     }
-    let row = edge_row(&serve, spec.id).expect("edge listed");
+    let row = serve.edge_row(spec.id).expect("edge listed");
     assert_eq!(row["gaps"], 0, "{row}");
     assert_eq!(row["received"].as_u64(), Some(rows.len() as u64), "{row}");
     serve.proc.stop(PATIENCE);
@@ -416,7 +401,7 @@ fn serve_restart_keeps_data_and_dedups() {
     };
     let edge = start_edge(&dir, &spec);
     let before = wait_for("3 stored summaries", PATIENCE, || {
-        match received(&serve, spec.id) {
+        match serve.received(spec.id) {
             Ok(n) if n >= 3 => Ok(n),
             Ok(n) => Err(format!("{n}\n{}", edge.log_tail())),
             Err(e) => Err(e),
@@ -439,7 +424,7 @@ fn serve_restart_keeps_data_and_dedups() {
     let serve = Serve::start_at(&dir, http, coap);
     let mut last = before.max(rows_before.len() as u64);
     wait_for("the backlog and 3 more summaries stored", PATIENCE, || {
-        let n = received(&serve, spec.id)?;
+        let n = serve.received(spec.id)?;
         assert!(n >= last, "the stored count went down from {last} to {n}");
         last = n;
         let waiting = read_outbox(&spec.storage)
@@ -467,7 +452,7 @@ fn serve_restart_keeps_data_and_dedups() {
     let first = *summaries.keys().next().expect("records");
     assert_eq!(first & 0xffff_ffff, 0);
     assert!(summaries.keys().all(|s| epoch(*s) == epoch(first)));
-    let row = edge_row(&serve, spec.id).expect("edge listed");
+    let row = serve.edge_row(spec.id).expect("edge listed");
     assert_eq!(row["gaps"], 0, "{row}");
     assert_eq!(row["received"].as_u64(), Some(rows.len() as u64), "{row}");
     let stats = serve.get_json("/api/v1/stats").expect("stats");

@@ -1,7 +1,7 @@
 //! The HTTP API and `serve` against a real server on 127.0.0.1 (port 0), with raw HTTP/1.1
 //! over `TcpStream`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,10 +11,9 @@ use qos_aggregator::http::now_ms;
 use qos_aggregator::serve::{run_serve, ServeError, ServeHandle};
 use qos_aggregator::stats::RejectReason;
 use qos_aggregator::store::{EdgeKey, NewRecord, SqliteStore, Store};
-use serde_json::Value;
 
 mod common;
-use common::TempDir;
+use common::{read_reply, Reply, TempDir};
 
 fn test_config(dir: &TempDir) -> Config {
     let mut config = Config::default();
@@ -62,27 +61,6 @@ impl Drop for Running {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        assert_eq!(self.header("Content-Type"), Some("application/json"));
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
 /// Sends `head` (request line and headers, without the blank line) plus `body`, and reads one
 /// response, using its Content-Length (the server may keep the connection open).
 fn exchange(addr: SocketAddr, head: &str, body: &[u8], expect_body: bool) -> Reply {
@@ -91,40 +69,7 @@ fn exchange(addr: SocketAddr, head: &str, body: &[u8], expect_body: bool) -> Rep
     request.extend_from_slice(body);
     // A large body may be refused before it is read: ignore a reset while sending.
     let _ = stream.write_all(&request);
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (k, v) = line.split_once(':').unwrap();
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if expect_body {
-        let len: usize = reply
-            .header("Content-Length")
-            .expect("Content-Length")
-            .parse()
-            .unwrap();
-        reply.body = vec![0; len];
-        reader.read_exact(&mut reply.body).unwrap();
-    }
-    reply
+    read_reply(&mut BufReader::new(stream), !expect_body)
 }
 
 fn get(addr: SocketAddr, target: &str) -> Reply {

@@ -12,13 +12,12 @@ use qos_aggregator::config::Synchronous;
 use qos_aggregator::http::{self, HttpServer, ServerOptions};
 use qos_aggregator::stats::IngestStats;
 use qos_aggregator::store::{SqliteStore, Store, StoreRead};
-use serde_json::Value;
 
 /// Only so that a broken server fails a test rather than hanging it.
 const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
 
 mod common;
-use common::TempDir;
+use common::{read_reply, Reply, TempDir};
 
 /// An API server on its own store.
 struct Server {
@@ -71,64 +70,10 @@ fn api_defaults() -> ServerOptions {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        assert_eq!(self.header("Content-Type"), Some("application/json"));
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
 fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
     stream
-}
-
-/// Reads one response; its body (per Content-Length) unless `head_only`.
-fn read_reply(reader: &mut impl BufRead, head_only: bool) -> Reply {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (k, v) = line.split_once(':').unwrap();
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if !head_only {
-        let len: usize = reply.header("Content-Length").unwrap().parse().unwrap();
-        reply.body = vec![0; len];
-        reader.read_exact(&mut reply.body).unwrap();
-    }
-    reply
 }
 
 /// Sends `request` on a new connection and reads one response.

@@ -1,6 +1,10 @@
-//! What the integration tests of this crate share.
+//! What the integration tests of this crate share (not every test file uses every item).
+#![allow(dead_code)]
 
+use std::io::BufRead;
 use std::path::PathBuf;
+
+use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -25,4 +29,61 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// One HTTP response read from a raw socket.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (checks the Content-Type).
+    pub fn json(&self) -> Value {
+        assert_eq!(self.header("Content-Type"), Some("application/json"));
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Reads one response; its body (per Content-Length) unless `head_only`.
+pub fn read_reply(reader: &mut impl BufRead, head_only: bool) -> Reply {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if !head_only {
+        let len: usize = reply.header("Content-Length").unwrap().parse().unwrap();
+        reply.body = vec![0; len];
+        reader.read_exact(&mut reply.body).unwrap();
+    }
+    reply
 }
