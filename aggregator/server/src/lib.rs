@@ -11,6 +11,8 @@
 //! - [`stats`]: lock-free ingest counters and the reasons a datagram can be rejected;
 //! - [`http`]: the JSON API under `/api/v1/`;
 //! - [`serve`]: wires configuration, store, counters and listeners together ([`serve::run_serve`]);
+//! - [`rca`]: `qos-aggregator rca`, offline root-cause analysis of a case directory (the engine
+//!   is the `qos-rca` crate; this reads the case and prints the ranking as JSON);
 //! - [`broker_config`], [`broker_run`]: `qos-aggregator broker`, a stand-alone store-and-forward
 //!   broker (the logic is the `qos-broker` crate; this is its configuration and UDP driver).
 
@@ -20,6 +22,7 @@ pub mod coap;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod rca;
 pub mod serve;
 pub mod stats;
 pub mod store;

@@ -41,6 +41,19 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Offline root-cause analysis: rank the components of a case directory (metrics.csv
+    /// [+ slis.csv] [+ topology.csv]) for an incident that began at UNIX_TS; JSON on stdout.
+    Rca {
+        /// The case directory.
+        #[arg(long, value_name = "DIR")]
+        case: PathBuf,
+        /// The estimated start of the incident, Unix seconds.
+        #[arg(long, value_name = "UNIX_TS", allow_negative_numbers = true)]
+        at: f64,
+        /// Print only the N most likely causes.
+        #[arg(long, value_name = "N")]
+        top: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +62,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Broker { config } => broker(config),
+        Command::Rca { case, at, top } => rca(&case, at, top),
     }
 }
 
@@ -92,6 +106,16 @@ fn broker(config_path: Option<PathBuf>) -> ExitCode {
     match run_broker(&config.broker, shutdown).and_then(|handle| handle.wait()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),
+    }
+}
+
+fn rca(case: &std::path::Path, at: f64, top: Option<usize>) -> ExitCode {
+    match qos_aggregator::rca::run_rca(case, at, top) {
+        Ok(doc) => {
+            println!("{doc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, 2),
     }
 }
 

@@ -1,0 +1,149 @@
+//! Scoring one metric series against its own past.
+//!
+//! The samples before `at` (within the look-back) form a robust [`Baseline`]; every sample in
+//! the horizon after `at` gets a robust z-score. The series' anomaly is the *sustained*
+//! deviation: the largest |z| reached by at least a given share of the horizon's samples (half
+//! by default, i.e. the upper median of |z|), so a lone spike, common in sparse latency
+//! percentiles, does not outrank a real shift. It is compressed with `ln(1 + |z|)` so series of
+//! any scale and any noise level are comparable and a flat series that moves a little cannot
+//! dominate everything by an astronomically large z.
+
+use crate::onset::{onset, Sustain};
+use crate::stats::Baseline;
+use crate::Direction;
+
+/// How one series is scored; see [`crate::Config`] for the meaning of each field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesParams {
+    /// Start of the baseline: samples in `[at - lookback, at)`.
+    pub lookback: f64,
+    /// End of the scored window: samples in `[at, at + horizon]`.
+    pub horizon: f64,
+    /// Fewest baseline samples for a series to be scored.
+    pub min_baseline: usize,
+    /// Share of the horizon's samples that must reach a deviation for it to count.
+    pub sustain_share: f64,
+    /// |z| over which a sample is deviating (onset detection).
+    pub z_threshold: f64,
+    /// The k-of-n rule of onset detection.
+    pub sustain: Sustain,
+}
+
+/// The anomaly of one series after `at`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesScore {
+    /// `ln(1 + sustained |z|)`: 0 for no change, about 2.3 for a sustained 9 σ deviation.
+    pub score: f64,
+    /// The sustained |z| (see the module documentation).
+    pub sustained_z: f64,
+    /// The largest |z| after `at`.
+    pub peak_z: f64,
+    /// When the first sustained deviation began, if any.
+    pub onset: Option<f64>,
+    /// Whether the series went up or down (sign of the median z after `at`).
+    pub direction: Direction,
+}
+
+/// Scores `points` (time, value; finite, in time order) for an incident at `at`, or `None`
+/// when the baseline is too short or nothing was observed after `at`.
+pub fn score_series(points: &[(f64, f64)], at: f64, p: &SeriesParams) -> Option<SeriesScore> {
+    let start = at - p.lookback;
+    let end = at + p.horizon;
+    let lo = points.partition_point(|&(t, _)| t < start);
+    let mid = points.partition_point(|&(t, _)| t < at);
+    let hi = points.partition_point(|&(t, _)| t <= end);
+    let before = &points[lo..mid];
+    let after = &points[mid..hi.max(mid)];
+    if after.is_empty() {
+        return None;
+    }
+    let mut scratch: Vec<f64> = before.iter().map(|&(_, v)| v).collect();
+    let baseline = Baseline::of(&mut scratch, p.min_baseline)?;
+    let z: Vec<(f64, f64)> = after.iter().map(|&(t, v)| (t, baseline.z(v))).collect();
+    let mut abs: Vec<f64> = z.iter().map(|&(_, v)| v.abs()).collect();
+    abs.sort_unstable_by(|a, b| b.total_cmp(a));
+    let k = ((p.sustain_share * abs.len() as f64).ceil() as usize).clamp(1, abs.len());
+    let sustained_z = abs[k - 1];
+    let peak_z = abs[0];
+    let mut signed: Vec<f64> = z.iter().map(|&(_, v)| v).collect();
+    let mid_z = crate::stats::median(&mut signed).unwrap_or(0.0);
+    let direction = if mid_z >= 0.0 {
+        Direction::Up
+    } else {
+        Direction::Down
+    };
+    Some(SeriesScore {
+        score: sustained_z.ln_1p(),
+        sustained_z,
+        peak_z,
+        onset: onset(&z, p.z_threshold, p.sustain),
+        direction,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> SeriesParams {
+        SeriesParams {
+            lookback: 1000.0,
+            horizon: 100.0,
+            min_baseline: 3,
+            sustain_share: 0.5,
+            z_threshold: 3.0,
+            sustain: Sustain::default(),
+        }
+    }
+
+    fn noisy(i: usize) -> f64 {
+        // deterministic, zero-mean, bounded noise
+        (((i * 7919) % 101) as f64 / 100.0 - 0.5) * 2.0
+    }
+
+    #[test]
+    fn a_level_shift_scores_high_with_its_onset_and_direction() {
+        let pts: Vec<(f64, f64)> = (0..110)
+            .map(|i| {
+                let t = i as f64 * 10.0;
+                let v = 50.0 + noisy(i) + if t >= 1030.0 { -30.0 } else { 0.0 };
+                (t, v)
+            })
+            .collect();
+        let s = score_series(&pts, 1000.0, &params()).unwrap();
+        assert!(s.sustained_z > 10.0, "{s:?}");
+        assert_eq!(s.onset, Some(1030.0));
+        assert_eq!(s.direction, Direction::Down);
+    }
+
+    #[test]
+    fn a_lone_spike_scores_low_but_shows_in_the_peak() {
+        let pts: Vec<(f64, f64)> = (0..110)
+            .map(|i| {
+                let v = 50.0 + noisy(i) + if i == 104 { 500.0 } else { 0.0 };
+                (i as f64 * 10.0, v)
+            })
+            .collect();
+        let s = score_series(&pts, 1000.0, &params()).unwrap();
+        assert!(s.sustained_z < 3.0, "{s:?}");
+        assert!(s.peak_z > 100.0, "{s:?}");
+        assert_eq!(s.onset, None);
+    }
+
+    #[test]
+    fn samples_outside_the_window_are_ignored() {
+        let mut pts: Vec<(f64, f64)> = (0..110).map(|i| (i as f64 * 10.0, noisy(i))).collect();
+        pts.insert(0, (-5000.0, 1e9));
+        pts.push((1e12, 1e9));
+        let s = score_series(&pts, 1000.0, &params()).unwrap();
+        assert!(s.peak_z < 5.0, "{s:?}");
+    }
+
+    #[test]
+    fn no_baseline_or_no_data_after_at_gives_none() {
+        let pts = [(999.0, 1.0), (1001.0, 2.0)];
+        assert!(score_series(&pts, 1000.0, &params()).is_none());
+        let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 1.0)).collect();
+        assert!(score_series(&pts, 1000.0, &params()).is_none());
+    }
+}
