@@ -49,6 +49,8 @@ fn set(c: &mut Config, kv: &str) -> Result<(), String> {
         "lookback" => c.lookback = x,
         "horizon" => c.horizon = x,
         "min_baseline" => c.min_baseline = x as usize,
+        "relative_floor" => c.relative_floor = x,
+        "redundancy" => c.redundancy = x,
         "sustain_share" => c.sustain_share = x,
         "z_threshold" => c.z_threshold = x,
         "top_metrics" => c.top_metrics = x as usize,

@@ -96,6 +96,10 @@ pub struct Config {
     pub horizon: f64,
     /// Fewest baseline samples for a series to be scored.
     pub min_baseline: usize,
+    /// The baseline's scale is at least this share of the magnitude of its median: a flat
+    /// series must move by this share of its level to score 1 σ. Keeps constant and quantised
+    /// series (idle latency floors, fixed memory) from producing astronomic z-scores.
+    pub relative_floor: f64,
     /// Share of the samples after `at` that must reach a deviation for it to count (0.5: the
     /// upper median of |z|).
     pub sustain_share: f64,
@@ -106,6 +110,9 @@ pub struct Config {
     pub sustain: onset::Sustain,
     /// How many of a component's most anomalous series are averaged into its score.
     pub top_metrics: usize,
+    /// Series of one component whose z-profiles after `at` correlate at least this much count
+    /// once among its top series (a value above 1 turns this off).
+    pub redundancy: f64,
     /// Bonus (in score units) for the earliest onset, falling linearly to 0 at the horizon.
     pub onset_weight: f64,
     /// Bonus for components whose deviation began no later than the users' indicators'.
@@ -126,10 +133,12 @@ impl Default for Config {
             lookback: 1800.0,
             horizon: 300.0,
             min_baseline: 3,
+            relative_floor: 0.001,
             sustain_share: 0.5,
             z_threshold: 3.0,
             sustain: onset::Sustain::default(),
             top_metrics: 3,
+            redundancy: 0.98,
             onset_weight: 0.3,
             sli_weight: 0.2,
             explained_discount: 0.5,

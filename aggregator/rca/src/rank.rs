@@ -36,6 +36,7 @@ fn params(config: &Config) -> SeriesParams {
         lookback: config.lookback,
         horizon: config.horizon,
         min_baseline: config.min_baseline,
+        relative_floor: config.relative_floor,
         sustain_share: config.sustain_share,
         z_threshold: config.z_threshold,
         sustain: config.sustain,
@@ -85,7 +86,18 @@ pub fn rank(incident: &Incident, config: &Config) -> Vec<Cause> {
         .into_iter()
         .map(|(name, mut list)| {
             list.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(b.0)));
-            let top = &list[..list.len().min(k)];
+            let mut top: Vec<&(&str, SeriesScore)> = Vec::with_capacity(k);
+            for cand in &list {
+                if top.len() == k {
+                    break;
+                }
+                if !top
+                    .iter()
+                    .any(|t| t.1.redundant_with(&cand.1, config.redundancy))
+                {
+                    top.push(cand);
+                }
+            }
             let anomaly = top.iter().map(|(_, s)| s.score).sum::<f64>() / k as f64;
             let onset = top
                 .iter()
@@ -113,7 +125,7 @@ pub fn rank(incident: &Incident, config: &Config) -> Vec<Cause> {
                 name: name.to_string(),
                 anomaly,
                 score: anomaly,
-                best: list.first().map(|(m, s)| (m.to_string(), *s)),
+                best: list.first().map(|(m, s)| (m.to_string(), s.clone())),
                 onset,
                 evidence,
             }
@@ -228,20 +240,22 @@ mod tests {
     #[test]
     fn an_earlier_more_anomalous_dependency_explains_its_caller() {
         let at = 10_000.0;
-        // The caller deviates a bit more but later than its dependency.
-        let inc = Incident {
+        // The dependency deviates earlier and in three distinct metrics; the caller later.
+        let mut inc = Incident {
             metrics: vec![
                 series("caller", "lat", flat_then(at, Some(at + 100.0), 40.0, 1)),
                 series("dep", "lat", flat_then(at, Some(at + 10.0), 35.0, 2)),
-                series("dep", "cpu", flat_then(at, Some(at + 10.0), 35.0, 3)),
+                series("dep", "cpu", flat_then(at, Some(at + 50.0), 50.0, 3)),
+                series("dep", "mem", flat_then(at, Some(at + 150.0), 70.0, 4)),
             ],
-            edges: vec![Edge {
-                source: "caller".into(),
-                target: "dep".into(),
-            }],
             at,
             ..Default::default()
         };
+        let alone = rank(&inc, &Config::default());
+        inc.edges.push(Edge {
+            source: "caller".into(),
+            target: "dep".into(),
+        });
         let r = rank(&inc, &Config::default());
         assert_eq!(r[0].component, "dep", "{r:?}");
         assert!(
@@ -252,6 +266,12 @@ mod tests {
             r[1].evidence.iter().any(|e| e.contains("explained by dep")),
             "{r:?}"
         );
+        let before = alone
+            .iter()
+            .find(|c| c.component == "caller")
+            .map(|c| c.score);
+        let discount = Config::default().explained_discount;
+        assert_eq!(before.map(|s| s * (1.0 - discount)), Some(r[1].score));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct SeriesParams {
     pub horizon: f64,
     /// Fewest baseline samples for a series to be scored.
     pub min_baseline: usize,
+    /// Floor of the baseline's scale relative to its level.
+    pub relative_floor: f64,
     /// Share of the horizon's samples that must reach a deviation for it to count.
     pub sustain_share: f64,
     /// |z| over which a sample is deviating (onset detection).
@@ -30,7 +32,7 @@ pub struct SeriesParams {
 }
 
 /// The anomaly of one series after `at`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SeriesScore {
     /// `ln(1 + sustained |z|)`: 0 for no change, about 2.3 for a sustained 9 σ deviation.
     pub score: f64,
@@ -42,6 +44,37 @@ pub struct SeriesScore {
     pub onset: Option<f64>,
     /// Whether the series went up or down (sign of the median z after `at`).
     pub direction: Direction,
+    /// The z-scores after `at`, as (time, z).
+    pub profile: Vec<(f64, f64)>,
+}
+
+impl SeriesScore {
+    /// Whether `self` and `other` carry the same signal: sampled at the same times after `at`
+    /// (at least 3) and with z-profiles correlated (Pearson, either sign) at `min_corr` or more.
+    /// Percentiles of one latency, or a quantity and its percentage, are such pairs.
+    pub fn redundant_with(&self, other: &SeriesScore, min_corr: f64) -> bool {
+        let (a, b) = (&self.profile, &other.profile);
+        if a.len() != b.len() || a.len() < 3 || a.iter().zip(b).any(|(x, y)| x.0 != y.0) {
+            return false;
+        }
+        let n = a.len() as f64;
+        let (ma, mb) = (
+            a.iter().map(|x| x.1).sum::<f64>() / n,
+            b.iter().map(|x| x.1).sum::<f64>() / n,
+        );
+        let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            let (dx, dy) = (x.1 - ma, y.1 - mb);
+            sab += dx * dy;
+            saa += dx * dx;
+            sbb += dy * dy;
+        }
+        if saa <= 0.0 || sbb <= 0.0 {
+            // A flat profile: redundant only with another flat one at the same level.
+            return saa <= 0.0 && sbb <= 0.0 && (ma - mb).abs() <= 1e-9 * ma.abs().max(1.0);
+        }
+        (sab / (saa * sbb).sqrt()).abs() >= min_corr
+    }
 }
 
 /// Scores `points` (time, value; finite, in time order) for an incident at `at`, or `None`
@@ -58,7 +91,7 @@ pub fn score_series(points: &[(f64, f64)], at: f64, p: &SeriesParams) -> Option<
         return None;
     }
     let mut scratch: Vec<f64> = before.iter().map(|&(_, v)| v).collect();
-    let baseline = Baseline::of(&mut scratch, p.min_baseline)?;
+    let baseline = Baseline::of(&mut scratch, p.min_baseline, p.relative_floor)?;
     let z: Vec<(f64, f64)> = after.iter().map(|&(t, v)| (t, baseline.z(v))).collect();
     let mut abs: Vec<f64> = z.iter().map(|&(_, v)| v.abs()).collect();
     abs.sort_unstable_by(|a, b| b.total_cmp(a));
@@ -78,6 +111,7 @@ pub fn score_series(points: &[(f64, f64)], at: f64, p: &SeriesParams) -> Option<
         peak_z,
         onset: onset(&z, p.z_threshold, p.sustain),
         direction,
+        profile: z,
     })
 }
 
@@ -90,6 +124,7 @@ mod tests {
             lookback: 1000.0,
             horizon: 100.0,
             min_baseline: 3,
+            relative_floor: 1e-6,
             sustain_share: 0.5,
             z_threshold: 3.0,
             sustain: Sustain::default(),
@@ -137,6 +172,32 @@ mod tests {
         pts.push((1e12, 1e9));
         let s = score_series(&pts, 1000.0, &params()).unwrap();
         assert!(s.peak_z < 5.0, "{s:?}");
+    }
+
+    #[test]
+    fn proportional_series_are_redundant_and_unrelated_ones_are_not() {
+        let shift = |scale: f64, seed: usize| -> Vec<(f64, f64)> {
+            (0..110)
+                .map(|i| {
+                    let up = if i >= 103 {
+                        30.0 + (i % 4) as f64 * 5.0
+                    } else {
+                        0.0
+                    };
+                    (i as f64 * 10.0, scale * (50.0 + noisy(i + seed) + up))
+                })
+                .collect()
+        };
+        let a = score_series(&shift(1.0, 0), 1000.0, &params()).unwrap();
+        let pct = score_series(&shift(0.01, 0), 1000.0, &params()).unwrap();
+        let other = score_series(&shift(1.0, 5), 1000.0, &params()).unwrap();
+        assert!(a.redundant_with(&pct, 0.98));
+        let noise: Vec<(f64, f64)> = (0..110)
+            .map(|i| (i as f64 * 10.0, noisy(i * 3 + 1)))
+            .collect();
+        let n = score_series(&noise, 1000.0, &params()).unwrap();
+        assert!(!a.redundant_with(&n, 0.98));
+        let _ = other;
     }
 
     #[test]

@@ -40,23 +40,21 @@ pub struct Baseline {
     /// The median of the baseline samples.
     pub center: f64,
     /// A robust standard-deviation estimate: the larger of 1.4826·MAD and IQR/1.349, never
-    /// below a tiny floor relative to the level of the series (so a perfectly flat baseline
-    /// still gives finite scores).
+    /// below a floor relative to the level of the series (so a flat or nearly flat baseline
+    /// still gives finite, comparable scores).
     pub scale: f64,
     /// How many samples the baseline had.
     pub samples: usize,
 }
 
-/// Relative floor of [`Baseline::scale`]: a flat series that moves by one part in a million of
-/// its level scores about 1.
-pub const RELATIVE_SCALE_FLOOR: f64 = 1e-6;
 /// Absolute floor of [`Baseline::scale`] for series whose level is zero.
 pub const ABSOLUTE_SCALE_FLOOR: f64 = 1e-9;
 
 impl Baseline {
     /// The robust baseline of `values` (reordered), or `None` with fewer than `min_samples`
-    /// (at least 1) samples.
-    pub fn of(values: &mut [f64], min_samples: usize) -> Option<Baseline> {
+    /// (at least 1) samples. The scale is at least `relative_floor` times the magnitude of the
+    /// median (and at least [`ABSOLUTE_SCALE_FLOOR`]).
+    pub fn of(values: &mut [f64], min_samples: usize, relative_floor: f64) -> Option<Baseline> {
         if values.len() < min_samples.max(1) {
             return None;
         }
@@ -67,7 +65,7 @@ impl Baseline {
             *v = (*v - center).abs();
         }
         let mad = median(values)?;
-        let floor = (center.abs() * RELATIVE_SCALE_FLOOR).max(ABSOLUTE_SCALE_FLOOR);
+        let floor = (center.abs() * relative_floor).max(ABSOLUTE_SCALE_FLOOR);
         let scale = (mad * MAD_TO_SIGMA)
             .max((q3 - q1) / IQR_TO_SIGMA)
             .max(floor);
@@ -104,10 +102,10 @@ mod tests {
     #[test]
     fn the_baseline_ignores_a_minority_of_outliers() {
         let mut v: Vec<f64> = (0..100).map(|i| 10.0 + (i % 5) as f64 * 0.1).collect();
-        let clean = Baseline::of(&mut v.clone(), 3).unwrap();
+        let clean = Baseline::of(&mut v.clone(), 3, 1e-6).unwrap();
         v[3] = 1e6;
         v[50] = -1e6;
-        let dirty = Baseline::of(&mut v, 3).unwrap();
+        let dirty = Baseline::of(&mut v, 3, 1e-6).unwrap();
         assert!((dirty.center - clean.center).abs() < 0.11, "{dirty:?}");
         assert!(dirty.scale < 2.0 * clean.scale, "{dirty:?} vs {clean:?}");
         assert!(dirty.z(1e6) > 1e5);
@@ -116,26 +114,28 @@ mod tests {
     #[test]
     fn a_flat_baseline_has_a_small_positive_scale() {
         let mut v = vec![200.0; 30];
-        let b = Baseline::of(&mut v, 3).unwrap();
+        let b = Baseline::of(&mut v, 3, 1e-6).unwrap();
         assert_eq!(b.center, 200.0);
         assert!(b.scale > 0.0 && b.scale <= 200.0 * 1e-5, "{b:?}");
         assert!(b.z(201.0) > 1000.0);
         let mut zeros = vec![0.0; 30];
-        let b = Baseline::of(&mut zeros, 3).unwrap();
+        let b = Baseline::of(&mut zeros, 3, 1e-6).unwrap();
         assert!(b.scale > 0.0 && b.z(0.0) == 0.0);
+        let b = Baseline::of(&mut vec![200.0; 30], 3, 0.05).unwrap();
+        assert!((b.scale - 10.0).abs() < 1e-9, "{b:?}");
     }
 
     #[test]
     fn too_few_samples_give_no_baseline() {
-        assert!(Baseline::of(&mut [1.0, 2.0], 3).is_none());
-        assert!(Baseline::of(&mut [], 0).is_none());
+        assert!(Baseline::of(&mut [1.0, 2.0], 3, 1e-6).is_none());
+        assert!(Baseline::of(&mut [], 0, 1e-6).is_none());
     }
 
     #[test]
     fn the_scale_matches_sigma_for_gaussian_like_data() {
         // A symmetric triangular-ish spread; MAD·1.4826 and IQR/1.349 both near the sd.
         let mut v: Vec<f64> = (0..1001).map(|i| (i as f64 - 500.0) / 100.0).collect();
-        let b = Baseline::of(&mut v, 3).unwrap();
+        let b = Baseline::of(&mut v, 3, 1e-6).unwrap();
         assert!((b.center).abs() < 1e-9);
         // uniform on [-5, 5]: MAD = 2.5, IQR = 5 → max(3.7, 3.7)
         assert!((b.scale - 3.7).abs() < 0.05, "{b:?}");
