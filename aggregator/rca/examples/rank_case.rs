@@ -51,7 +51,6 @@ fn set(c: &mut Config, kv: &str) -> Result<(), String> {
         "min_baseline" => c.min_baseline = x as usize,
         "relative_floor" => c.relative_floor = x,
         "redundancy" => c.redundancy = x,
-        "sustain_share" => c.sustain_share = x,
         "z_threshold" => c.z_threshold = x,
         "top_metrics" => c.top_metrics = x as usize,
         "onset_weight" => c.onset_weight = x,

@@ -11,9 +11,9 @@
 //!
 //! How it decides (details in `docs/rca.md` and in each module):
 //! 1. [`series`]: each series is compared with its own robust baseline (median, MAD/IQR)
-//!    before `at`; its anomaly is the *sustained* robust z-score after `at` (reached by at
-//!    least half the samples), compressed with `ln(1 + z)`, with the onset of the first
-//!    sustained deviation ([`onset`]).
+//!    before `at`; its anomaly is the mean log-surprise `ln(1 + |z|)` of the robust z-scores
+//!    after `at` (size and duration both count, a lone spike is diluted, scales do not
+//!    matter), with the onset of the first sustained deviation ([`onset`]).
 //! 2. [`rank`]: a component's anomaly is the mean of its top few series (metric-neutral:
 //!    every metric counts alike, several anomalous metrics beat one); components whose
 //!    deviation began earliest get a small bonus, and so do those that began before the
@@ -100,9 +100,6 @@ pub struct Config {
     /// series must move by this share of its level to score 1 σ. Keeps constant and quantised
     /// series (idle latency floors, fixed memory) from producing astronomic z-scores.
     pub relative_floor: f64,
-    /// Share of the samples after `at` that must reach a deviation for it to count (0.5: the
-    /// upper median of |z|).
-    pub sustain_share: f64,
     /// |z| over which a sample deviates (onset detection; "anomalous" means a sustained
     /// deviation at least this large).
     pub z_threshold: f64,
@@ -134,7 +131,6 @@ impl Default for Config {
             horizon: 300.0,
             min_baseline: 3,
             relative_floor: 0.001,
-            sustain_share: 0.5,
             z_threshold: 3.0,
             sustain: onset::Sustain::default(),
             top_metrics: 3,
@@ -157,7 +153,7 @@ pub struct Cause {
     pub score: f64,
     /// Its most anomalous metric, if any series could be scored.
     pub metric: Option<String>,
-    /// The sustained robust |z| of that metric.
+    /// The typical robust |z| of that metric after `at` (upper median).
     pub metric_z: f64,
     /// When its first sustained deviation began, if any.
     pub onset: Option<f64>,

@@ -37,7 +37,6 @@ fn params(config: &Config) -> SeriesParams {
         horizon: config.horizon,
         min_baseline: config.min_baseline,
         relative_floor: config.relative_floor,
-        sustain_share: config.sustain_share,
         z_threshold: config.z_threshold,
         sustain: config.sustain,
     }

@@ -1,12 +1,12 @@
 //! Scoring one metric series against its own past.
 //!
 //! The samples before `at` (within the look-back) form a robust [`Baseline`]; every sample in
-//! the horizon after `at` gets a robust z-score. The series' anomaly is the *sustained*
-//! deviation: the largest |z| reached by at least a given share of the horizon's samples (half
-//! by default, i.e. the upper median of |z|), so a lone spike, common in sparse latency
-//! percentiles, does not outrank a real shift. It is compressed with `ln(1 + |z|)` so series of
-//! any scale and any noise level are comparable and a flat series that moves a little cannot
-//! dominate everything by an astronomically large z.
+//! the horizon after `at` gets a robust z-score. The series' anomaly is its *mean log-surprise*:
+//! the mean of `ln(1 + |z|)` over the horizon. It grows with both the size and the duration of
+//! a deviation (a shift held for the whole horizon beats a burst of the same size), a lone
+//! spike — common in sparse latency percentiles — is diluted by the quiet samples around it,
+//! and the logarithm makes series of any scale and noise level comparable: a flat series that
+//! moves a little cannot dominate everything with an astronomic z.
 
 use crate::onset::{onset, Sustain};
 use crate::stats::Baseline;
@@ -23,8 +23,6 @@ pub struct SeriesParams {
     pub min_baseline: usize,
     /// Floor of the baseline's scale relative to its level.
     pub relative_floor: f64,
-    /// Share of the horizon's samples that must reach a deviation for it to count.
-    pub sustain_share: f64,
     /// |z| over which a sample is deviating (onset detection).
     pub z_threshold: f64,
     /// The k-of-n rule of onset detection.
@@ -34,9 +32,10 @@ pub struct SeriesParams {
 /// The anomaly of one series after `at`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesScore {
-    /// `ln(1 + sustained |z|)`: 0 for no change, about 2.3 for a sustained 9 σ deviation.
+    /// The mean of `ln(1 + |z|)` after `at`: about 0.5 for noise, 2.3 for a 9 σ shift held
+    /// over the whole horizon.
     pub score: f64,
-    /// The sustained |z| (see the module documentation).
+    /// The typical |z| after `at` (the upper median, reached by at least half the samples).
     pub sustained_z: f64,
     /// The largest |z| after `at`.
     pub peak_z: f64,
@@ -95,8 +94,8 @@ pub fn score_series(points: &[(f64, f64)], at: f64, p: &SeriesParams) -> Option<
     let z: Vec<(f64, f64)> = after.iter().map(|&(t, v)| (t, baseline.z(v))).collect();
     let mut abs: Vec<f64> = z.iter().map(|&(_, v)| v.abs()).collect();
     abs.sort_unstable_by(|a, b| b.total_cmp(a));
-    let k = ((p.sustain_share * abs.len() as f64).ceil() as usize).clamp(1, abs.len());
-    let sustained_z = abs[k - 1];
+    let sustained_z = abs[abs.len().div_ceil(2) - 1];
+    let score = abs.iter().map(|z| z.ln_1p()).sum::<f64>() / abs.len() as f64;
     let peak_z = abs[0];
     let mut signed: Vec<f64> = z.iter().map(|&(_, v)| v).collect();
     let mid_z = crate::stats::median(&mut signed).unwrap_or(0.0);
@@ -106,7 +105,7 @@ pub fn score_series(points: &[(f64, f64)], at: f64, p: &SeriesParams) -> Option<
         Direction::Down
     };
     Some(SeriesScore {
-        score: sustained_z.ln_1p(),
+        score,
         sustained_z,
         peak_z,
         onset: onset(&z, p.z_threshold, p.sustain),
@@ -125,7 +124,6 @@ mod tests {
             horizon: 100.0,
             min_baseline: 3,
             relative_floor: 1e-6,
-            sustain_share: 0.5,
             z_threshold: 3.0,
             sustain: Sustain::default(),
         }
@@ -147,6 +145,7 @@ mod tests {
             .collect();
         let s = score_series(&pts, 1000.0, &params()).unwrap();
         assert!(s.sustained_z > 10.0, "{s:?}");
+        assert!(s.score > 2.0, "{s:?}");
         assert_eq!(s.onset, Some(1030.0));
         assert_eq!(s.direction, Direction::Down);
     }
@@ -161,6 +160,8 @@ mod tests {
             .collect();
         let s = score_series(&pts, 1000.0, &params()).unwrap();
         assert!(s.sustained_z < 3.0, "{s:?}");
+        // 660 σ in one of ten samples weighs less than a 9 σ shift held throughout (2.3).
+        assert!(s.score < 1.5, "{s:?}");
         assert!(s.peak_z > 100.0, "{s:?}");
         assert_eq!(s.onset, None);
     }
