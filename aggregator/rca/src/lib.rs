@@ -29,6 +29,7 @@ pub mod onset;
 pub mod rank;
 pub mod series;
 pub mod stats;
+pub mod synthetic;
 pub mod topology;
 
 pub use rank::rank;
@@ -100,8 +101,8 @@ pub struct Config {
     /// series must move by this share of its level to score 1 σ. Keeps constant and quantised
     /// series (idle latency floors, fixed memory) from producing astronomic z-scores.
     pub relative_floor: f64,
-    /// |z| over which a sample deviates (onset detection; "anomalous" means a sustained
-    /// deviation at least this large).
+    /// |z| over which a sample deviates (onset detection; a component is "anomalous" when one
+    /// of its top series has an onset).
     pub z_threshold: f64,
     /// The k-of-n rule for onsets.
     pub sustain: onset::Sustain,

@@ -20,15 +20,10 @@ pub(crate) struct Component {
 }
 
 impl Component {
-    /// Whether its sustained deviation reaches the configured threshold.
-    pub fn anomalous(&self, config: &Config) -> bool {
-        self.anomaly >= anomalous_level(config)
+    /// Whether one of its top series shows a sustained deviation (has an onset).
+    pub fn anomalous(&self) -> bool {
+        self.onset.is_some()
     }
-}
-
-/// The component score of a component whose top series all sit at the z threshold.
-pub(crate) fn anomalous_level(config: &Config) -> f64 {
-    config.z_threshold.ln_1p() / config.top_metrics.max(1) as f64
 }
 
 fn params(config: &Config) -> SeriesParams {
@@ -80,7 +75,6 @@ pub fn rank(incident: &Incident, config: &Config) -> Vec<Cause> {
         per.entry(e.target.as_str()).or_default();
     }
     let k = config.top_metrics.max(1);
-    let level = anomalous_level(config);
     let mut comps: Vec<Component> = per
         .into_iter()
         .map(|(name, mut list)| {
@@ -103,12 +97,9 @@ pub fn rank(incident: &Incident, config: &Config) -> Vec<Cause> {
                 .filter_map(|(_, s)| s.onset)
                 .min_by(f64::total_cmp);
             let mut evidence = Vec::new();
-            for (metric, s) in top
-                .iter()
-                .filter(|(_, s)| s.sustained_z >= config.z_threshold)
-            {
+            for (metric, s) in top.iter().filter(|(_, s)| s.onset.is_some()) {
                 evidence.push(format!(
-                    "{metric} {} {:.1} sigma (peak {:.1}){}",
+                    "{metric} {} {:.1} sigma typical, {:.1} peak{}",
                     s.direction.as_str(),
                     s.sustained_z,
                     s.peak_z,
@@ -133,7 +124,7 @@ pub fn rank(incident: &Incident, config: &Config) -> Vec<Cause> {
 
     // Earliest onset first: a linear bonus from the full weight at `at` to 0 at the horizon.
     if config.horizon > 0.0 {
-        for c in comps.iter_mut().filter(|c| c.anomaly >= level) {
+        for c in comps.iter_mut() {
             if let Some(t) = c.onset {
                 let early = (1.0 - (t - at) / config.horizon).clamp(0.0, 1.0);
                 c.score += config.onset_weight * early;
@@ -172,8 +163,7 @@ fn sli_adjust(comps: &mut [Component], incident: &Incident, config: &Config, p: 
     let Some((sli, _, sli_onset)) = worst else {
         return;
     };
-    let level = anomalous_level(config);
-    for c in comps.iter_mut().filter(|c| c.anomaly >= level) {
+    for c in comps.iter_mut() {
         if let Some(t) = c.onset.filter(|&t| t <= sli_onset) {
             c.score += config.sli_weight;
             c.evidence.push(format!(

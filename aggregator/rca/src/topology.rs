@@ -49,13 +49,10 @@ impl<'a> Graph<'a> {
 pub(crate) fn adjust(comps: &mut [Component], graph: &Graph<'_>, config: &Config) {
     let snapshot: BTreeMap<String, (f64, Option<f64>, bool)> = comps
         .iter()
-        .map(|c| (c.name.clone(), (c.anomaly, c.onset, c.anomalous(config))))
+        .map(|c| (c.name.clone(), (c.anomaly, c.onset, c.anomalous())))
         .collect();
     for c in comps.iter_mut() {
         let Some(onset) = c.onset else { continue };
-        if !c.anomalous(config) {
-            continue;
-        }
         let explainer = graph
             .dependencies(&c.name)
             .filter_map(|d| snapshot.get(d).map(|s| (d, s)))
