@@ -106,7 +106,8 @@ pub struct Config {
     pub z_threshold: f64,
     /// The k-of-n rule for onsets.
     pub sustain: onset::Sustain,
-    /// How many of a component's most anomalous series are averaged into its score.
+    /// How many of a component's most anomalous distinct series (see `redundancy`) are
+    /// averaged into its score (fewer if it has fewer).
     pub top_metrics: usize,
     /// Series of one component whose z-profiles after `at` correlate at least this much count
     /// once among its top series (a value above 1 turns this off).

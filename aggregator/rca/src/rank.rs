@@ -91,7 +91,9 @@ pub fn rank(incident: &Incident, config: &Config) -> Vec<Cause> {
                     top.push(cand);
                 }
             }
-            let anomaly = top.iter().map(|(_, s)| s.score).sum::<f64>() / k as f64;
+            // The mean of up to k distinct series: components with few metrics are not
+            // penalised for the metrics they do not have.
+            let anomaly = top.iter().map(|(_, s)| s.score).sum::<f64>() / top.len().max(1) as f64;
             let onset = top
                 .iter()
                 .filter_map(|(_, s)| s.onset)
@@ -229,10 +231,12 @@ mod tests {
     #[test]
     fn an_earlier_more_anomalous_dependency_explains_its_caller() {
         let at = 10_000.0;
-        // The dependency deviates earlier and in three distinct metrics; the caller later.
+        // The dependency deviates earlier and in three distinct metrics; the caller later, in one.
         let mut inc = Incident {
             metrics: vec![
                 series("caller", "lat", flat_then(at, Some(at + 100.0), 40.0, 1)),
+                series("caller", "cpu", flat_then(at, None, 0.0, 5)),
+                series("caller", "mem", flat_then(at, None, 0.0, 6)),
                 series("dep", "lat", flat_then(at, Some(at + 10.0), 35.0, 2)),
                 series("dep", "cpu", flat_then(at, Some(at + 50.0), 50.0, 3)),
                 series("dep", "mem", flat_then(at, Some(at + 150.0), 70.0, 4)),

@@ -53,6 +53,12 @@ enum Command {
         /// Print only the N most likely causes.
         #[arg(long, value_name = "N")]
         top: Option<usize>,
+        /// Seconds before UNIX_TS that form each series' baseline [default: 1800].
+        #[arg(long, value_name = "SECS")]
+        lookback: Option<f64>,
+        /// Seconds after UNIX_TS that are scored [default: 300].
+        #[arg(long, value_name = "SECS")]
+        horizon: Option<f64>,
     },
 }
 
@@ -62,7 +68,18 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Broker { config } => broker(config),
-        Command::Rca { case, at, top } => rca(&case, at, top),
+        Command::Rca {
+            case,
+            at,
+            top,
+            lookback,
+            horizon,
+        } => {
+            let mut config = qos_rca::Config::default();
+            config.lookback = lookback.unwrap_or(config.lookback);
+            config.horizon = horizon.unwrap_or(config.horizon);
+            rca(&case, at, top, &config)
+        }
     }
 }
 
@@ -109,8 +126,8 @@ fn broker(config_path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn rca(case: &std::path::Path, at: f64, top: Option<usize>) -> ExitCode {
-    match qos_aggregator::rca::run_rca(case, at, top) {
+fn rca(case: &std::path::Path, at: f64, top: Option<usize>, config: &qos_rca::Config) -> ExitCode {
+    match qos_aggregator::rca::run_rca(case, at, top, config) {
         Ok(doc) => {
             println!("{doc}");
             ExitCode::SUCCESS

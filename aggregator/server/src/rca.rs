@@ -1,5 +1,5 @@
 //! `qos-aggregator rca --case DIR --at UNIX_TS [--top N]`: reads a case directory (see
-//! [`qos_rca::case`]), ranks its components with the default [`qos_rca::Config`] and renders
+//! [`qos_rca::case`]), ranks its components with a [`qos_rca::Config`] and renders
 //! `{"ranking":[{"component","score","metric","onset","evidence"},…],"rows":…,"skipped":…}`.
 
 use std::path::Path;
@@ -10,10 +10,17 @@ use serde_json::{json, Value};
 
 /// Ranks the case in `dir` for an incident at `at` and returns the JSON document, keeping the
 /// first `top` components (all when `None`).
-pub fn run_rca(dir: &Path, at: f64, top: Option<usize>) -> Result<Value, CaseError> {
-    let config = Config::default();
-    let loaded = case::load(dir, at, &config)?;
-    let mut ranking = rank(&loaded.incident, &config);
+pub fn run_rca(
+    dir: &Path,
+    at: f64,
+    top: Option<usize>,
+    config: &Config,
+) -> Result<Value, RcaError> {
+    if !(config.lookback > 0.0 && config.horizon > 0.0) {
+        return Err(RcaError::Window(config.lookback, config.horizon));
+    }
+    let loaded = case::load(dir, at, config)?;
+    let mut ranking = rank(&loaded.incident, config);
     if let Some(n) = top {
         ranking.truncate(n);
     }
@@ -35,6 +42,17 @@ fn num(v: f64) -> Value {
     } else {
         Value::Null
     }
+}
+
+/// Why `qos-aggregator rca` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RcaError {
+    /// The case could not be read.
+    #[error(transparent)]
+    Case(#[from] CaseError),
+    /// The look-back or horizon is not a positive number of seconds.
+    #[error("--lookback and --horizon must be positive seconds, got {0} and {1}")]
+    Window(f64, f64),
 }
 
 fn cause_json(c: &Cause) -> Value {

@@ -80,4 +80,8 @@ fn bad_input_is_one_line_on_stderr_and_a_non_zero_exit() {
 
     let (code, _, stderr) = rca(&["--case", dir.0.to_str().unwrap(), "--at", "soon"]);
     assert_eq!(code, Some(2), "{stderr}");
+
+    let (code, _, stderr) = rca(&["--case", ".", "--at", "1000", "--horizon", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--horizon"), "{stderr}");
 }
