@@ -14,13 +14,16 @@
 //!    before `at`; its anomaly is the mean log-surprise `ln(1 + |z|)` of the robust z-scores
 //!    after `at` (size and duration both count, a lone spike is diluted, scales do not
 //!    matter), with the onset of the first sustained deviation ([`onset`]).
-//! 2. [`rank`]: a component's anomaly is the mean of its top few series (metric-neutral:
-//!    every metric counts alike, several anomalous metrics beat one); components whose
-//!    deviation began earliest get a small bonus, and so do those that began before the
-//!    users' indicators degraded.
+//! 2. [`mod@rank`]: a component's anomaly is the mean of its few most anomalous *distinct*
+//!    series (metric-neutral: every metric counts alike, several independent anomalous metrics
+//!    beat one, near-duplicates such as percentiles of one latency count once); components
+//!    whose deviation began earliest get a small bonus, and so do those that began no later
+//!    than the users' indicators degraded.
 //! 3. [`topology`]: a component whose anomalous dependency began earlier and is clearly more
-//!    anomalous is discounted (its anomaly is explained); a component whose callers became
-//!    anomalous after it gains (it explains them).
+//!    anomalous is discounted (its anomaly is explained by the dependency); a component whose
+//!    callers became anomalous after it is reported as explaining them.
+//!
+//! [`synthetic`] generates incidents with a known root cause for tests and benchmarks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -122,7 +125,7 @@ pub struct Config {
     /// "Clearly more anomalous": the dependency's score is at least this multiple.
     pub explained_ratio: f64,
     /// Bonus, times the share of its callers that became anomalous after it, for a component
-    /// that explains its callers.
+    /// that explains its callers (0 by default: see [`topology`]).
     pub explains_weight: f64,
 }
 

@@ -161,12 +161,12 @@ pub fn generate(spec: &Spec) -> Generated {
     let samples = ((spec.before + spec.after) / spec.step).floor() as usize;
     let t0 = spec.at - spec.before;
     let mut metrics = Vec::with_capacity(n * m);
-    for c in 0..n {
+    for (c, &hop) in hops.iter().enumerate() {
         for k in 0..m {
             // Scales from 1e-3 to 1e4 and a noise level of 1–10 % of the level.
             let level = 10f64.powi((k % 8) as i32 - 3) * (1.0 + rng.uniform() * 9.0);
             let sd = level * (0.01 + rng.uniform() * 0.09);
-            let effect_hop = match hops[c] {
+            let effect_hop = match hop {
                 0 if hit.contains(&k) => Some(0),
                 // Callers see it in their "first" metric (think: latency of calls).
                 h @ 1..=2 if k == 0 => Some(h),
@@ -181,7 +181,7 @@ pub fn generate(spec: &Spec) -> Generated {
                     let size = spec.amplitude * sd * 0.5f64.powi(h as i32);
                     v += size * shape_at(spec.shape, t - start, spec.after);
                 }
-                if hops[c] == usize::MAX && rng.uniform() < 0.002 {
+                if hop == usize::MAX && rng.uniform() < 0.002 {
                     v += 50.0 * sd; // unrelated glitches
                 }
                 points.push((t, v));

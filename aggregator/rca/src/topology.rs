@@ -7,8 +7,10 @@
 //! - **explained**: a component with a dependency that is anomalous, began strictly earlier
 //!   and is clearly more anomalous (by [`Config::explained_ratio`]) loses
 //!   [`Config::explained_discount`] of its score;
-//! - **explains**: an anomalous component gains [`Config::explains_weight`] times the share of
-//!   its callers that are anomalous and began no earlier than it.
+//! - **explains**: an anomalous component whose callers are anomalous and began no earlier is
+//!   reported as explaining them, and gains [`Config::explains_weight`] times the share of
+//!   such callers. The default weight is 0 (evidence only): entry points have no callers, so
+//!   any bonus for callers is a bias against them, and they are root causes too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
