@@ -90,7 +90,16 @@ pub fn score_series(points: &[(f64, f64)], at: f64, p: &SeriesParams) -> Option<
         return None;
     }
     let mut scratch: Vec<f64> = before.iter().map(|&(_, v)| v).collect();
-    let baseline = Baseline::of(&mut scratch, p.min_baseline, p.relative_floor)?;
+    let mut baseline = Baseline::of(&mut scratch, p.min_baseline, p.relative_floor)?;
+    if baseline.center == 0.0 {
+        // A level of zero (idle error counters, unused queues) gives no relative floor: the
+        // series' own magnitude in the window stands in for its level.
+        let magnitude = before
+            .iter()
+            .chain(after)
+            .fold(0.0f64, |m, &(_, v)| m.max(v.abs()));
+        baseline = baseline.with_floor(p.relative_floor * magnitude);
+    }
     let z: Vec<(f64, f64)> = after.iter().map(|&(t, v)| (t, baseline.z(v))).collect();
     let mut abs: Vec<f64> = z.iter().map(|&(_, v)| v.abs()).collect();
     abs.sort_unstable_by(|a, b| b.total_cmp(a));
@@ -123,7 +132,7 @@ mod tests {
             lookback: 1000.0,
             horizon: 100.0,
             min_baseline: 3,
-            relative_floor: 1e-6,
+            relative_floor: 1e-3,
             z_threshold: 3.0,
             sustain: Sustain::default(),
         }
@@ -199,6 +208,23 @@ mod tests {
         let n = score_series(&noise, 1000.0, &params()).unwrap();
         assert!(!a.redundant_with(&n, 0.98));
         let _ = other;
+    }
+
+    #[test]
+    fn a_counter_leaving_zero_once_does_not_beat_a_sustained_shift() {
+        let counter: Vec<(f64, f64)> = (0..110)
+            .map(|i| (i as f64 * 10.0, if i == 105 { 1.0 } else { 0.0 }))
+            .collect();
+        let c = score_series(&counter, 1000.0, &params()).unwrap();
+        let shift: Vec<(f64, f64)> = (0..110)
+            .map(|i| {
+                let up = if i >= 100 { 20.0 } else { 0.0 };
+                (i as f64 * 10.0, 50.0 + noisy(i) + up)
+            })
+            .collect();
+        let s = score_series(&shift, 1000.0, &params()).unwrap();
+        assert!(c.peak_z.is_finite() && c.peak_z <= 1e3 + 1e-6, "{c:?}");
+        assert!(c.score < s.score, "{c:?} vs {s:?}");
     }
 
     #[test]

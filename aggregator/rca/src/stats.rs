@@ -76,6 +76,14 @@ impl Baseline {
         })
     }
 
+    /// The same baseline with its scale raised to at least `floor`.
+    pub fn with_floor(self, floor: f64) -> Baseline {
+        Baseline {
+            scale: self.scale.max(floor),
+            ..self
+        }
+    }
+
     /// The robust z-score of `value`: its signed distance from the center in units of scale.
     pub fn z(&self, value: f64) -> f64 {
         (value - self.center) / self.scale
