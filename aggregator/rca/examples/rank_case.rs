@@ -53,6 +53,7 @@ fn set(c: &mut Config, kv: &str) -> Result<(), String> {
         "redundancy" => c.redundancy = x,
         "z_threshold" => c.z_threshold = x,
         "top_metrics" => c.top_metrics = x as usize,
+        "sustained_weight" => c.sustained_weight = x,
         "onset_weight" => c.onset_weight = x,
         "sli_weight" => c.sli_weight = x,
         "explained_discount" => c.explained_discount = x,

@@ -115,6 +115,8 @@ pub struct Config {
     /// Series of one component whose z-profiles after `at` correlate at least this much count
     /// once among its top series (a value above 1 turns this off).
     pub redundancy: f64,
+    /// Bonus (in score units) for a component with a sustained deviation (an onset).
+    pub sustained_weight: f64,
     /// Bonus (in score units) for the earliest onset, falling linearly to 0 at the horizon.
     pub onset_weight: f64,
     /// Bonus for components whose deviation began no later than the users' indicators'.
@@ -140,6 +142,7 @@ impl Default for Config {
             sustain: onset::Sustain::default(),
             top_metrics: 3,
             redundancy: 0.98,
+            sustained_weight: 0.2,
             onset_weight: 0.3,
             sli_weight: 0.2,
             explained_discount: 0.5,

@@ -124,12 +124,13 @@ pub fn rank(incident: &Incident, config: &Config) -> Vec<Cause> {
         })
         .collect();
 
-    // Earliest onset first: a linear bonus from the full weight at `at` to 0 at the horizon.
+    // A sustained deviation is more credible than the same mean surprise from scattered noise;
+    // and earliest onset first: a linear bonus from the full weight at `at` to 0 at the horizon.
     if config.horizon > 0.0 {
         for c in comps.iter_mut() {
             if let Some(t) = c.onset {
                 let early = (1.0 - (t - at) / config.horizon).clamp(0.0, 1.0);
-                c.score += config.onset_weight * early;
+                c.score += config.sustained_weight + config.onset_weight * early;
             }
         }
     }
