@@ -23,11 +23,13 @@
 //!    anomalous is discounted (its anomaly is explained by the dependency); a component whose
 //!    callers became anomalous after it is reported as explaining them.
 //!
+//! Cumulative counters are recognised by their shape and scored by their rate ([`counter`]).
 //! [`synthetic`] generates incidents with a known root cause for tests and benchmarks.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod case;
+pub mod counter;
 pub mod onset;
 pub mod rank;
 pub mod series;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::counter::counter_rate;
 use crate::series::{score_series, SeriesParams, SeriesScore};
 use crate::topology::{adjust, Graph};
 use crate::{Cause, Config, Incident, Series};
@@ -37,24 +38,32 @@ fn params(config: &Config) -> SeriesParams {
     }
 }
 
-/// Scores one series, sorting and cleaning its points first when needed.
+/// Scores one series, sorting and cleaning its points first when needed, and by its rate when
+/// it is a cumulative counter.
 fn score(series: &Series, at: f64, p: &SeriesParams) -> Option<SeriesScore> {
     let clean = series
         .points
         .iter()
         .all(|(t, v)| t.is_finite() && v.is_finite());
     let sorted = series.points.windows(2).all(|w| w[0].0 <= w[1].0);
-    if clean && sorted {
-        return score_series(&series.points, at, p);
+    let owned;
+    let points: &[(f64, f64)] = if clean && sorted {
+        &series.points
+    } else {
+        let mut pts: Vec<(f64, f64)> = series
+            .points
+            .iter()
+            .copied()
+            .filter(|(t, v)| t.is_finite() && v.is_finite())
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        owned = pts;
+        &owned
+    };
+    match counter_rate(points) {
+        Some(rate) => score_series(&rate, at, p).map(|s| SeriesScore { rate: true, ..s }),
+        None => score_series(points, at, p),
     }
-    let mut pts: Vec<(f64, f64)> = series
-        .points
-        .iter()
-        .copied()
-        .filter(|(t, v)| t.is_finite() && v.is_finite())
-        .collect();
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-    score_series(&pts, at, p)
 }
 
 /// Ranks the components of `incident`, most likely cause first. Every component that has a
@@ -101,7 +110,8 @@ pub fn rank(incident: &Incident, config: &Config) -> Vec<Cause> {
             let mut evidence = Vec::new();
             for (metric, s) in top.iter().filter(|(_, s)| s.onset.is_some()) {
                 evidence.push(format!(
-                    "{metric} {} {:.1} sigma typical, {:.1} peak{}",
+                    "{metric}{} {} {:.1} sigma typical, {:.1} peak{}",
+                    if s.rate { " (rate of the counter)" } else { "" },
                     s.direction.as_str(),
                     s.sustained_z,
                     s.peak_z,
@@ -266,6 +276,40 @@ mod tests {
             .map(|c| c.score);
         let discount = Config::default().explained_discount;
         assert_eq!(before.map(|s| s * (1.0 - discount)), Some(r[1].score));
+    }
+
+    #[test]
+    fn cumulative_counters_are_judged_by_their_rate() {
+        let at = 10_000.0;
+        // Integrates a rate (10 per second, plus noise; `extra` more from `from` on).
+        let counter = |seed: usize, extra: f64, from: f64| -> Vec<(f64, f64)> {
+            let mut total = 0.0;
+            flat_then(at, None, 0.0, seed)
+                .into_iter()
+                .map(|(t, noisy_rate)| {
+                    let rate = noisy_rate + if t >= from { extra } else { 0.0 };
+                    total += rate * 10.0;
+                    (t, total)
+                })
+                .collect()
+        };
+        let inc = Incident {
+            metrics: vec![
+                series("steady", "bytes_total", counter(1, 0.0, 0.0)),
+                series("busy", "bytes_total", counter(2, 20.0, at + 20.0)),
+                series("quiet", "cpu", flat_then(at, None, 0.0, 3)),
+            ],
+            at,
+            ..Default::default()
+        };
+        let r = rank(&inc, &Config::default());
+        assert_eq!(r[0].component, "busy", "{r:?}");
+        assert!(r[0].evidence[0].contains("(rate of the counter)"), "{r:?}");
+        let steady = r.iter().find(|c| c.component == "steady").unwrap();
+        assert!(
+            steady.onset.is_none() && steady.metric_z < 3.0,
+            "{steady:?}"
+        );
     }
 
     #[test]

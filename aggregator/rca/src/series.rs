@@ -45,6 +45,8 @@ pub struct SeriesScore {
     pub direction: Direction,
     /// The z-scores after `at`, as (time, z).
     pub profile: Vec<(f64, f64)>,
+    /// Whether the series was a cumulative counter, scored by its rate ([`crate::counter`]).
+    pub rate: bool,
 }
 
 impl SeriesScore {
@@ -120,6 +122,7 @@ pub fn score_series(points: &[(f64, f64)], at: f64, p: &SeriesParams) -> Option<
         onset: onset(&z, p.z_threshold, p.sustain),
         direction,
         profile: z,
+        rate: false,
     })
 }
 
