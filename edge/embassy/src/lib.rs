@@ -26,6 +26,6 @@ pub mod app;
 pub mod config;
 pub mod probe;
 
-pub use app::{run, Hooks, Report, StartError};
+pub use app::{run, run_with_storage, Hooks, NoStorage, Report, StartError};
 pub use config::{ProbeTarget, Settings};
 pub use probe::ProbeBuffers;

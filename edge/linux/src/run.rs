@@ -689,15 +689,17 @@ fn deregister(
     tx: &mut [u8],
     mono: impl Fn() -> u64,
 ) {
-    if !centre.stop(mono(), uplink) {
+    if !centre.lease().registered_with(uplink.broker()) {
         return;
     }
-    flush(socket, uplink, tx, mono());
     let until = Instant::now() + DEREGISTER_WAIT;
     let mut buf = vec![0u8; 2048];
     let mut scratch = vec![0u8; MAX_CONFIG_BYTES];
-    while centre.stopping() && Instant::now() < until {
-        let _ = receiver.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = receiver.set_read_timeout(Some(Duration::from_millis(50)));
+    // The DELETE waits for a batch in flight to the same broker (NSTART 1).
+    let mut sent = centre.stop(mono(), uplink);
+    flush(socket, uplink, tx, mono());
+    while (!sent || centre.stopping()) && Instant::now() < until {
         if let Ok((n, from)) = receiver.recv_from(&mut buf) {
             if let Some(Received::Control { exchange, message }) =
                 uplink.handle(mono(), from, &buf[..n])
@@ -706,9 +708,12 @@ fn deregister(
             }
         }
         uplink.poll(mono());
+        if !sent {
+            sent = centre.stop(mono(), uplink);
+        }
         flush(socket, uplink, tx, mono());
     }
-    if centre.stopping() {
+    if !sent || centre.stopping() {
         tracing::debug!("no answer to the deregistration");
     } else {
         tracing::info!("registration removed");
