@@ -42,10 +42,8 @@
 //! configurations; recent raw results are kept. A probe whose run is in flight finishes and
 //! its result is still recorded.
 
-use core::fmt::Write as _;
-
 use heapless::String;
-use qos_coap::{content_format, option, Code, ExchangeId, Message, MessageWriter, WriteError};
+use qos_coap::{content_format, option, Code, ExchangeId, Message, MessageWriter};
 use qos_wire::config::{ConfigReport, EdgeConfig, CONFIG_PATH, MAX_REASON};
 use qos_wire::ids::EdgeId;
 use qos_wire::probe::ProbeSpec;
@@ -111,22 +109,29 @@ pub struct Limits {
 impl Limits {
     /// Check `cfg` against the limits.
     pub fn check(&self, cfg: &EdgeConfig<'_>) -> Result<(), Reason> {
+        let too_many = |what: &str, n: usize, max: usize| {
+            let mut r = Reason::new();
+            push(&mut r, &["too many ", what, " ("]);
+            push_u32(&mut r, n as u32);
+            push(&mut r, &[" > "]);
+            push_u32(&mut r, max as u32);
+            push(&mut r, &[")"]);
+            r
+        };
         if cfg.probes.len() > self.max_probes {
-            return Err(reason(format_args!(
-                "too many probes ({} > {})",
-                cfg.probes.len(),
-                self.max_probes
-            )));
+            return Err(too_many("probes", cfg.probes.len(), self.max_probes));
         }
         if cfg.rules.len() > self.max_rules {
-            return Err(reason(format_args!(
-                "too many rules ({} > {})",
-                cfg.rules.len(),
-                self.max_rules
-            )));
+            return Err(too_many("rules", cfg.rules.len(), self.max_rules));
         }
         for p in cfg.probes.iter() {
-            (self.probe)(&p).map_err(|why| reason(format_args!("probe {}: {}", p.id.0, why)))?;
+            (self.probe)(&p).map_err(|why| {
+                let mut r = Reason::new();
+                push(&mut r, &["probe "]);
+                push_u32(&mut r, u32::from(p.id.0));
+                push(&mut r, &[": ", why]);
+                r
+            })?;
         }
         Ok(())
     }
@@ -137,22 +142,56 @@ pub fn any_probe(_: &ProbeSpec<'_>) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A reason from a format, cut to [`MAX_REASON`] bytes.
-pub fn reason(args: core::fmt::Arguments<'_>) -> Reason {
-    struct Cut(Reason);
-    impl core::fmt::Write for Cut {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            for c in s.chars() {
-                if self.0.push(c).is_err() {
-                    break;
-                }
+/// Append `parts` to `out`, cut at its capacity (on a character boundary). No `core::fmt`:
+/// it would cost kilobytes of firmware flash.
+pub fn push<const N: usize>(out: &mut String<N>, parts: &[&str]) {
+    for part in parts {
+        for c in part.chars() {
+            if out.push(c).is_err() {
+                return;
             }
-            Ok(())
         }
     }
-    let mut c = Cut(Reason::new());
-    let _ = c.write_fmt(args);
-    c.0
+}
+
+/// Append `v` in decimal.
+pub fn push_u32<const N: usize>(out: &mut String<N>, v: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    push(out, &[core::str::from_utf8(&digits[i..]).unwrap_or("")]);
+}
+
+/// The reason of a decoding error (as its `Display` says it, without `core::fmt`).
+pub fn wire_reason(e: &qos_wire::codec::WireError) -> Reason {
+    use qos_wire::codec::WireError as W;
+    let mut r = Reason::new();
+    match e {
+        W::Truncated => push(&mut r, &["message truncated"]),
+        W::Malformed => push(&mut r, &["malformed CBOR for this message"]),
+        W::UnsupportedVersion(v) => {
+            push(&mut r, &["unsupported wire version "]);
+            push_u32(&mut r, u32::from(*v));
+        }
+        W::Invalid(what) => push(&mut r, &["invalid value: ", what]),
+        W::TooMany => push(&mut r, &["more items than capacity"]),
+        other => push(&mut r, &[other.reason()]),
+    }
+    r
+}
+
+fn text(s: &str) -> Reason {
+    let mut r = Reason::new();
+    push(&mut r, &[s]);
+    r
 }
 
 /// Why a [`Centre`] could not be made.
@@ -379,24 +418,29 @@ impl<A: Copy + Eq> Centre<A> {
         now: u64,
         uplink: &mut Uplink<A, B, N, REC>,
     ) -> Result<ExchangeId, qos_coap::RequestError> {
-        let mut q: String<80> = String::new();
+        let text_q = |w: &mut MessageWriter<'_>, key: &str, v: &str| {
+            let mut q: String<72> = String::new();
+            push(&mut q, &[key, v]);
+            w.option(option::URI_QUERY, q.as_bytes())
+        };
+        let num_q = |w: &mut MessageWriter<'_>, key: &str, v: u32| {
+            let mut q: String<16> = String::new();
+            push(&mut q, &[key]);
+            push_u32(&mut q, v);
+            w.option(option::URI_QUERY, q.as_bytes())
+        };
         uplink.control_request(now, Code::POST, |w| {
             w.uri_path(DIRECTORY_PATH)?;
             w.uint_option(option::CONTENT_FORMAT, LINK_FORMAT)?;
-            let mut query = |w: &mut MessageWriter<'_>, args: core::fmt::Arguments<'_>| {
-                q.clear();
-                q.write_fmt(args).map_err(|_| WriteError::BufferTooSmall)?;
-                w.option(option::URI_QUERY, q.as_bytes())
-            };
-            query(w, format_args!("ep={}", self.name))?;
-            query(w, format_args!("d={}", self.region))?;
-            query(w, format_args!("lt={}", self.config.lifetime_s))?;
-            query(w, format_args!("id={}", self.id.0))?;
+            text_q(w, "ep=", &self.name)?;
+            text_q(w, "d=", &self.region)?;
+            num_q(w, "lt=", self.config.lifetime_s)?;
+            num_q(w, "id=", self.id.0)?;
             if !self.fw.is_empty() {
-                query(w, format_args!("fw={}", self.fw))?;
+                text_q(w, "fw=", &self.fw)?;
             }
             if let Some(etag) = self.applied {
-                query(w, format_args!("cfg={}", etag))?;
+                num_q(w, "cfg=", etag)?;
             }
             w.payload(EDGE_LINKS.as_bytes())
         })
@@ -404,7 +448,8 @@ impl<A: Copy + Eq> Centre<A> {
 
     fn id_query(&self) -> String<16> {
         let mut q = String::new();
-        let _ = write!(q, "id={}", self.id.0);
+        push(&mut q, &["id="]);
+        push_u32(&mut q, self.id.0);
         q
     }
 
@@ -538,23 +583,20 @@ impl<A: Copy + Eq> Centre<A> {
             .uint_option(option::BLOCK2)
             .is_some_and(|b| b & 0x8 != 0);
         if more_blocks || payload.len() > buf.len() {
-            return self.reject(option_etag.unwrap_or(0), reason(format_args!("too large")));
+            return self.reject(option_etag.unwrap_or(0), text("too large"));
         }
         if message
             .content_format()
             .is_some_and(|cf| cf != content_format::CBOR)
         {
-            return self.reject(
-                option_etag.unwrap_or(0),
-                reason(format_args!("content-format must be 60")),
-            );
+            return self.reject(option_etag.unwrap_or(0), text("content-format must be 60"));
         }
         let bytes = &mut buf[..payload.len()];
         bytes.copy_from_slice(payload);
         let bytes: &'b [u8] = bytes;
         let config = match EdgeConfig::decode(bytes) {
             Ok(c) => c,
-            Err(e) => return self.reject(option_etag.unwrap_or(0), reason(format_args!("{}", e))),
+            Err(e) => return self.reject(option_etag.unwrap_or(0), wire_reason(&e)),
         };
         if Some(config.etag) == self.applied {
             return CentreEvent::Unchanged;
@@ -587,7 +629,7 @@ impl<A: Copy + Eq> Centre<A> {
             Err(why) => {
                 self.stats.rejected += 1;
                 warn!("configuration {} refused: {}", etag, why);
-                self.report = Some((etag, false, reason(format_args!("{}", why))));
+                self.report = Some((etag, false, text(why)));
             }
         }
     }

@@ -10,6 +10,8 @@
 //! - [`downlink`]: the requests an edge serves (on-demand probes, recent results, discovery).
 //! - [`centre`]: the control conversation with the broker: registration with a lease
 //!   ([`registration`]), configuration poll with ETag, configuration reports.
+//! - [`flashlog`]: [`storage::Storage`] over two pages of NOR flash (an append-only record log
+//!   with CRC, newest-wins, torn-write safe compaction), for boards with internal flash.
 //! - [`storage`]: what an edge persists (boot epoch, configuration, outbox) behind a small trait.
 //!
 //! Drivers (the Linux binary, the embassy boards) own the sockets and the clock and call into
@@ -25,6 +27,7 @@ pub(crate) mod fmt;
 
 pub mod centre;
 pub mod downlink;
+pub mod flashlog;
 pub mod outbox;
 pub mod probe;
 pub mod recent;
