@@ -205,10 +205,7 @@ mod tests {
         let n = r.encode(&mut buf).unwrap();
         assert_eq!(ConfigReport::decode(&buf[..n]).unwrap(), r);
         let long = "x".repeat(MAX_REASON + 1);
-        let bad = ConfigReport {
-            reason: &long,
-            ..r
-        };
+        let bad = ConfigReport { reason: &long, ..r };
         assert!(bad.encode(&mut [0u8; 256]).is_err());
         // hand-encoded with a long reason: refused on decode too
         let mut e = minicbor::Encoder::new(std::vec::Vec::new());
