@@ -506,16 +506,17 @@ mod tests {
                 }
                 compacting |= fake.erases != erases;
                 fake.budget = None;
-                let mut log = FlashLog::open(&mut fake).unwrap();
-                let v = read(&mut log, Slot::Config).unwrap();
-                assert!(
-                    v == b"old" || v == [9u8; 60],
-                    "page {page} cut {cut}: {v:?}"
-                );
-                assert_eq!(read(&mut log, Slot::Boot).unwrap().len(), 20);
-                log.write(Slot::Config, b"after").unwrap();
-                assert_eq!(read(&mut log, Slot::Config).unwrap(), b"after");
-                drop(log);
+                {
+                    let mut log = FlashLog::open(&mut fake).unwrap();
+                    let v = read(&mut log, Slot::Config).unwrap();
+                    assert!(
+                        v == b"old" || v == [9u8; 60],
+                        "page {page} cut {cut}: {v:?}"
+                    );
+                    assert_eq!(read(&mut log, Slot::Boot).unwrap().len(), 20);
+                    log.write(Slot::Config, b"after").unwrap();
+                    assert_eq!(read(&mut log, Slot::Config).unwrap(), b"after");
+                }
                 let mut log = FlashLog::open(&mut fake).unwrap();
                 assert_eq!(read(&mut log, Slot::Config).unwrap(), b"after");
             }
