@@ -16,8 +16,9 @@
 //! effort. The query is plain RFC 9176, so a standard directory (libcoap's `coap-rd`) accepts it.
 //!
 //! **Configuration poll**: CON `GET /c?id=<edge id>` to the current broker, with an ETag option
-//! (4 bytes, big-endian) holding the etag of the central configuration in force, if any. Every
-//! [`CentreConfig::config_poll_ms`] (0: never) and right after each (re)registration. Answers:
+//! (4 bytes, big-endian) holding the etag of the central configuration in force, if any. At
+//! start, every [`CentreConfig::config_poll_ms`] (0: never) and right after each
+//! (re)registration. Answers:
 //! - 2.05, Content-Format 60, CDDL `edge-config` (etag inside; also the ETag option): decoded
 //!   and validated ([`EdgeConfig::decode`]), then checked against this edge's [`Limits`]
 //!   (probe and rule counts, what its prober can run). Valid: handed to the driver as
@@ -321,7 +322,9 @@ impl<A: Copy + Eq> Centre<A> {
             config,
             lease: Lease::new(config.lifetime_s, config.retry_ms),
             inflight: None,
-            poll_at: None,
+            // First poll at start (after the registration attempt): a peer that is no
+            // directory still serves the configuration.
+            poll_at: Some(0),
             applied,
             report: None,
             applying: None,

@@ -10,7 +10,9 @@
 //! - Refresh with an empty `POST /rd/<n>` at half the lifetime after the last success, so one
 //!   lost refresh (retried after `retry_ms`) still lands before the lease ends.
 //! - A 4.04 on refresh means the directory forgot the edge (restart, lease ended): register
-//!   again at once. Other failures (timeout, 5.xx, other 4.xx) retry after `retry_ms`.
+//!   again at once. Other failures (timeout, 5.xx, other 4.xx) retry after `retry_ms`, doubled
+//!   at each further failure up to half the lifetime (a peer that is no directory, such as a
+//!   bare super-manager answering 4.04, is asked rarely).
 //! - A 2.01 without Location-Path is a registration that cannot be refreshed: the edge
 //!   registers again at refresh time instead.
 
@@ -38,6 +40,8 @@ pub struct Lease<A> {
     at: Option<(A, Vec<u8, MAX_LOCATION>)>,
     /// When the next registration or refresh is due.
     due_at: u64,
+    /// Failures in a row.
+    failures: u32,
 }
 
 impl<A: Copy + Eq> Lease<A> {
@@ -49,6 +53,7 @@ impl<A: Copy + Eq> Lease<A> {
             retry_ms,
             at: None,
             due_at: 0,
+            failures: 0,
         }
     }
 
@@ -116,11 +121,13 @@ impl<A: Copy + Eq> Lease<A> {
         }
         self.at = Some((broker, loc));
         self.due_at = now + self.refresh_interval_ms();
+        self.failures = 0;
     }
 
     /// A 2.04 to a refresh.
     pub fn refreshed(&mut self, now: u64) {
         self.due_at = now + self.refresh_interval_ms();
+        self.failures = 0;
     }
 
     /// A 4.04 to a refresh: the directory forgot the registration; register again now.
@@ -129,13 +136,20 @@ impl<A: Copy + Eq> Lease<A> {
         self.due_at = now;
     }
 
-    /// Registration or refresh failed (timeout, 5.xx, another 4.xx): retry later. A failed
-    /// registration leaves the edge unregistered.
+    /// Registration or refresh failed (timeout, 5.xx, another 4.xx): retry later (back-off
+    /// from `retry_ms`, doubling, at most half the lifetime). A failed registration leaves the
+    /// edge unregistered.
     pub fn failed(&mut self, now: u64, op: LeaseOp) {
         if op == LeaseOp::Register {
             self.at = None;
         }
-        self.due_at = now + self.retry_ms;
+        let cap = self.refresh_interval_ms().max(self.retry_ms);
+        let delay = self
+            .retry_ms
+            .saturating_mul(1 << self.failures.min(16))
+            .min(cap);
+        self.failures = self.failures.saturating_add(1);
+        self.due_at = now + delay;
     }
 
     /// Forget the registration (after `DELETE`).
@@ -174,6 +188,22 @@ mod tests {
         l.failed(10, LeaseOp::Register);
         assert_eq!(l.due(11, 2), None);
         assert_eq!(l.due(5_010, 2), Some(LeaseOp::Register));
+    }
+
+    #[test]
+    fn failures_back_off_up_to_half_the_lifetime() {
+        let mut l: Lease<u8> = Lease::new(120, 5_000);
+        let mut now = 0;
+        let mut delays = std::vec::Vec::new();
+        for _ in 0..6 {
+            l.failed(now, LeaseOp::Register);
+            delays.push(l.deadline() - now);
+            now = l.deadline();
+        }
+        assert_eq!(delays, [5_000, 10_000, 20_000, 40_000, 60_000, 60_000]);
+        l.registered(now, 1, core::iter::empty());
+        l.failed(now, LeaseOp::Refresh);
+        assert_eq!(l.deadline() - now, 5_000, "success resets the back-off");
     }
 
     #[test]

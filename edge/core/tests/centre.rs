@@ -85,6 +85,10 @@ struct Broker {
     deletes: u32,
     /// Forget registrations (a refresh gets 4.04).
     forget: bool,
+    /// Not a directory: `POST /rd` gets 4.04 (a bare super-manager).
+    no_directory: bool,
+    /// Registration attempts (answered or not).
+    register_attempts: u32,
     /// ETag option of each GET /c.
     gets: Vec<Option<u32>>,
     reports: Vec<(u32, bool, String)>,
@@ -100,6 +104,8 @@ impl Broker {
             refreshes: 0,
             deletes: 0,
             forget: false,
+            no_directory: false,
+            register_attempts: 0,
             gets: vec![],
             reports: vec![],
             next_reg: 1,
@@ -124,6 +130,10 @@ impl Broker {
         let empty = |_: &mut qos_coap::MessageWriter<'_>| Ok(());
         let segs: Vec<&str> = path.iter().map(String::as_str).collect();
         match (code, &segs[..]) {
+            (Code::POST, ["rd"]) if self.no_directory => {
+                self.register_attempts += 1;
+                self.srv.respond(now, &h, Code::NOT_FOUND, empty).unwrap();
+            }
             (Code::POST, ["rd"]) => {
                 assert_eq!(m.payload(), qos_wire::registration::EDGE_LINKS.as_bytes());
                 self.registrations.push(queries);
@@ -469,6 +479,23 @@ fn a_broker_change_registers_again_with_the_applied_etag() {
     assert_eq!(second.registrations.len(), 1);
     assert!(second.registrations[0].contains(&"cfg=5".to_string()));
     assert_eq!(w.edge.up.outbox().len(), 0, "the batch got through");
+}
+
+#[test]
+fn a_peer_without_directory_still_serves_the_configuration_and_is_asked_rarely() {
+    let mut w = World::new(LinkConfig::perfect(1), 6, cfg(60_000), &[BROKER]);
+    w.broker().no_directory = true;
+    w.broker().serve = Serve::Config(3, config_bytes(3, 1_000, 1));
+    w.run_until(1_000);
+    assert_eq!(w.edge.applied, [(3, 1_000)], "polled at start");
+    w.run_until(600_000);
+    // back-off 5, 10, 20, 40, 60, 60, ... s
+    let attempts = w.broker().register_attempts;
+    assert!(
+        (10..=14).contains(&attempts),
+        "{attempts} attempts in 10 min"
+    );
+    assert_eq!(w.edge.up.outbox().stats().dropped, 0);
 }
 
 #[test]
