@@ -70,7 +70,6 @@ impl Storage for NoStorage {
 
 /// The probe as a central configuration sets it, handed from the uplink loop to the probe loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 struct Plan {
     id: ProbeId,
     tcp: bool,
@@ -378,7 +377,10 @@ async fn probe_loop<H: Hooks>(
             let _ = scheduler.set([cadence], unix_ms());
             let _ = thresholds.set(plan.threshold.map(|r| (plan.id, r)));
             prober.retarget(plan.tcp, plan.to);
-            info!("probe plan now {:?}", plan);
+            info!(
+                "configuration applied: probe {} every {} ms",
+                plan.id.0, plan.interval_ms
+            );
         }
     }
 }
