@@ -1008,6 +1008,26 @@ mod tests {
     }
 
     #[test]
+    fn registration_and_poll_options() {
+        let base = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\n";
+        let cfg = Config::parse(base, Path::new("e.toml")).unwrap();
+        assert_eq!((cfg.uplink.lifetime_s, cfg.uplink.config_poll_s), (300, 60));
+        let cfg = Config::parse(
+            &format!("{base}[uplink]\nlifetime_s = 120\nconfig_poll_s = 0\n"),
+            Path::new("e.toml"),
+        )
+        .unwrap();
+        assert_eq!((cfg.uplink.lifetime_s, cfg.uplink.config_poll_s), (120, 0));
+        let err = Config::parse(
+            &format!("{base}[uplink]\nlifetime_s = 59\n"),
+            Path::new("e.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lifetime_s"), "{err}");
+    }
+
+    #[test]
     fn example_file_parses() {
         let path = Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
