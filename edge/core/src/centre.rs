@@ -9,7 +9,7 @@
 //! **Registration** (RFC 9176), after start and on every broker change:
 //! CON `POST /rd?ep=<name>&d=<region>&lt=<lifetime s>&id=<edge id>[&fw=<version>][&cfg=<etag>]`,
 //! Content-Format 40, payload the edge's resources in link format
-//! ([`EDGE_LINKS`](qos_wire::registration::EDGE_LINKS)); `cfg` is the etag (decimal) of the
+//! ([`EDGE_LINKS`]); `cfg` is the etag (decimal) of the
 //! central configuration in force, if any. The answer 2.01 carries Location-Path `rd/<n>`.
 //! Refresh: empty `POST /rd/<n>` at half the lifetime ([`Lease`]); a 4.04 to a refresh means
 //! register again. On a clean stop the driver calls [`Centre::stop`]: `DELETE /rd/<n>`, best
