@@ -697,6 +697,78 @@ mod tests {
     }
 
     #[test]
+    fn a_control_exchange_waits_for_the_batch_and_holds_the_next_one() {
+        let (mut up, mut server) = new_uplink();
+        up.push_summary(&summary(1)).unwrap();
+        let mut buf = [0u8; MSG];
+        up.poll(0);
+        let (_, n) = up.poll_transmit(0, &mut buf).expect("batch sent");
+        let batch = buf[..n].to_vec();
+        // NSTART 1: the control request must wait for the batch in flight
+        let get = |w: &mut MessageWriter<'_>| w.uri_path("c");
+        assert_eq!(
+            up.control_request(0, Code::GET, get),
+            Err(RequestError::Busy)
+        );
+        up.push_summary(&summary(2)).unwrap();
+        let Some(Incoming::Request(req)) = server.handle_datagram(0, EDGE, &batch) else {
+            panic!("batch expected");
+        };
+        let (code, body) = ack_all(req.message.payload());
+        server
+            .respond(0, &req.handle, code, |w| w.payload(&body))
+            .unwrap();
+        let (_, m) = server.poll_transmit(0, &mut buf).unwrap();
+        let ack = buf[..m].to_vec();
+        assert!(up.handle(1, B1, &ack).is_none());
+        up.poll(1);
+        assert!(
+            up.poll_transmit(1, &mut buf).is_none(),
+            "the next batch waits for the control exchange"
+        );
+        let id = up.control_request(1, Code::GET, get).unwrap();
+        let (_, n) = up.poll_transmit(1, &mut buf).expect("control sent");
+        let control = buf[..n].to_vec();
+        up.poll(1);
+        assert!(
+            up.poll_transmit(1, &mut buf).is_none(),
+            "still one at a time"
+        );
+        let Some(Incoming::Request(req)) = server.handle_datagram(2, EDGE, &control) else {
+            panic!("control request expected");
+        };
+        assert!(req.message.path_is("c"));
+        server
+            .respond(2, &req.handle, Code::NOT_FOUND, |_| Ok(()))
+            .unwrap();
+        let (_, m) = server.poll_transmit(2, &mut buf).unwrap();
+        let answer = buf[..m].to_vec();
+        match up.handle(3, B1, &answer) {
+            Some(Received::Control { exchange, message }) => {
+                assert_eq!(exchange, id);
+                assert_eq!(message.code(), Code::NOT_FOUND);
+            }
+            other => panic!("control answer expected, got {other:?}"),
+        }
+        up.poll(3);
+        assert!(up.poll_transmit(3, &mut buf).is_some(), "batches resume");
+    }
+
+    #[test]
+    fn a_silent_control_exchange_fails_at_the_failover_deadline() {
+        let (mut up, _) = new_uplink();
+        let id = up
+            .control_request(0, Code::POST, |w| w.uri_path("rd"))
+            .unwrap();
+        up.poll(7_999);
+        assert_eq!(up.poll_control_failure(), None);
+        assert_eq!(up.poll_timeout().map(|t| t <= 8_000), Some(true));
+        up.poll(8_000);
+        assert_eq!(up.poll_control_failure(), Some(id));
+        assert_eq!(up.stats().failures, 1);
+    }
+
+    #[test]
     fn no_broker_is_an_error() {
         let r = Up::new(
             EdgeId(1),

@@ -276,11 +276,14 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
 fn central_config_applied_without_restart_refused_when_bad_and_kept_across_sigkill() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let target = listener.local_addr().unwrap().to_string();
+    // B probes another target
+    let listener_b = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_b = listener_b.local_addr().unwrap().to_string();
     let dir = tmpdir("edge-centre");
     let broker = Broker::start();
     let cfg_path = write_config(&dir, broker.addr, &target);
     let a = config(1, &[11], 400, &target);
-    let b = config(2, &[12], 300, &target);
+    let b = config(2, &[12], 300, &target_b);
     // two probes with one id: refused by decoding
     let bad = {
         let mut v = config(3, &[13, 13], 300, &target);
@@ -307,7 +310,7 @@ fn central_config_applied_without_restart_refused_when_bad_and_kept_across_sigki
     });
     broker.wait(10, "summaries of A's probe", |s| s.summaries.contains(&11));
 
-    // B: another probe id and interval, applied by the same process
+    // B: another probe id, interval and target, applied by the same process
     broker.with(|s| s.serve = Serve::Config(2, b));
     broker.wait(10, "B applied", |s| {
         s.reports.contains(&(2, true, String::new()))
@@ -358,7 +361,7 @@ fn central_config_applied_without_restart_refused_when_bad_and_kept_across_sigki
     let status = edge.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(broker.with(|s| s.deletes), 1);
-    drop(listener);
+    drop((listener, listener_b));
 }
 
 /// The edge registers with libcoap's RFC 9176 directory (`coap-rd-notls`); checked with
