@@ -115,6 +115,12 @@ fn main() {
     let mut buf = vec![0u8; 4096];
     let n = cfg.encode(&mut buf).expect("config");
     write(dir, "wire_config", "every-kind", &buf[..n]);
+    write(
+        dir,
+        "wire_config_report",
+        "refused",
+        &qos_wire::samples::config_report(),
+    );
 
     for (name, seq) in [
         ("small", Seq(3)),

@@ -13,13 +13,14 @@
 //! | `QOS_PROBE_INTERVAL_MS` | 1000 | probe interval |
 //! | `QOS_WINDOW_S` | 10 | summary window |
 //! | `QOS_RAISE_MS` | 0 | a threshold: raise when 3 of 5 probes are slower than this or fail (0: availability only) |
-//! | `QOS_EPOCH` | build time (Unix s) | boot epoch: the high half of every sequence number |
+//! | `QOS_EPOCH` | build time (Unix s) | lowest boot epoch (the high half of every sequence number) |
+//! | `QOS_EDGE_NAME` | `nucleo` | registration name (RFC 9176 `ep`), unique in the region |
+//! | `QOS_REGION` | `default` | region (RFC 9176 sector `d`) |
 //! | `QOS_UNIX_BASE` | build time (Unix s) | Unix time at power-on; uptime is added |
 //!
-//! The board has no battery-backed clock in use and does not persist its boot epoch yet: both
-//! come from the build. Two boots of one image reuse sequence numbers (the super-manager counts
-//! the second boot's records as duplicates) and window times drift from the wall clock by the
-//! time between build and boot. Re-flash (`cargo run --release`) to start a fresh epoch.
+//! The boot epoch is persisted in flash (`src/flash.rs`) and advances at every boot, never below
+//! `QOS_EPOCH`. The board has no battery-backed clock in use: window times come from the build
+//! time plus the uptime and drift from the wall clock by the time between build and boot.
 
 use embassy_net::{IpEndpoint, Ipv4Address};
 use qos_edge_embassy::config::{parse_ipv4, parse_u32 as parse};
@@ -94,6 +95,14 @@ pub fn settings(seed: u64) -> Settings {
         probe,
     );
     s.seed = seed;
+    s.name = match option_env!("QOS_EDGE_NAME") {
+        Some(n) => n,
+        None => "nucleo",
+    };
+    s.region = match option_env!("QOS_REGION") {
+        Some(r) => r,
+        None => "default",
+    };
     s.probe_interval_ms = PROBE_INTERVAL_MS;
     s.window_s = WINDOW_S;
     // Raised (red LED) when 3 of the last 5 probes failed (or were slower than QOS_RAISE_MS);

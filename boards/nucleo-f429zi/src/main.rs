@@ -5,10 +5,16 @@
 //! application of `qos-edge-embassy` runs for ever. LEDs: blue (LD2, PB7) toggles at every
 //! good probe result, red (LD3, PB14) is on while the threshold rule is raised. Logging is
 //! defmt over RTT (`probe-rs run` prints it).
+//!
+//! Persistence: the last two flash sectors hold the core's record log ([`flash`]): the boot
+//! epoch advances at every boot before anything is sent (never below the build time, so a
+//! board flashed before it persisted its epoch keeps its numbering growing), and a central
+//! configuration applied at run time is used from the next boot on.
 #![no_std]
 #![no_main]
 
 mod config;
+mod flash;
 
 use defmt::{error, info, warn};
 use embassy_executor::Spawner;
@@ -19,6 +25,8 @@ use embassy_stm32::peripherals::{ETH, ETH_SMA};
 use embassy_stm32::rng::Rng;
 use embassy_stm32::time::Hertz;
 use embassy_stm32::{bind_interrupts, eth, peripherals, rng, Config};
+use qos_edge_embassy::flashlog::FlashLog;
+use qos_edge_embassy::storage::next_boot_from;
 use qos_edge_embassy::Hooks;
 use qos_wire::event::Event;
 use qos_wire::outcome::ProbeResult;
@@ -88,6 +96,27 @@ async fn main(spawner: Spawner) {
         alive: Output::new(p.PB7, Level::Low, Speed::Low),
         alarm: Output::new(p.PB14, Level::Low, Speed::Low),
     };
+    let mut storage = match FlashLog::open(flash::Sectors(
+        embassy_stm32::flash::Flash::new_blocking(p.FLASH),
+    )) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("flash storage unusable: {}", e);
+            loop {
+                embassy_time::Timer::after_secs(3600).await;
+            }
+        }
+    };
+    // Before anything is sent: a reboot never reuses a sequence number.
+    let epoch = match next_boot_from(&mut storage, config::EPOCH) {
+        Ok(b) => b.epoch,
+        Err(e) => {
+            error!("boot epoch not advanced: {}", e);
+            loop {
+                embassy_time::Timer::after_secs(3600).await;
+            }
+        }
+    };
     let mut rng = Rng::new(p.RNG, Irqs);
     let seed = rng.next_u64();
     // Locally administered unicast address, fixed per edge id (stable DHCP leases).
@@ -130,7 +159,12 @@ async fn main(spawner: Spawner) {
         info!("dhcp: address {}, gateway {}", c.address, c.gateway);
     }
     // Without an end in the settings, run() only returns if it cannot start.
-    if let Err(e) = qos_edge_embassy::run(stack, &config::settings(seed), &mut leds).await {
+    let mut settings = config::settings(seed);
+    settings.epoch = epoch;
+    info!("boot epoch {=u32}", epoch);
+    if let Err(e) =
+        qos_edge_embassy::run_with_storage(stack, &settings, &mut leds, &mut storage).await
+    {
         error!("edge did not start: {}", e);
     }
     leds.alarm.set_high();

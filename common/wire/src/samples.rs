@@ -205,3 +205,15 @@ pub fn probe_specs() -> std::vec::Vec<ProbeSpec<'static>> {
         })
         .collect()
 }
+
+/// A refused configuration's report, as an edge sends it (`POST /c?id=<edge>`), encoded.
+pub fn config_report() -> Vec<u8> {
+    let r = crate::config::ConfigReport {
+        etag: 0x0102_0304,
+        accepted: false,
+        reason: "invalid value: duplicate probe id",
+    };
+    let mut buf = [0u8; 128];
+    let n = r.encode(&mut buf).expect("fits");
+    buf[..n].to_vec()
+}

@@ -334,4 +334,30 @@ fn every_message_validates_against_the_schema() {
     let v = check("edge-config", "edge-config", config, &bad[..m]);
     assert_eq!(v[3].as_array().unwrap().len(), 7);
     assert_eq!(v[4][1][1][0], -1, "availability is -1 on the wire");
+
+    // configuration report (a refusal with its reason); a reason of 97 bytes is invalid
+    let report = samples::config_report();
+    let long = {
+        let mut e = minicbor::Encoder::new(Vec::new());
+        e.array(4).unwrap().u8(1).unwrap().u32(7).unwrap();
+        e.bool(false).unwrap().str(&"x".repeat(97)).unwrap();
+        e.into_writer()
+    };
+    let v = check("config-report", "config-report", &report, &long);
+    assert_eq!(v[1], 0x0102_0304);
+    assert_eq!(v[2], false);
+    assert_eq!(v[3], "invalid value: duplicate probe id");
+    let ok = qos_wire::config::ConfigReport {
+        etag: 9,
+        accepted: true,
+        reason: "",
+    };
+    let mut buf = [0u8; 16];
+    let n = ok.encode(&mut buf).unwrap();
+    check(
+        "config-report",
+        "config-report-accepted",
+        &buf[..n],
+        &mutate(&buf[..n], 3, b"\x01"),
+    );
 }

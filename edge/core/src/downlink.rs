@@ -7,7 +7,7 @@
 //! | `GET /.well-known/core` | 2.05, Content-Format 40: [`EDGE_LINKS`] |
 //! | `GET /r` or `GET /r?p=<probe id>` | 2.05, Content-Format 60: CDDL `recent-results`, newest first, as many as fit in one message (the older ones are left out) |
 //! | `POST /p`, Content-Format 60, a CBOR `probe-spec` | empty ACK at once, later a separate (CON) 2.04, Content-Format 60: the `probe-result` of one run, sent by the driver with [`Downlink::answer_probe`] |
-//! | `/c` | 4.05 for now: configuration comes through the broker in a later step |
+//! | `/c` | 4.05: the edge pulls its configuration (`GET /c?id=` to its broker, [`crate::centre`]); nothing is pushed to it |
 //! | anything else | 4.04, or 4.05 for a known resource with another method |
 //!
 //! Errors: a `POST /p` without Content-Format 60 gets 4.15; a body that is not a valid

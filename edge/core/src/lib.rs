@@ -8,6 +8,10 @@
 //! - [`thresholds`]: local threshold rules turning results into events at once.
 //! - [`recent`]: the last raw results, kept for drill-down.
 //! - [`downlink`]: the requests an edge serves (on-demand probes, recent results, discovery).
+//! - [`centre`]: the control conversation with the broker: registration with a lease
+//!   ([`registration`]), configuration poll with ETag, configuration reports.
+//! - [`flashlog`]: [`storage::Storage`] over two pages of NOR flash (an append-only record log
+//!   with CRC, newest-wins, torn-write safe compaction), for boards with internal flash.
 //! - [`storage`]: what an edge persists (boot epoch, configuration, outbox) behind a small trait.
 //!
 //! Drivers (the Linux binary, the embassy boards) own the sockets and the clock and call into
@@ -21,18 +25,22 @@ extern crate std;
 
 pub(crate) mod fmt;
 
+pub mod centre;
 pub mod downlink;
+pub mod flashlog;
 pub mod outbox;
 pub mod probe;
 pub mod recent;
+pub mod registration;
 pub mod scheduler;
 pub mod storage;
 pub mod summariser;
 pub mod thresholds;
 pub mod uplink;
 
+pub use centre::{Centre, CentreConfig, CentreEvent};
 pub use downlink::Downlink;
 pub use outbox::Outbox;
 pub use recent::Recent;
 pub use summariser::Summariser;
-pub use uplink::{Uplink, UplinkConfig};
+pub use uplink::{Received, Uplink, UplinkConfig};

@@ -54,6 +54,15 @@ pub enum BootError<E> {
 /// reboot never reuses a sequence number. Returns the new state. A corrupt slot is an error:
 /// starting again from epoch 1 could reuse numbers the store has seen.
 pub fn next_boot<S: Storage>(storage: &mut S) -> Result<BootState, BootError<S::Error>> {
+    next_boot_from(storage, 0)
+}
+
+/// [`next_boot`], never below `floor`: a board that used to take its epoch from the build time
+/// (a Unix time) keeps its numbering growing when it starts persisting the epoch.
+pub fn next_boot_from<S: Storage>(
+    storage: &mut S,
+    floor: u32,
+) -> Result<BootState, BootError<S::Error>> {
     let mut buf = [0u8; 16];
     let prev = match storage
         .read(Slot::Boot, &mut buf)
@@ -63,7 +72,11 @@ pub fn next_boot<S: Storage>(storage: &mut S) -> Result<BootState, BootError<S::
         Some(bytes) => postcard::from_bytes(bytes).map_err(|_| BootError::Corrupt)?,
     };
     let next = BootState {
-        epoch: prev.epoch.checked_add(1).ok_or(BootError::Exhausted)?,
+        epoch: prev
+            .epoch
+            .checked_add(1)
+            .ok_or(BootError::Exhausted)?
+            .max(floor),
     };
     let bytes = postcard::to_slice(&next, &mut buf).map_err(|_| BootError::Corrupt)?;
     storage

@@ -19,11 +19,17 @@
 //!   visible upstream, and the outbox moves on. Any other 4.xx (4.04, 4.05, ...) says the peer
 //!   is not a broker for us (a wrong address): that is a broker failure, so the uplink fails
 //!   over and keeps the batch.
+//! - Besides batches the uplink carries *control* exchanges for the [`centre`](crate::centre)
+//!   (registration, configuration poll, configuration report): [`Uplink::control_request`]
+//!   sends one to the current broker, [`Uplink::handle`] returns its answer as
+//!   [`Received::Control`], and [`Uplink::poll_control_failure`] names one that failed. No new
+//!   batch starts while a control exchange is in flight or waiting for the batch in flight
+//!   (NSTART 1 per peer), so control exchanges are never starved by a busy outbox.
 
 use heapless::Vec;
 use qos_coap::{
     content_format, option, Code, Config as CoapConfig, Endpoint, Event as CoapEvent, ExchangeId,
-    Incoming, Reliability, Request,
+    Incoming, Message, MessageWriter, Reliability, Request, RequestError, WriteError,
 };
 use qos_wire::codec::encode_into;
 use qos_wire::event::Event;
@@ -86,6 +92,24 @@ pub struct UplinkStats {
     pub server_errors: u32,
 }
 
+/// Control exchanges in flight at most.
+pub const MAX_CONTROL: usize = 2;
+
+/// What [`Uplink::handle`] hands back to the driver.
+#[derive(Debug)]
+pub enum Received<'a, A> {
+    /// A request for the edge (answer it through [`Uplink::endpoint`], e.g. with the
+    /// [`Downlink`](crate::Downlink)).
+    Request(Request<'a, A>),
+    /// The answer to a control exchange started with [`Uplink::control_request`].
+    Control {
+        /// The exchange.
+        exchange: ExchangeId,
+        /// The response.
+        message: Message<'a>,
+    },
+}
+
 /// Why the uplink could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -111,6 +135,12 @@ pub struct Uplink<A, const B: usize, const N: usize, const REC: usize> {
     exchange: Option<(ExchangeId, InFlight, u64)>,
     not_before: u64,
     stats: UplinkStats,
+    /// Control exchanges in flight, and when each was sent.
+    controls: Vec<(ExchangeId, u64), MAX_CONTROL>,
+    /// Control exchanges that failed (timeout, reset), not yet taken.
+    failed_controls: Vec<ExchangeId, MAX_CONTROL>,
+    /// A control request found the broker busy: hold new batches until it could start.
+    control_waiting: bool,
 }
 
 impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B, N, REC> {
@@ -139,6 +169,9 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             exchange: None,
             not_before: 0,
             stats: UplinkStats::default(),
+            controls: Vec::new(),
+            failed_controls: Vec::new(),
+            control_waiting: false,
         })
     }
 
@@ -181,15 +214,31 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
     /// Process a datagram. Answers to our batches are consumed here; a request for the edge
     /// (configuration, on-demand probe) is returned for the application to answer through
     /// [`Uplink::endpoint`].
+    ///
+    /// A driver that starts control exchanges uses [`Uplink::handle`] instead: this one drops
+    /// their answers.
     pub fn handle_datagram<'a>(
         &mut self,
         now: u64,
         from: A,
         bytes: &'a [u8],
     ) -> Option<Request<'a, A>> {
+        match self.handle(now, from, bytes)? {
+            Received::Request(r) => Some(r),
+            Received::Control { .. } => None,
+        }
+    }
+
+    /// Process a datagram: answers to batches are consumed here; a request for the edge or the
+    /// answer to a control exchange is returned.
+    pub fn handle<'a>(&mut self, now: u64, from: A, bytes: &'a [u8]) -> Option<Received<'a, A>> {
         match self.endpoint.handle_datagram(now, from, bytes)? {
-            Incoming::Request(r) => Some(r),
+            Incoming::Request(r) => Some(Received::Request(r)),
             Incoming::Response { exchange, message } => {
+                if let Some(i) = self.controls.iter().position(|c| c.0 == exchange) {
+                    self.controls.swap_remove(i);
+                    return Some(Received::Control { exchange, message });
+                }
                 if let Some((id, flight, _)) = self.exchange {
                     if id == exchange {
                         self.exchange = None;
@@ -199,6 +248,54 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                 None
             }
         }
+    }
+
+    /// Start a control exchange: a CON request with `code` to the current broker, whose
+    /// options and payload `build` writes. [`RequestError::Busy`] means the batch in flight
+    /// holds the broker (NSTART): no new batch starts until a control request succeeds, so
+    /// retry at the next poll.
+    pub fn control_request<F>(
+        &mut self,
+        now: u64,
+        code: Code,
+        build: F,
+    ) -> Result<ExchangeId, RequestError>
+    where
+        F: FnOnce(&mut MessageWriter<'_>) -> Result<(), WriteError>,
+    {
+        if self.controls.is_full() {
+            self.control_waiting = true;
+            return Err(RequestError::Busy);
+        }
+        let to = self.brokers[self.current];
+        match self
+            .endpoint
+            .request(now, to, Reliability::Confirmable, code, build)
+        {
+            Ok(id) => {
+                self.control_waiting = false;
+                // Cannot fail: checked above.
+                let _ = self.controls.push((id, now));
+                Ok(id)
+            }
+            Err(e) => {
+                self.control_waiting = matches!(e, RequestError::Busy | RequestError::NoSlot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Abandon a control exchange (no event follows).
+    pub fn cancel_control(&mut self, exchange: ExchangeId) {
+        if let Some(i) = self.controls.iter().position(|c| c.0 == exchange) {
+            self.controls.swap_remove(i);
+            self.endpoint.cancel(exchange);
+        }
+    }
+
+    /// A control exchange that failed (no answer after the retransmissions, or a Reset).
+    pub fn poll_control_failure(&mut self) -> Option<ExchangeId> {
+        self.failed_controls.pop()
     }
 
     fn on_answer(&mut self, now: u64, flight: InFlight, code: Code, payload: &[u8]) {
@@ -252,6 +349,10 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                 self.exchange = None;
                 self.stats.failures += 1;
                 self.fail_over(now);
+            } else if let Some(i) = self.controls.iter().position(|c| c.0 == failed) {
+                self.controls.swap_remove(i);
+                // Room: at most MAX_CONTROL exchanges exist.
+                let _ = self.failed_controls.push(failed);
             }
         }
         let limit = self.config.failover_after_ms;
@@ -263,7 +364,26 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                 self.fail_over(now);
             }
         }
-        if self.exchange.is_none() && now >= self.not_before {
+        // A control exchange without an answer by the failover deadline: the broker is as
+        // silent as for a batch, so move on (the centre registers again with the next one).
+        if limit > 0 {
+            while let Some(i) = self
+                .controls
+                .iter()
+                .position(|c| now.saturating_sub(c.1) >= limit)
+            {
+                let (id, _) = self.controls.swap_remove(i);
+                self.endpoint.cancel(id);
+                let _ = self.failed_controls.push(id);
+                self.stats.failures += 1;
+                self.fail_over(now);
+            }
+        }
+        if self.exchange.is_none()
+            && now >= self.not_before
+            && self.controls.is_empty()
+            && !self.control_waiting
+        {
             self.send_batch(now);
         }
     }
@@ -337,6 +457,16 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             }
             Some(_) => None,
             None => (self.not_before > 0 && !self.outbox.is_empty()).then_some(self.not_before),
+        };
+        let control = self
+            .controls
+            .iter()
+            .map(|c| c.1 + self.config.failover_after_ms)
+            .filter(|_| self.config.failover_after_ms > 0)
+            .min();
+        let retry = match (retry, control) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         match (self.endpoint.poll_timeout(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -564,6 +694,78 @@ mod tests {
         assert_eq!(up.outbox().len(), 1, "kept");
         assert_eq!((up.stats().refused, up.outbox().stats().dropped), (0, 0));
         assert_eq!((up.stats().failovers, up.broker()), (1, 3));
+    }
+
+    #[test]
+    fn a_control_exchange_waits_for_the_batch_and_holds_the_next_one() {
+        let (mut up, mut server) = new_uplink();
+        up.push_summary(&summary(1)).unwrap();
+        let mut buf = [0u8; MSG];
+        up.poll(0);
+        let (_, n) = up.poll_transmit(0, &mut buf).expect("batch sent");
+        let batch = buf[..n].to_vec();
+        // NSTART 1: the control request must wait for the batch in flight
+        let get = |w: &mut MessageWriter<'_>| w.uri_path("c");
+        assert_eq!(
+            up.control_request(0, Code::GET, get),
+            Err(RequestError::Busy)
+        );
+        up.push_summary(&summary(2)).unwrap();
+        let Some(Incoming::Request(req)) = server.handle_datagram(0, EDGE, &batch) else {
+            panic!("batch expected");
+        };
+        let (code, body) = ack_all(req.message.payload());
+        server
+            .respond(0, &req.handle, code, |w| w.payload(&body))
+            .unwrap();
+        let (_, m) = server.poll_transmit(0, &mut buf).unwrap();
+        let ack = buf[..m].to_vec();
+        assert!(up.handle(1, B1, &ack).is_none());
+        up.poll(1);
+        assert!(
+            up.poll_transmit(1, &mut buf).is_none(),
+            "the next batch waits for the control exchange"
+        );
+        let id = up.control_request(1, Code::GET, get).unwrap();
+        let (_, n) = up.poll_transmit(1, &mut buf).expect("control sent");
+        let control = buf[..n].to_vec();
+        up.poll(1);
+        assert!(
+            up.poll_transmit(1, &mut buf).is_none(),
+            "still one at a time"
+        );
+        let Some(Incoming::Request(req)) = server.handle_datagram(2, EDGE, &control) else {
+            panic!("control request expected");
+        };
+        assert!(req.message.path_is("c"));
+        server
+            .respond(2, &req.handle, Code::NOT_FOUND, |_| Ok(()))
+            .unwrap();
+        let (_, m) = server.poll_transmit(2, &mut buf).unwrap();
+        let answer = buf[..m].to_vec();
+        match up.handle(3, B1, &answer) {
+            Some(Received::Control { exchange, message }) => {
+                assert_eq!(exchange, id);
+                assert_eq!(message.code(), Code::NOT_FOUND);
+            }
+            other => panic!("control answer expected, got {other:?}"),
+        }
+        up.poll(3);
+        assert!(up.poll_transmit(3, &mut buf).is_some(), "batches resume");
+    }
+
+    #[test]
+    fn a_silent_control_exchange_fails_at_the_failover_deadline() {
+        let (mut up, _) = new_uplink();
+        let id = up
+            .control_request(0, Code::POST, |w| w.uri_path("rd"))
+            .unwrap();
+        up.poll(7_999);
+        assert_eq!(up.poll_control_failure(), None);
+        assert_eq!(up.poll_timeout().map(|t| t <= 8_000), Some(true));
+        up.poll(8_000);
+        assert_eq!(up.poll_control_failure(), Some(id));
+        assert_eq!(up.stats().failures, 1);
     }
 
     #[test]

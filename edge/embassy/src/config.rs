@@ -51,6 +51,16 @@ pub struct Settings {
     pub run_for_ms: Option<u64>,
     /// Stop and return once this many records are acknowledged (`None`: never).
     pub ack_target: Option<u64>,
+    /// Endpoint name for the registration with the broker (RFC 9176 `ep`): letters, digits,
+    /// `-`, `_`, `.`; unique in the region.
+    pub name: &'static str,
+    /// Region (RFC 9176 sector `d`), same characters.
+    pub region: &'static str,
+    /// Registration lifetime, s (≥ 60); refreshed at half of it.
+    pub lifetime_s: u32,
+    /// Poll the centre's configuration (`GET /c`) every this many s, and after each
+    /// registration; 0 disables the poll.
+    pub config_poll_s: u32,
 }
 
 impl Settings {
@@ -77,6 +87,10 @@ impl Settings {
             threshold: None,
             run_for_ms: None,
             ack_target: None,
+            name: "qos-edge",
+            region: "default",
+            lifetime_s: qos_wire::registration::DEFAULT_LIFETIME,
+            config_poll_s: 60,
         }
     }
 }
@@ -128,6 +142,39 @@ pub const fn parse_ipv4(v: Option<&str>, default: [u8; 4]) -> [u8; 4] {
     out
 }
 
+/// Parse `a.b.c.d:port` at run time (a probe target of a central configuration); the boards
+/// have no resolver, so names are refused.
+pub fn parse_endpoint(s: &str) -> Option<IpEndpoint> {
+    // Hand-rolled (no `str::parse`): a few hundred bytes less firmware.
+    fn number(s: &str, max: u32) -> Option<u32> {
+        if s.is_empty() || s.len() > 5 {
+            return None;
+        }
+        let mut n = 0u32;
+        for b in s.bytes() {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(b - b'0');
+        }
+        (n <= max).then_some(n)
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port = number(port, 65_535)? as u16;
+    let mut out = [0u8; 4];
+    let mut parts = host.split('.');
+    for b in &mut out {
+        *b = number(parts.next()?, 255)? as u8;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(IpEndpoint::new(
+        embassy_net::Ipv4Address::new(out[0], out[1], out[2], out[3]).into(),
+        port,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +187,21 @@ mod tests {
         assert_eq!(parse_ipv4(Some("192.168.0.10"), [0; 4]), [192, 168, 0, 10]);
         const AT_BUILD: [u8; 4] = parse_ipv4(Some("10.0.2.2"), [0; 4]);
         assert_eq!(AT_BUILD, [10, 0, 2, 2]);
+    }
+
+    #[test]
+    fn endpoints_parse_at_run_time() {
+        let e = parse_endpoint("10.0.2.2:8080").unwrap();
+        assert_eq!(e.port, 8080);
+        for bad in [
+            "10.0.2:80",
+            "10.0.2.2",
+            "10.0.2.256:80",
+            "host:80",
+            "1.2.3.4.5:1",
+        ] {
+            assert!(parse_endpoint(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub mod app;
 pub mod config;
 pub mod probe;
 
-pub use app::{run, Hooks, Report, StartError};
+pub use app::{run, run_with_storage, Hooks, NoStorage, Report, StartError};
 pub use config::{ProbeTarget, Settings};
 pub use probe::ProbeBuffers;
+/// The core's storage and its flash record log, for boards that persist (boot epoch,
+/// configuration) without depending on the core crate themselves.
+pub use qos_edge_core::{flashlog, storage};

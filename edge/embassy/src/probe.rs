@@ -103,6 +103,16 @@ impl<'a> Prober<'a> {
         }
     }
 
+    /// Point the probe at `to` (same kind); false if `tcp` is not this probe's kind.
+    pub(crate) fn retarget(&mut self, tcp: bool, to: IpEndpoint) -> bool {
+        match self {
+            Prober::Tcp { to: t, .. } if tcp => *t = to,
+            Prober::Ping { to: t, .. } if !tcp => *t = to,
+            _ => return false,
+        }
+        true
+    }
+
     /// Run the probe once (`probe` started at Unix ms `at_ms`), within `timeout`.
     pub(crate) async fn run(
         &mut self,

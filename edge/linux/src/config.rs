@@ -204,6 +204,12 @@ pub struct UplinkSection {
     /// `/.well-known/core` on it); default `0.0.0.0:0` (`[::]:0` when the first broker is
     /// IPv6): any port.
     pub bind: Option<SocketAddr>,
+    /// Lifetime of the registration with the broker (RFC 9176 `lt`), seconds (≥ 60); refreshed
+    /// at half of it.
+    pub lifetime_s: u32,
+    /// Ask the broker for this edge's central configuration (`GET /c`) every this many
+    /// seconds, and right after each registration; 0 disables the poll.
+    pub config_poll_s: u32,
 }
 
 impl Default for UplinkSection {
@@ -217,6 +223,8 @@ impl Default for UplinkSection {
             failover_after_ms: 8_000,
             return_after_ms: 300_000,
             bind: None,
+            lifetime_s: qos_wire::registration::DEFAULT_LIFETIME,
+            config_poll_s: 60,
         }
     }
 }
@@ -893,6 +901,9 @@ impl Config {
         if u.window_s == 0 {
             return Err("uplink.window_s must be at least 1".into());
         }
+        if u.lifetime_s < qos_wire::registration::MIN_LIFETIME {
+            return Err("uplink.lifetime_s must be at least 60 (RFC 9176)".into());
+        }
         if self.metrics.interval_s == Some(0) {
             return Err("metrics.interval_s must be at least 1".into());
         }
@@ -994,6 +1005,26 @@ mod tests {
                 .to_string();
             assert!(err.contains("recent_results"), "{err}");
         }
+    }
+
+    #[test]
+    fn registration_and_poll_options() {
+        let base = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\n";
+        let cfg = Config::parse(base, Path::new("e.toml")).unwrap();
+        assert_eq!((cfg.uplink.lifetime_s, cfg.uplink.config_poll_s), (300, 60));
+        let cfg = Config::parse(
+            &format!("{base}[uplink]\nlifetime_s = 120\nconfig_poll_s = 0\n"),
+            Path::new("e.toml"),
+        )
+        .unwrap();
+        assert_eq!((cfg.uplink.lifetime_s, cfg.uplink.config_poll_s), (120, 0));
+        let err = Config::parse(
+            &format!("{base}[uplink]\nlifetime_s = 59\n"),
+            Path::new("e.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lifetime_s"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,19 @@
 //! rules: those describe the schedule (runs on a fixed grid at the configured interval), and
 //! an extra run asked for by an operator would bias both the window's statistics and the
 //! K-of-N rules.
+//!
+//! Control conversation with the broker (`qos_edge_core::centre`): the edge registers
+//! (RFC 9176) after start and on every broker change, refreshes at half of `uplink.lifetime_s`,
+//! polls `GET /c` every `uplink.config_poll_s`, and removes its registration on SIGTERM/SIGINT
+//! (best effort, at most [`DEREGISTER_WAIT`]). A central configuration replaces the TOML's
+//! probes, rules and window without a restart: between two iterations of the main loop the
+//! scheduler gets the new cadences (a probe kept with the same interval keeps its grid slot),
+//! the threshold rules are replaced (their states start clear), and every open summary window
+//! is flushed (closed early and queued) before the summariser starts over with the new window
+//! length, so no summary mixes two configurations. Runs in flight finish and are recorded;
+//! the recent raw results are kept. The applied configuration is written to
+//! `storage.dir/config.cbor` and used at the next start before the centre answers; the
+//! centre's etag goes out in the registration (`cfg=`) and as the ETag of each poll.
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -21,13 +34,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use qos_edge_core::centre::{self, Centre, CentreConfig, CentreEvent, Identity, Limits};
 use qos_edge_core::scheduler::{Cadence, Scheduler};
 use qos_edge_core::storage::{next_boot, BootError, Slot, Storage};
 use qos_edge_core::thresholds::Thresholds;
-use qos_edge_core::{Downlink, Outbox, Recent, Summariser, Uplink, UplinkConfig};
+use qos_edge_core::{Downlink, Outbox, Received, Recent, Summariser, Uplink, UplinkConfig};
+use qos_wire::codec::encode_into;
+use qos_wire::config::EdgeConfig;
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
 use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use qos_wire::probe::ProbeSpec;
+use qos_wire::threshold::ThresholdRule;
 
 use crate::config::Config;
 use crate::hostmetrics::Sampler;
@@ -51,6 +70,18 @@ pub const MAX_RECENT: usize = 1024;
 /// On-demand probes running at once at most; more get 5.03 (the CoAP endpoint has 4
 /// exchange slots, one for the batch in flight).
 pub const MAX_ON_DEMAND: u8 = 2;
+
+/// Longest wait for the answer to the `DELETE` of the registration at a clean stop.
+pub const DEREGISTER_WAIT: Duration = Duration::from_millis(1_000);
+/// Largest central configuration (one CoAP message).
+pub const MAX_CONFIG_BYTES: usize = 1024;
+
+/// What this edge runs of a central configuration.
+const LIMITS: Limits = Limits {
+    max_probes: MAX_PROBES,
+    max_rules: MAX_RULES,
+    probe: centre::any_probe,
+};
 
 type EdgeOutbox = Outbox<OUTBOX_RECORDS, RECORD_BYTES>;
 type EdgeUplink = Uplink<SocketAddr, MAX_BROKERS, OUTBOX_RECORDS, RECORD_BYTES>;
@@ -166,10 +197,105 @@ impl HostMetrics {
 enum Input {
     /// A datagram from a broker.
     Datagram(SocketAddr, Vec<u8>),
-    /// A probe run finished (its index in the configuration, its slot time, the result).
-    Done(usize, u64, ProbeResult),
+    /// A scheduled probe run finished (its slot time, the result).
+    Done(u64, ProbeResult),
     /// An on-demand probe finished: the deferred request to answer, the result.
     OnDemand(qos_coap::RequestHandle<SocketAddr>, ProbeResult),
+}
+
+/// A probe in force: its specification encoded (decoded again on the probe's thread) and the
+/// driver options the wire does not carry.
+#[derive(Debug)]
+struct ActiveProbe {
+    id: u16,
+    interval_ms: u32,
+    spec: Vec<u8>,
+    options: probe::Options,
+}
+
+/// The probes, rules and window in force: the TOML's, or a central configuration's.
+struct Active {
+    /// Etag of the central configuration (`None`: the TOML's).
+    etag: Option<u32>,
+    window_s: u16,
+    probes: Vec<Arc<ActiveProbe>>,
+    rules: Vec<(ProbeId, ThresholdRule)>,
+}
+
+fn encode_spec(spec: &ProbeSpec<'_>) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; 8192];
+    let n = encode_into(&mut buf, |e| spec.encode(e)).map_err(|e| e.to_string())?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+impl Active {
+    /// The TOML's probes and rules (validated with the file).
+    fn local(cfg: &Config) -> Result<Active, String> {
+        let mut probes = Vec::new();
+        for p in &cfg.probes {
+            let steps = p.steps();
+            probes.push(Arc::new(ActiveProbe {
+                id: p.id,
+                interval_ms: p.interval_ms,
+                spec: encode_spec(&p.spec(&steps))?,
+                options: p.options(),
+            }));
+        }
+        Ok(Active {
+            etag: None,
+            window_s: cfg.uplink.window_s,
+            probes,
+            rules: cfg
+                .rules
+                .iter()
+                .filter_map(|r| Some((ProbeId(r.probe), r.rule().ok()?)))
+                .collect(),
+        })
+    }
+
+    /// A central configuration (validated by decoding and against [`LIMITS`]).
+    fn central(c: &EdgeConfig<'_>) -> Result<Active, String> {
+        let mut probes = Vec::new();
+        for p in c.probes.iter() {
+            probes.push(Arc::new(ActiveProbe {
+                id: p.id.0,
+                interval_ms: p.interval_ms,
+                spec: encode_spec(&p)?,
+                options: probe::Options::default(),
+            }));
+        }
+        Ok(Active {
+            etag: Some(c.etag),
+            window_s: c.window_s,
+            probes,
+            rules: c.rules.iter().map(|r| (r.probe, r.rule)).collect(),
+        })
+    }
+
+    fn cadences(&self, confirm_ms: u32) -> impl Iterator<Item = Cadence> + '_ {
+        self.probes.iter().map(move |p| Cadence {
+            id: ProbeId(p.id),
+            interval_ms: p.interval_ms,
+            confirm_ms,
+        })
+    }
+}
+
+/// Run one scheduled probe from its encoded specification.
+fn run_scheduled(p: &ActiveProbe, at: u64) -> ProbeResult {
+    match ProbeSpec::decode(&mut minicbor::Decoder::new(&p.spec)) {
+        Ok(spec) => probe::run_with(&spec, at, &p.options).result,
+        Err(_) => ProbeResult {
+            probe: ProbeId(p.id),
+            at_ms: at,
+            phases: PhaseTimings::new(),
+            error: Some(ErrorClass::Other),
+            error_after_us: Some(0),
+            detail: 0,
+            redirects: 0,
+        },
+    }
 }
 
 /// Run the probe of a `POST /p` (validated by the downlink already). HTTPS uses the system
@@ -241,16 +367,39 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         seed,
     )
     .map_err(|e| RunError::Uplink(format!("{e:?}")))?;
-    let mut summariser: Summariser<MAX_PROBES, SKETCH_BUCKETS> = Summariser::new(u.window_s);
+    // A central configuration from an earlier run replaces the TOML's probes and rules.
+    let mut cfg_buf = vec![0u8; MAX_CONFIG_BYTES];
+    let mut active = match centre::load_config(&mut storage, &mut cfg_buf, &LIMITS) {
+        Some((c, _)) => {
+            tracing::info!(
+                etag = c.etag,
+                probes = c.probes.len(),
+                "central configuration from storage"
+            );
+            Active::central(&c).map_err(RunError::Uplink)?
+        }
+        None => Active::local(cfg).map_err(RunError::Uplink)?,
+    };
+    let mut centre: Centre<SocketAddr> = Centre::new(
+        Identity {
+            name: &cfg.edge.name,
+            region: &cfg.edge.region,
+            id: EdgeId(cfg.edge.id),
+            fw: env!("CARGO_PKG_VERSION"),
+        },
+        CentreConfig {
+            lifetime_s: u.lifetime_s,
+            config_poll_ms: u64::from(u.config_poll_s) * 1000,
+            ..CentreConfig::default()
+        },
+        active.etag,
+    )
+    .map_err(|e| RunError::Uplink(format!("registration: {e:?}")))?;
+    let mut summariser: Summariser<MAX_PROBES, SKETCH_BUCKETS> = Summariser::new(active.window_s);
     let mut scheduler: Scheduler<MAX_PROBES> =
         Scheduler::new(cfg.edge.max_concurrent_probes, u64::from(cfg.edge.id));
-    let cadences = cfg.probes.iter().map(|p| Cadence {
-        id: ProbeId(p.id),
-        interval_ms: p.interval_ms,
-        confirm_ms: cfg.edge.confirm_ms,
-    });
     scheduler
-        .set(cadences, unix_ms())
+        .set(active.cadences(cfg.edge.confirm_ms), unix_ms())
         .map_err(|_| RunError::Uplink(format!("more than {MAX_PROBES} probes")))?;
     let mut recent: Box<Recent<MAX_RECENT>> =
         Box::new(Recent::with_limit(usize::from(cfg.edge.recent_results)));
@@ -258,11 +407,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     let mut thresholds: Thresholds<MAX_RULES> = Thresholds::new();
     // Validated with the configuration, so this only fails on capacity.
     thresholds
-        .set(
-            cfg.rules
-                .iter()
-                .filter_map(|r| Some((ProbeId(r.probe), r.rule().ok()?))),
-        )
+        .set(active.rules.iter().copied())
         .map_err(|e| RunError::Uplink(format!("rules: {e:?}")))?;
     let mut host = cfg.metrics.enabled.then(|| {
         HostMetrics::start(
@@ -273,7 +418,8 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     });
     tracing::info!(
         edge = cfg.edge.id, name = %cfg.edge.name, region = %cfg.edge.region, epoch = boot.epoch,
-        brokers = ?u.brokers, local = %local, probes = scheduler.len(), rules = thresholds.len(), window_s = u.window_s,
+        brokers = ?u.brokers, local = %local, probes = scheduler.len(), rules = thresholds.len(),
+        window_s = active.window_s, config = ?active.etag,
         metrics_s = host.as_ref().map(|h| h.every_s), "edge running"
     );
 
@@ -284,6 +430,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     std::thread::scope(|scope| {
         // The socket's receiving side, feeding the main loop.
         let to_main = tx_input.clone();
+        let receiver = &receiver;
         scope.spawn(move || {
             let mut buf = vec![0u8; 2048];
             while !shutdown.load(Ordering::Relaxed) {
@@ -306,16 +453,13 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         while !shutdown.load(Ordering::Relaxed) {
             // Start the probes that are due, each on its own thread (bounded by the scheduler).
             while let Some((id, at)) = scheduler.next_due(unix_ms()) {
-                let Some(index) = cfg.probes.iter().position(|p| p.id == id.0) else {
+                let Some(p) = active.probes.iter().find(|p| p.id == id.0).cloned() else {
                     continue;
                 };
                 let to_main = tx_input.clone();
                 scope.spawn(move || {
-                    let section = &cfg.probes[index];
-                    let steps = section.steps();
-                    let spec = section.spec(&steps);
-                    let result = probe::run_with(&spec, at, &section.options()).result;
-                    let _ = to_main.send(Input::Done(index, at, result));
+                    let result = run_scheduled(&p, at);
+                    let _ = to_main.send(Input::Done(at, result));
                 });
             }
             while let Some(closed) = summariser.poll((unix_ms() / 1000) as u32) {
@@ -332,13 +476,17 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             }
             let before = uplink.outbox().stats();
             uplink.poll(mono());
+            centre.poll(mono(), &mut uplink);
             flush(&socket, &mut uplink, &mut tx, mono());
 
             // Wait for a datagram or a result until the next deadline.
             let now = mono();
             let now_unix = unix_ms();
             let mut wait_ms: u64 = 250;
-            if let Some(t) = uplink.poll_timeout() {
+            for t in [uplink.poll_timeout(), centre.poll_timeout()]
+                .into_iter()
+                .flatten()
+            {
                 wait_ms = wait_ms.min(t.saturating_sub(now));
             }
             if let Some(next) = scheduler.next_deadline() {
@@ -351,8 +499,8 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                 wait_ms = wait_ms.min(h.deadline_ms().saturating_sub(now_unix));
             }
             match inputs.recv_timeout(Duration::from_millis(wait_ms.max(1))) {
-                Ok(Input::Datagram(from, bytes)) => {
-                    if let Some(req) = uplink.handle_datagram(mono(), from, &bytes) {
+                Ok(Input::Datagram(from, bytes)) => match uplink.handle(mono(), from, &bytes) {
+                    Some(Received::Request(req)) => {
                         // Requests from the centre: answered at once, except an on-demand
                         // probe, which is acknowledged now and answered when it is done.
                         if let Some(order) =
@@ -371,7 +519,70 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                             });
                         }
                     }
-                }
+                    Some(Received::Control { exchange, message }) => {
+                        let event =
+                            centre.handle_answer(mono(), exchange, &message, &mut cfg_buf, &LIMITS);
+                        match event {
+                            Some(CentreEvent::Apply { config, bytes }) => {
+                                let etag = config.etag;
+                                let result = Active::central(&config).and_then(|next| {
+                                    apply(
+                                        next,
+                                        &mut active,
+                                        &mut scheduler,
+                                        &mut thresholds,
+                                        &mut summariser,
+                                        &mut uplink,
+                                        cfg.edge.confirm_ms,
+                                    )
+                                });
+                                match result {
+                                    Ok(()) => {
+                                        dirty = true;
+                                        if let Err(e) = storage.write(Slot::Config, bytes) {
+                                            tracing::warn!(etag, error = %e, "central configuration applied but not saved");
+                                        }
+                                        tracing::info!(
+                                            etag,
+                                            probes = active.probes.len(),
+                                            rules = active.rules.len(),
+                                            window_s = active.window_s,
+                                            "central configuration applied"
+                                        );
+                                        centre.applied(etag, Ok(()));
+                                    }
+                                    Err(reason) => {
+                                        tracing::warn!(etag, reason = %reason, "central configuration rejected; the one in force stays");
+                                        centre.applied(etag, Err(&reason));
+                                    }
+                                }
+                            }
+                            Some(CentreEvent::Rejected { etag, reason }) => tracing::warn!(
+                                etag, reason = %reason.as_str(),
+                                "central configuration rejected; the one in force stays"
+                            ),
+                            Some(CentreEvent::Registered) => tracing::info!(
+                                broker = %uplink.broker(),
+                                location = centre.lease().location().unwrap_or(""),
+                                "registered"
+                            ),
+                            Some(CentreEvent::RegistrationFailed(code)) => tracing::warn!(
+                                broker = %uplink.broker(), code = %format_args!("{}.{:02}", code.class(), code.detail()),
+                                "registration failed; retrying"
+                            ),
+                            Some(CentreEvent::NoCentralConfig) => {
+                                tracing::debug!("no central configuration; the local one stays")
+                            }
+                            Some(CentreEvent::PollFailed(code)) => tracing::debug!(
+                                code = %format_args!("{}.{:02}", code.class(), code.detail()),
+                                "configuration poll failed"
+                            ),
+                            Some(other) => tracing::debug!(event = ?other, "centre"),
+                            None => {}
+                        }
+                    }
+                    None => {}
+                },
                 Ok(Input::OnDemand(mut handle, result)) => {
                     tracing::debug!(probe = result.probe.0, ok = result.ok(), error = ?result.error, "on-demand probe done");
                     recent.push(result);
@@ -381,34 +592,37 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                         tracing::warn!(error = ?e, "cannot answer an on-demand probe");
                     }
                 }
-                Ok(Input::Done(index, at, result)) => {
+                Ok(Input::Done(at, result)) => {
                     let done = unix_ms();
                     recent.push(result);
                     scheduler.finished(result.probe, result.ok(), done);
                     tracing::debug!(probe = result.probe.0, ok = result.ok(), error = ?result.error, "probe done");
                     // Local thresholds first: a crossing is acted on and queued at once.
                     for ev in thresholds.observe::<MAX_RULES>(&result, done) {
-                        let rule = &cfg.rules[usize::from(ev.rule)];
-                        let (probe, metric, value) = (ev.probe.0, &rule.metric, ev.value);
+                        let (probe, metric, value) = (ev.probe.0, ev.metric, ev.value);
                         if ev.raised {
-                            tracing::warn!(probe, metric = %metric, value, "threshold raised");
+                            tracing::warn!(probe, metric = ?metric, value, "threshold raised");
                         } else {
-                            tracing::info!(probe, metric = %metric, value, "threshold cleared");
+                            tracing::info!(probe, metric = ?metric, value, "threshold cleared");
                         }
                         dirty |= uplink.push_event(&ev).is_ok();
                     }
-                    match summariser.record((at / 1000) as u32, &result) {
-                        Ok(Some(closed)) => dirty |= uplink.push_summary(&closed).is_ok(),
-                        Ok(None) => {}
-                        Err(_) => tracing::warn!(
-                            probe = cfg.probes[index].id,
-                            "too many probes for the summariser"
-                        ),
+                    // A run of a probe that a new configuration removed is not summarised.
+                    if active.probes.iter().any(|p| p.id == result.probe.0) {
+                        match summariser.record((at / 1000) as u32, &result) {
+                            Ok(Some(closed)) => dirty |= uplink.push_summary(&closed).is_ok(),
+                            Ok(None) => {}
+                            Err(_) => tracing::warn!(
+                                probe = result.probe.0,
+                                "too many probes for the summariser"
+                            ),
+                        }
                     }
                 }
                 Err(_) => {}
             }
             uplink.poll(mono());
+            centre.poll(mono(), &mut uplink);
             flush(&socket, &mut uplink, &mut tx, mono());
             let after = uplink.outbox().stats();
             if dirty || after.acked != before.acked || after.dropped != before.dropped {
@@ -418,6 +632,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         }
         // Running probes end within their timeout; the scope joins them.
     });
+    deregister(&receiver, &socket, &mut uplink, &mut centre, &mut tx, mono);
     save_outbox(&mut storage, uplink.outbox());
     let s = uplink.stats();
     tracing::info!(
@@ -428,6 +643,81 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         "edge stopped"
     );
     Ok(())
+}
+
+/// Replace the probes, rules and window in force with `next` (see the module's documentation
+/// for what is kept). On error nothing changed.
+fn apply(
+    next: Active,
+    active: &mut Active,
+    scheduler: &mut Scheduler<MAX_PROBES>,
+    thresholds: &mut Thresholds<MAX_RULES>,
+    summariser: &mut Summariser<MAX_PROBES, SKETCH_BUCKETS>,
+    uplink: &mut EdgeUplink,
+    confirm_ms: u32,
+) -> Result<(), String> {
+    if next.probes.len() > MAX_PROBES || next.rules.len() > MAX_RULES {
+        return Err("more probes or rules than this edge runs".into());
+    }
+    let mut rules: Thresholds<MAX_RULES> = Thresholds::new();
+    rules
+        .set(next.rules.iter().copied())
+        .map_err(|e| format!("rules: {e:?}"))?;
+    scheduler
+        .set(next.cadences(confirm_ms), unix_ms())
+        .map_err(|_| "too many probes".to_string())?;
+    *thresholds = rules;
+    // Flush every open window: no summary mixes two configurations.
+    for p in &active.probes {
+        if let Some(open) = summariser.remove(ProbeId(p.id)) {
+            if uplink.push_summary(&open).is_err() {
+                tracing::debug!(probe = p.id, "flushed window not queued");
+            }
+        }
+    }
+    *summariser = Summariser::new(next.window_s);
+    *active = next;
+    Ok(())
+}
+
+/// Clean stop: remove the registration, waiting at most [`DEREGISTER_WAIT`] for the answer.
+fn deregister(
+    receiver: &UdpSocket,
+    socket: &UdpSocket,
+    uplink: &mut EdgeUplink,
+    centre: &mut Centre<SocketAddr>,
+    tx: &mut [u8],
+    mono: impl Fn() -> u64,
+) {
+    if !centre.lease().registered_with(uplink.broker()) {
+        return;
+    }
+    let until = Instant::now() + DEREGISTER_WAIT;
+    let mut buf = vec![0u8; 2048];
+    let mut scratch = vec![0u8; MAX_CONFIG_BYTES];
+    let _ = receiver.set_read_timeout(Some(Duration::from_millis(50)));
+    // The DELETE waits for a batch in flight to the same broker (NSTART 1).
+    let mut sent = centre.stop(mono(), uplink);
+    flush(socket, uplink, tx, mono());
+    while (!sent || centre.stopping()) && Instant::now() < until {
+        if let Ok((n, from)) = receiver.recv_from(&mut buf) {
+            if let Some(Received::Control { exchange, message }) =
+                uplink.handle(mono(), from, &buf[..n])
+            {
+                let _ = centre.handle_answer(mono(), exchange, &message, &mut scratch, &LIMITS);
+            }
+        }
+        uplink.poll(mono());
+        if !sent {
+            sent = centre.stop(mono(), uplink);
+        }
+        flush(socket, uplink, tx, mono());
+    }
+    if !sent || centre.stopping() {
+        tracing::debug!("no answer to the deregistration");
+    } else {
+        tracing::info!("registration removed");
+    }
 }
 
 fn flush(socket: &UdpSocket, uplink: &mut EdgeUplink, tx: &mut [u8], now: u64) {
