@@ -29,7 +29,7 @@ use qos_wire::ids::{EdgeId, ProbeId, Seq};
 use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use qos_wire::probe::ProbeSpec;
 
-use crate::config::Config;
+use crate::config::{Config, DriverOptions};
 use crate::hostmetrics::Sampler;
 use crate::probe;
 use crate::storage::FileStorage;
