@@ -151,6 +151,8 @@ pub fn run_broker(
         BrokerConfig {
             downstream: coap,
             upstream: coap,
+            hold_ms: config.hold_ms,
+            relay_timeout_ms: config.relay_timeout_ms,
             ..BrokerConfig::default()
         },
         config.upstream,
