@@ -20,6 +20,7 @@
 //! Each worker owns a read-only store connection ([`StoreRead`]); in WAL mode these never block
 //! the ingest writer, and a slow API client never delays ingest.
 
+pub mod centre_api;
 pub mod parse;
 pub mod server;
 
@@ -29,6 +30,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::centre::Centre;
 use crate::stats::IngestStats;
 use crate::store::{EdgeRow, StoreRead};
 
@@ -37,7 +39,7 @@ pub use server::{HttpError, HttpServer, Request, Response, ServerOptions};
 
 /// Prefix of every API path.
 pub const API_PREFIX: &str = "/api/v1/";
-/// Largest request body accepted (the API has no body-carrying endpoint yet; bodies are ignored).
+/// Largest request body accepted (configurations, probes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// An edge is `up` when its last batch arrived at most this long ago.
 pub const UP_WINDOW_MS: u64 = 180_000;
@@ -48,6 +50,7 @@ const ALLOW: &str = "GET, HEAD";
 struct Shared {
     stats: Arc<IngestStats>,
     started: Instant,
+    centre: Option<Arc<Centre>>,
 }
 
 /// One worker's API: its own store reader plus the shared state.
@@ -65,17 +68,20 @@ impl server::Handler for Api {
 /// Binds `listen` and starts one worker thread per reader, with the default limits
 /// ([`ServerOptions::default`], body limit [`MAX_BODY_BYTES`]). `started` is the process start,
 /// for `uptime_s`.
+/// `centre` serves the endpoints about edges' configurations, probes, brokers and topology
+/// (without it they answer 404).
 pub fn start(
     listen: SocketAddr,
     readers: Vec<Box<dyn StoreRead>>,
     stats: Arc<IngestStats>,
     started: Instant,
+    centre: Option<Arc<Centre>>,
 ) -> Result<HttpServer, HttpError> {
     let options = ServerOptions {
         max_body_bytes: MAX_BODY_BYTES,
         ..ServerOptions::default()
     };
-    start_with(listen, readers, stats, started, options)
+    start_full(listen, readers, stats, started, options, centre)
 }
 
 /// [`start`] with explicit limits and timeouts (tests lower the read timeout).
@@ -86,7 +92,23 @@ pub fn start_with(
     started: Instant,
     options: ServerOptions,
 ) -> Result<HttpServer, HttpError> {
-    let shared = Arc::new(Shared { stats, started });
+    start_full(listen, readers, stats, started, options, None)
+}
+
+/// [`start_with`] and a [`Centre`].
+pub fn start_full(
+    listen: SocketAddr,
+    readers: Vec<Box<dyn StoreRead>>,
+    stats: Arc<IngestStats>,
+    started: Instant,
+    options: ServerOptions,
+    centre: Option<Arc<Centre>>,
+) -> Result<HttpServer, HttpError> {
+    let shared = Arc::new(Shared {
+        stats,
+        started,
+        centre,
+    });
     let handlers = readers
         .into_iter()
         .map(|store| Api {
@@ -97,44 +119,63 @@ pub fn start_with(
     HttpServer::start(listen, handlers, options)
 }
 
-/// The endpoints, by path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Health,
-    Stats,
-    Edges,
+/// 405 with the allowed methods.
+fn method_not_allowed(request: &Request, allow: &'static str) -> Response {
+    let list: Vec<&str> = allow.split(", ").collect();
+    Response::json(
+        405,
+        &json!({
+            "error": "method not allowed",
+            "method": request.method(),
+            "path": request.path(),
+            "allow": list,
+        }),
+    )
+    .with_header("Allow", allow)
 }
 
 fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
     let path = request.path();
-    let endpoint = match path.strip_prefix(API_PREFIX) {
-        Some("health") => Endpoint::Health,
-        Some("stats") => Endpoint::Stats,
-        Some("edges") => Endpoint::Edges,
-        _ => {
-            return Response::json(404, &json!({"error": "no such resource", "path": path}));
-        }
+    let not_found = || Response::json(404, &json!({"error": "no such resource", "path": path}));
+    let Some(rest) = path.strip_prefix(API_PREFIX) else {
+        return not_found();
     };
-    if !matches!(request.method(), "GET" | "HEAD") {
-        return Response::json(
-            405,
-            &json!({
-                "error": "method not allowed",
-                "method": request.method(),
-                "path": path,
-                "allow": ["GET", "HEAD"],
-            }),
-        )
-        .with_header("Allow", ALLOW);
-    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let get = matches!(request.method(), "GET" | "HEAD");
     let uptime_s = shared.started.elapsed().as_secs();
-    match endpoint {
-        Endpoint::Health => health(store, uptime_s),
-        Endpoint::Stats => stats(store, shared, uptime_s),
-        Endpoint::Edges => match store.edges() {
-            Ok(rows) => Response::json(200, &edges_json(&rows, now_ms())),
+    let centre = shared.centre.as_deref();
+    match (segments.as_slice(), centre) {
+        (["health"] | ["stats"] | ["edges"] | ["brokers"] | ["topology"], _) if !get => {
+            method_not_allowed(request, ALLOW)
+        }
+        (["health"], _) => health(store, uptime_s),
+        (["stats"], _) => stats(store, shared, uptime_s),
+        (["edges"], _) => match store.edges() {
+            Ok(rows) => {
+                let mut body = edges_json(&rows, now_ms());
+                if let (Some(c), Some(Value::Array(list))) = (centre, body.get_mut("edges")) {
+                    centre_api::augment_edges(&rows, c, list);
+                }
+                Response::json(200, &body)
+            }
             Err(e) => store_unavailable(&e),
         },
+        (["brokers"], Some(c)) => centre_api::brokers(c),
+        (["topology"], Some(c)) => centre_api::topology(c),
+        (["edges", id, what @ ("config" | "probe" | "results")], Some(c)) => {
+            let Ok(edge) = id.parse::<u32>() else {
+                return Response::json(
+                    400,
+                    &json!({"error": "bad edge id", "value": id, "reason": "expected a number (0-4294967295)"}),
+                );
+            };
+            match *what {
+                "config" => centre_api::config(request, c, edge),
+                "probe" => centre_api::probe(request, c, edge),
+                _ => centre_api::results(request, c, edge),
+            }
+        }
+        _ => not_found(),
     }
 }
 
