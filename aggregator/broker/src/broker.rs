@@ -231,7 +231,8 @@ struct Relay<A> {
     sent: Option<(ExchangeId, u64)>,
     /// The receiver acknowledged and its separate answer is awaited.
     acked: bool,
-    /// `/p`, `/r`: may be sent now (the edge was heard from since the last attempt).
+    /// `/p`, `/r`: the edge was heard from since the last attempt went out (or there was
+    /// none yet): it may be sent (again) now.
     ready: bool,
 }
 
@@ -389,10 +390,11 @@ impl<A: Copy + Eq> Broker<A> {
             }
             None => {}
         }
-        // Requests held for an edge that was away go out now that it spoke.
+        // Requests held for an edge that was away go out now that it spoke (and one whose
+        // attempt is still unanswered goes out again at once if that attempt runs out).
         let ids: Vec<EdgeId> = self.registry.ids_at(from).collect();
         for r in self.down_relays.iter_mut() {
-            if r.sent.is_none() && ids.contains(&r.edge) {
+            if !r.acked && ids.contains(&r.edge) {
                 r.ready = true;
             }
         }
@@ -797,7 +799,6 @@ impl<A: Copy + Eq> Broker<A> {
             let mut relay = self.down_relays.swap_remove(i);
             self.give_up_on_edge(now, &mut relay);
         } else {
-            r.ready = false;
             self.stats.held += 1;
         }
     }
@@ -824,7 +825,6 @@ impl<A: Copy + Eq> Broker<A> {
                     // No acknowledgement: the edge is away. Hold the request.
                     self.down.cancel(id);
                     r.sent = None;
-                    r.ready = false;
                     self.stats.held += 1;
                 }
             }
@@ -843,7 +843,11 @@ impl<A: Copy + Eq> Broker<A> {
                     .down
                     .request(now, to, Reliability::Confirmable, r.code, |w| r.write(w))
                 {
-                    Ok(id) => self.down_relays[i].sent = Some((id, now)),
+                    Ok(id) => {
+                        let r = &mut self.down_relays[i];
+                        r.sent = Some((id, now));
+                        r.ready = false;
+                    }
                     Err(RequestError::Busy | RequestError::NoSlot) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot relay a request to an edge");

@@ -65,8 +65,12 @@ fn got(m: &qos_coap::Message<'_>) -> Got {
 
 impl Net {
     fn new(loss: u64, seed: u64) -> Net {
+        Net::with(loss, seed, |_| {})
+    }
+
+    fn with(loss: u64, seed: u64, tweak: impl FnOnce(&mut BrokerConfig)) -> Net {
         let fast = CoapConfig::with_reliability(300, 1.5, 3);
-        let config = BrokerConfig {
+        let mut config = BrokerConfig {
             downstream: fast,
             upstream: fast,
             hold_ms: 10_000,
@@ -74,6 +78,7 @@ impl Net {
             relay_timeout_ms: 8_000,
             ..BrokerConfig::default()
         };
+        tweak(&mut config);
         Net {
             broker: Broker::new(config, UPSTREAM, Box::new(MemoryQueue::default()), seed).unwrap(),
             edge: Peer::new(fast, seed ^ 1).unwrap(),
@@ -505,4 +510,26 @@ fn a_request_for_an_edge_away_too_long_gets_5_04_after_the_hold() {
     assert!(n.now - start >= 10_000, "held for hold_ms first");
     assert_eq!(n.broker.stats().edge_timeouts, 1);
     assert!(n.broker.registry().get(EdgeId(EDGE_ID)).is_some());
+}
+
+#[test]
+fn an_edge_back_while_an_attempt_runs_out_gets_the_request_again_at_once() {
+    // The attempt ends by the CoAP exchange's failure (its retransmissions end by 3.15 s, it
+    // fails by 6.75 s), not by attempt_ms.
+    let mut n = Net::with(0, 13, |c| c.attempt_ms = 20_000);
+    n.register();
+    n.edge_away = true;
+    let q = id_query();
+    let x = n.ask(UPSTREAM, Code::GET, None, "r", &[&q], None, b"");
+    // Every retransmission of the first attempt is lost.
+    n.run(3_500);
+    assert!(n.edge_saw.is_empty());
+    // Back and speaking while that attempt has yet to fail.
+    n.edge_away = false;
+    let c = n.ask(EDGE, Code::GET, None, "c", &[&q], None, b"");
+    n.wait(EDGE, c, 10_000).expect("its own request answered");
+    let a = n
+        .wait(UPSTREAM, x, 5_000)
+        .expect("delivered, not held until hold_ms");
+    assert_eq!(a.code, Code::CONTENT);
 }
