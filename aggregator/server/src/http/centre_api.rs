@@ -1,6 +1,6 @@
 //! The API of the centre's side of the edge contract: central edge configurations, on-demand
 //! probes and recent results (carried to the edge by the CoAP thread, see
-//! [`crate::centre::Order`]), brokers and topology. Routed from [`super::route`]; the table
+//! [`crate::centre::Order`]), brokers and topology. Routed from the module above; the table
 //! of endpoints is in the module docs of [`super`].
 
 use std::collections::BTreeSet;

@@ -5,10 +5,22 @@
 //! |---|---|
 //! | `GET /api/v1/health` | `{"status":"ok","version":..,"uptime_s":..,"store":"ok"}`; 503 with `"status":"degraded"`, `"store":"error"` and `"store_error"` when the store does not answer |
 //! | `GET /api/v1/stats` | the ingest counters ([`crate::stats::StatsSnapshot::to_json`]) plus `"store":{"records":..,"edges":..}` (or `"store":{"error":..}`) and `uptime_s` |
-//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`] |
+//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge","broker","registered"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`]; `broker` is `"direct"` (the edge talks to this process), the address of the broker its last batch came from, or `null`; `registered` when it holds a current RFC 9176 registration here; `name`/`region` come from the batches' store or that registration. Edges that only registered are listed too |
+//! | `PUT /api/v1/edges/{id}/config` | body: TOML in the edge's format (`window_s`, `[[probe]]`, `[[rule]]`; see `qos_probe_config::ProbeSet`); compiled to CDDL `edge-config` with an ETag that is a hash of its content, stored, served to the edge on `GET /c`. 200 with the `GET` answer; 400 `{"error":"invalid configuration","reason":..}` naming the value at fault (nothing stored) |
+//! | `GET /api/v1/edges/{id}/config` | `{"edge","etag","updated_at","source":"api"\|"config-file","window_s","probes":[{"id","kind","target","interval_ms","timeout_ms"}],"rules","applied","last_report":{"etag","accepted","reason","at","applied_etag","rejected_etag","rejected_reason"}\|null}`; 404 when none |
+//! | `DELETE /api/v1/edges/{id}/config` | 200 `{"edge","deleted":true}`; 404 when none (the edge then gets 4.04 on `GET /c` and keeps what it has) |
+//! | `POST /api/v1/edges/{id}/probe[?wait_ms=N]` | body: one probe in the edge's format, JSON (`Content-Type: application/json` or a body starting with `{`) or TOML (the keys of one `[[probe]]` table); `timeout_ms` at most [`centre_api::MAX_PROBE_TIMEOUT_MS`]. Sent as CoAP `POST /p` to the edge (or `POST /p?id=` to its broker); waits `timeout_ms` + [`centre_api::PROBE_WAIT_MARGIN_MS`] (or `wait_ms`, at most [`centre_api::MAX_WAIT_MS`]). 200 `{"edge","via","result":{"probe","at_ms","status":"ok"\|"failed","phases_us":{"dns",..},"error","error_after_us","detail","redirects"}}`; 400 invalid probe; 404 unknown edge; 504 no answer; 502 the edge refused it |
+//! | `GET /api/v1/edges/{id}/results[?probe=N][&wait_ms=N]` | the edge's recent raw results (CoAP `GET /r[?p=N]`), newest first: `{"edge","via","results":[..as above..]}`; waits [`centre_api::RESULTS_WAIT_MS`] by default; 404, 504, 502 as above |
+//! | `GET /api/v1/brokers` | `{"brokers":[{"address","edges":[ids],"last_batch","batches","records"}]}`: every address that forwarded batches of edges not registered here from that address |
+//! | `GET /api/v1/topology` | `{"nodes":[{"id","kind":"super-manager"\|"broker"\|"edge",..}],"links":[{"from","to"}]}`: edge → broker → super-manager, or edge → super-manager for edges that talk to it directly |
+//!
+//! An HTTP worker waits for the answer of `probe` and `results` requests: with the default two
+//! workers, two such requests at once hold the API until they end (raise `http.workers`).
+//! Routes and addresses of edges are kept in memory: after a restart an edge is reachable again
+//! once it sent a batch or registered.
 //!
 //! `HEAD` is accepted wherever `GET` is. Paths are percent-decoded; query strings are ignored by
-//! these endpoints (handlers get them through [`Request::query_pairs`]). Errors are JSON too:
+//! the endpoints that do not list any (handlers get them through [`Request::query_pairs`]). Errors are JSON too:
 //! `{"error": reason, ...}` with 404 (unknown path, echoing `path`), 405 (other methods, with an
 //! `Allow` header), 503 (store unavailable), and from the protocol layer 400 (malformed
 //! request), 408 (request not received within the read timeout), 411 (chunked body), 413 (body
