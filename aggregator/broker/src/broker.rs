@@ -33,6 +33,10 @@
 //!
 //! More than `max_relays` requests in progress in one direction get 5.03.
 //!
+//! # Report
+//! Every `report_interval_ms` (and within a second of a new registration) the broker sends
+//! its counters and registry upstream as a NON `POST /b` ([`crate::report`]).
+//!
 //! # Forwarding
 //! Queued batches go upstream in append order as CON `POST /u` with the same payload, one
 //! exchange outstanding at a time (NSTART 1). 2.xx: the batch is removed. 4.00, 4.02, 4.13,
@@ -55,7 +59,8 @@ use qos_wire::uplink::{Ack, Batch, UPLINK_PATH};
 
 use crate::directory;
 use crate::queue::{Queue, QueueId, QueueStats};
-use crate::registry::Registry;
+use crate::registry::{EdgeEntry, Registry};
+use crate::report::{BrokerReport, ReportEdge, ReportStats, REPORT_PATH};
 
 /// Largest CoAP message (RFC 7252 §4.6).
 pub const MAX_MESSAGE: usize = 1152;
@@ -92,6 +97,10 @@ pub struct BrokerConfig {
     pub relay_timeout_ms: u64,
     /// Relayed requests in progress at most, per direction; more are answered 5.03.
     pub max_relays: usize,
+    /// Interval of the broker's report about itself to the upstream (`POST /b`, see
+    /// [`crate::report`]), ms; 0: none. A new registration brings the next one forward to
+    /// within a second.
+    pub report_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -105,6 +114,7 @@ impl Default for BrokerConfig {
             attempt_ms: 5_000,
             relay_timeout_ms: 20_000,
             max_relays: 64,
+            report_interval_ms: 30_000,
         }
     }
 }
@@ -289,6 +299,8 @@ pub struct Broker<A> {
     up_relays: Vec<Relay<A>>,
     /// The upstream's `/p` and `/r` requests on their way to edges.
     down_relays: Vec<Relay<A>>,
+    /// When the next report goes upstream.
+    next_report: u64,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -325,6 +337,7 @@ impl<A: Copy + Eq> Broker<A> {
             config,
             up_relays: Vec::new(),
             down_relays: Vec::new(),
+            next_report: 0,
         })
     }
 
@@ -559,6 +572,9 @@ impl<A: Copy + Eq> Broker<A> {
                 if answer.registered {
                     self.stats.registrations += 1;
                 }
+                if answer.code == Code::CREATED {
+                    self.next_report = self.next_report.min(now + 1_000);
+                }
                 (answer.code, None, answer.location, answer.body)
             }
             [a, b] if *a == b".well-known" && *b == b"core" => {
@@ -734,10 +750,63 @@ impl<A: Copy + Eq> Broker<A> {
             }
         }
         self.registry.expire(now);
+        if self.config.report_interval_ms > 0 && now >= self.next_report {
+            self.send_report(now);
+        }
         self.poll_up_relays(now);
         self.poll_down_relays(now);
         if self.in_flight.is_none() && now >= self.retry_at {
             self.forward_next(now);
+        }
+    }
+
+    /// The report about this broker, as of `now`.
+    pub fn report(&self, now: u64) -> BrokerReport {
+        let s = &self.stats;
+        let q = self.queue.stats();
+        let mut edges: Vec<&EdgeEntry<A>> = self.registry.edges().collect();
+        edges.sort_by_key(|e| std::cmp::Reverse(e.last_seen_ms));
+        BrokerReport {
+            stats: ReportStats {
+                received: s.received,
+                acked: s.acked,
+                forwarded: s.forwarded,
+                queued: q.len,
+                queued_bytes: q.bytes,
+                dropped_quota: q.dropped_quota,
+                relayed: s.config_relayed + s.edge_relayed,
+                relay_timeouts: s.config_timeouts + s.edge_timeouts,
+            },
+            total_edges: edges.len() as u64,
+            edges: edges
+                .iter()
+                .map(|e| ReportEdge {
+                    id: e.id.0,
+                    name: e.name.clone(),
+                    region: e.region.clone(),
+                    registered: e.registered(now),
+                    seen_ago_ms: now.saturating_sub(e.last_seen_ms),
+                })
+                .collect(),
+        }
+    }
+
+    fn send_report(&mut self, now: u64) {
+        self.next_report = now + self.config.report_interval_ms;
+        let body = self.report(now).encode();
+        let sent = self.up.request(
+            now,
+            self.upstream,
+            Reliability::NonConfirmable,
+            Code::POST,
+            |w| {
+                w.uri_path(REPORT_PATH)?;
+                w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
+                w.payload(&body)
+            },
+        );
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "cannot send the broker report");
         }
     }
 
@@ -915,11 +984,13 @@ impl<A: Copy + Eq> Broker<A> {
             Some(_) => u64::MAX,
             None => r.created.saturating_add(self.config.hold_ms),
         });
+        let report = (self.config.report_interval_ms > 0).then_some(self.next_report);
         [
             self.down.poll_timeout(),
             self.up.poll_timeout(),
             retry,
             self.registry.next_expiry(),
+            report,
         ]
         .into_iter()
         .flatten()

@@ -9,6 +9,7 @@
 //! - [`queue`]: the [`Queue`] interface and an in-memory queue for tests;
 //! - [`sqlite_queue`]: the durable queue (SQLite, WAL, `synchronous = FULL`, byte quota);
 //! - [`registry`]: who registered, from where, until when, what was received from them;
+//! - [`report`]: what a broker tells its upstream about itself (`POST /b`);
 //! - [`directory`]: the RFC 9176 registration resources over a [`Registry`] (the broker's, and
 //!   the super-manager's for edges that send straight to it).
 //!
@@ -24,6 +25,7 @@ pub mod broker;
 pub mod directory;
 pub mod queue;
 pub mod registry;
+pub mod report;
 pub mod sqlite_queue;
 
 pub use broker::{
@@ -31,6 +33,7 @@ pub use broker::{
 };
 pub use queue::{MemoryQueue, Queue, QueueError, QueueId, QueueStats, QueuedBatch};
 pub use registry::{EdgeEntry, Registry};
+pub use report::{BrokerReport, ReportEdge, ReportStats, REPORT_PATH};
 pub use sqlite_queue::SqliteQueue;
 
 #[cfg(test)]

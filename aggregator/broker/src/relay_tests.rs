@@ -10,7 +10,7 @@ use qos_coap::{
 };
 use qos_wire::ids::EdgeId;
 
-use crate::{Broker, BrokerConfig, MemoryQueue, UPSTREAM_LINKS};
+use crate::{Broker, BrokerConfig, BrokerReport, MemoryQueue, UPSTREAM_LINKS};
 
 type Peer = Endpoint<u8, 8, 16, 1152, 64>;
 
@@ -52,6 +52,8 @@ struct Net {
     edge_saw: Vec<(String, Vec<String>)>,
     answers: BTreeMap<(u8, ExchangeId), Got>,
     timeouts: Vec<(u8, ExchangeId)>,
+    /// The broker's reports (`POST /b`) the upstream received.
+    broker_reports: Vec<BrokerReport>,
 }
 
 fn got(m: &qos_coap::Message<'_>) -> Got {
@@ -94,6 +96,7 @@ impl Net {
             edge_saw: Vec::new(),
             answers: BTreeMap::new(),
             timeouts: Vec::new(),
+            broker_reports: Vec::new(),
         }
     }
 
@@ -250,9 +253,19 @@ impl Net {
     fn upstream_gets(&mut self, d: &[u8]) {
         let now = self.now;
         match self.up.handle_datagram(now, BROKER, d) {
+            Some(Incoming::Request(req)) if req.message.path_is("b") => {
+                let m = &req.message;
+                assert_eq!(m.ty(), qos_coap::MessageType::NonConfirmable);
+                assert_eq!(m.content_format(), Some(content_format::CBOR));
+                self.broker_reports
+                    .push(BrokerReport::decode(m.payload()).expect("a broker-report"));
+                self.up
+                    .respond(now, &req.handle, Code::CHANGED, |w| w.payload(b""))
+                    .unwrap();
+            }
             Some(Incoming::Request(req)) => {
                 let m = &req.message;
-                assert!(m.path_is("c"), "only /c goes up");
+                assert!(m.path_is("c"), "only /c and /b go up");
                 let queries: Vec<&[u8]> = m.uri_queries().collect();
                 assert_eq!(queries, [format!("id={EDGE_ID}").as_bytes()]);
                 let asked = m.option(option::ETAG).map(<[u8]>::to_vec);
@@ -532,4 +545,28 @@ fn an_edge_back_while_an_attempt_runs_out_gets_the_request_again_at_once() {
         .wait(UPSTREAM, x, 5_000)
         .expect("delivered, not held until hold_ms");
     assert_eq!(a.code, Code::CONTENT);
+}
+
+#[test]
+fn the_broker_reports_itself_upstream_soon_after_a_registration_and_then_periodically() {
+    let mut n = Net::with(0, 17, |c| c.report_interval_ms = 10_000);
+    n.run(100);
+    assert_eq!(n.broker_reports.len(), 1, "one at start");
+    assert_eq!(n.broker_reports[0].total_edges, 0);
+    n.register();
+    n.run(1_500);
+    let last = n.broker_reports.last().unwrap();
+    assert_eq!(
+        n.broker_reports.len(),
+        2,
+        "brought forward by the registration"
+    );
+    assert_eq!(last.total_edges, 1);
+    let e = &last.edges[0];
+    assert_eq!(
+        (e.id, e.name.as_str(), e.region.as_str(), e.registered),
+        (EDGE_ID, "e7", "eu", true)
+    );
+    n.run(10_000);
+    assert_eq!(n.broker_reports.len(), 3, "then every report_interval_ms");
 }

@@ -85,6 +85,8 @@ fn config() -> BrokerConfig {
     BrokerConfig {
         // A fast upstream: 200 ms, 2 retransmissions, so an exchange fails within ~1.2 s.
         upstream: CoapConfig::with_reliability(200, 1.5, 2),
+        // No reports: the scripted upstream expects batches only (see the relay tests).
+        report_interval_ms: 0,
         ..BrokerConfig::default()
     }
 }

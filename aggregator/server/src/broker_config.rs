@@ -11,6 +11,7 @@
 //! max_queue_bytes = 1073741824
 //! hold_ms = 30000
 //! relay_timeout_ms = 20000
+//! report_interval_ms = 30000
 //!
 //! [broker.reliability]
 //! ack_timeout_ms = 2000
@@ -63,6 +64,11 @@ pub struct BrokerSection {
     /// `relay_timeout_ms`: how long an edge's `/c` request (configuration, report) waits for
     /// the upstream's answer before the edge gets 5.04. Default 20000, at least 1000.
     pub relay_timeout_ms: u64,
+    /// `report_interval_ms`: how often the broker sends its counters and registry to the
+    /// upstream (`POST /b`, CDDL `broker-report`; shown by the super-manager's
+    /// `GET /api/v1/brokers`), ms; a new registration brings the next report forward to within
+    /// a second. 0 turns reports off. Default 30000.
+    pub report_interval_ms: u64,
     /// `[broker.reliability]`: RFC 7252 §4.8 parameters for both sides.
     pub reliability: ReliabilityConfig,
 }
@@ -76,6 +82,7 @@ impl Default for BrokerSection {
             max_queue_bytes: 1 << 30,
             hold_ms: 30_000,
             relay_timeout_ms: 20_000,
+            report_interval_ms: 30_000,
             reliability: ReliabilityConfig::default(),
         }
     }
@@ -202,6 +209,7 @@ mod tests {
                 "max_queue_bytes",
                 "relay_timeout_ms",
                 "reliability",
+                "report_interval_ms",
                 "upstream"
             ]
         );

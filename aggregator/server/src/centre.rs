@@ -12,7 +12,8 @@
 //!   `qos-wire`.
 //! - [`Centre`]: what the CoAP thread and the HTTP workers share: the configuration store, the
 //!   embedded directory ([`Registry`]), the address each edge's last batch came from, what each
-//!   broker forwarded, and the [`Order`]s the HTTP API hands to the CoAP thread.
+//!   broker forwarded and last reported ([`BrokerReport`]), and the [`Order`]s the HTTP API
+//!   hands to the CoAP thread.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use minicbor::data::Type;
 use minicbor::Decoder;
-use qos_broker::Registry;
+use qos_broker::{BrokerReport, Registry, ReportEdge};
 use qos_coap::Code;
 use qos_probe_config::ProbeSet;
 use qos_wire::ids::EdgeId;
@@ -338,6 +339,8 @@ pub struct CentreState<A = SocketAddr> {
     pub via: BTreeMap<u32, A>,
     /// Addresses that forwarded batches, with what they forwarded.
     pub senders: BTreeMap<A, BrokerSeen>,
+    /// The last report (`POST /b`) of each broker, with when it arrived (unix ms).
+    pub reports: BTreeMap<A, (u64, BrokerReport)>,
 }
 
 impl<A> Default for CentreState<A> {
@@ -346,6 +349,7 @@ impl<A> Default for CentreState<A> {
             registry: Registry::default(),
             via: BTreeMap::new(),
             senders: BTreeMap::new(),
+            reports: BTreeMap::new(),
         }
     }
 }
@@ -364,16 +368,24 @@ impl<A: Copy + Ord> CentreState<A> {
         }
     }
 
-    /// Whether `addr` is a broker: it forwarded batches of an edge that is not registered
-    /// with the centre from that address.
+    /// Whether `addr` is a broker: it reported itself, or it forwarded batches of an edge
+    /// that is not registered with the centre from that address.
     pub fn is_broker(&self, addr: A) -> bool {
-        self.senders.get(&addr).is_some_and(|s| {
-            s.edges.iter().any(|e| {
-                self.registry
-                    .get(EdgeId(*e))
-                    .is_none_or(|r| r.address != addr)
+        self.reports.contains_key(&addr)
+            || self.senders.get(&addr).is_some_and(|s| {
+                s.edges.iter().any(|e| {
+                    self.registry
+                        .get(EdgeId(*e))
+                        .is_none_or(|r| r.address != addr)
+                })
             })
-        })
+    }
+
+    /// What the broker at `addr` last reported about edge `edge`.
+    pub fn reported(&self, addr: A, edge: u32) -> Option<&ReportEdge> {
+        self.reports
+            .get(&addr)
+            .and_then(|(_, r)| r.edges.iter().find(|e| e.id == edge))
     }
 }
 

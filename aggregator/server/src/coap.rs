@@ -13,6 +13,8 @@
 //!   the edge; 2.03 Valid with the ETag when the request's ETag matches; 4.04 when it holds none;
 //! - `POST /c?id=<edge>`, Content-Format 60, CDDL `config-report`: stored, 2.04; 4.00 with the
 //!   reason when it does not decode, 4.15 without Content-Format 60;
+//! - `POST /b`, Content-Format 60, CDDL `broker-report` ([`qos_broker::report`]): a broker's
+//!   counters and registry, kept in memory for the API; 2.04, 4.00 with the reason;
 //! - `POST /rd`, `POST /rd/<n>`, `DELETE /rd/<n>`: the RFC 9176 directory of
 //!   [`qos_broker::directory`], for edges that send straight to the super-manager;
 //! - requests from the centre to edges ([`Order`]s of the HTTP API): `POST /p` and `GET /r`,
@@ -40,7 +42,7 @@ use crate::stats::RejectReason;
 pub const MAX_MESSAGE: usize = 1152;
 /// The resources, in link format.
 pub const WELL_KNOWN_CORE: &str =
-    "</u>;rt=\"qos.uplink\";ct=60,</c>;rt=\"qos.config\";ct=60,</rd>;rt=\"core.rd\"";
+    "</u>;rt=\"qos.uplink\";ct=60,</c>;rt=\"qos.config\";ct=60,</rd>;rt=\"core.rd\",</b>;rt=\"qos.broker\";ct=60";
 
 /// An answer: code, ETag, Location-Path `rd/<n>`, Content-Format, payload.
 struct Reply {
@@ -185,6 +187,9 @@ impl<A: Copy + Ord> CoapServer<A> {
         if let Some(centre) = self.centre.clone() {
             if m.path_is(CONFIG_PATH) {
                 return config(&centre, req, unix_ms);
+            }
+            if m.path_is(qos_broker::REPORT_PATH) {
+                return broker_report(&centre, req, unix_ms);
             }
             let answer = qos_broker::directory::serve(
                 &mut centre.state().registry,
@@ -374,5 +379,27 @@ fn config<A>(centre: &Centre<A>, req: &Request<'_, A>, unix_ms: u64) -> Reply {
             Reply::new(Code::CHANGED, None, Vec::new())
         }
         Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /b`: a broker's report.
+fn broker_report<A: Copy + Ord>(centre: &Centre<A>, req: &Request<'_, A>, unix_ms: u64) -> Reply {
+    let m = &req.message;
+    if m.code() != Code::POST {
+        return Reply::new(Code::METHOD_NOT_ALLOWED, None, b"POST only".to_vec());
+    }
+    if m.content_format() != Some(content_format::CBOR) {
+        return Reply::new(
+            Code::UNSUPPORTED_CONTENT_FORMAT,
+            None,
+            b"Content-Format 60 (CBOR) expected".to_vec(),
+        );
+    }
+    match qos_broker::BrokerReport::decode(m.payload()) {
+        Ok(r) => {
+            centre.state().reports.insert(req.from, (unix_ms, r));
+            Reply::new(Code::CHANGED, None, Vec::new())
+        }
+        Err(why) => Reply::new(Code::BAD_REQUEST, None, why.into_bytes()),
     }
 }

@@ -4,6 +4,7 @@
 //! of endpoints is in the module docs of [`super`].
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -364,20 +365,25 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
     let now = centre.mono_ms();
     for (row, v) in rows.iter().zip(list.iter_mut()) {
         let reg = st.registry.get(EdgeId(row.edge_id));
+        let route = st.route(row.edge_id);
+        // Registered here, or as its broker last reported.
+        let (name, region, registered) = match (route, reg) {
+            (Some(Route::Broker(b)), _) => match st.reported(b, row.edge_id) {
+                Some(e) => (e.name.clone(), e.region.clone(), e.registered),
+                None => (String::new(), String::new(), false),
+            },
+            (_, Some(r)) => (r.name.clone(), r.region.clone(), r.registered(now)),
+            _ => (String::new(), String::new(), false),
+        };
         if let Value::Object(m) = v {
-            if let Some(r) = reg {
-                if row.name.is_none() && !r.name.is_empty() {
-                    m.insert("name".into(), r.name.clone().into());
-                }
-                if row.region.is_none() && !r.region.is_empty() {
-                    m.insert("region".into(), r.region.clone().into());
-                }
+            if row.name.is_none() && !name.is_empty() {
+                m.insert("name".into(), name.into());
             }
-            m.insert("broker".into(), route_name(st.route(row.edge_id)));
-            m.insert(
-                "registered".into(),
-                reg.is_some_and(|r| r.registered(now)).into(),
-            );
+            if row.region.is_none() && !region.is_empty() {
+                m.insert("region".into(), region.into());
+            }
+            m.insert("broker".into(), route_name(route));
+            m.insert("registered".into(), registered.into());
         }
     }
     let known: BTreeSet<u32> = rows.iter().map(|r| r.edge_id).collect();
@@ -397,17 +403,41 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
 /// `GET /api/v1/brokers`.
 pub fn brokers(centre: &Centre) -> Response {
     let st = centre.state();
-    let list: Vec<Value> = st
-        .senders
-        .iter()
-        .filter(|(a, _)| st.is_broker(**a))
-        .map(|(a, s)| {
+    let mut addrs: BTreeSet<SocketAddr> = st.reports.keys().copied().collect();
+    addrs.extend(st.senders.keys().copied().filter(|a| st.is_broker(*a)));
+    let list: Vec<Value> = addrs
+        .into_iter()
+        .map(|a| {
+            let seen = st.senders.get(&a).cloned().unwrap_or_default();
+            let report = st.reports.get(&a).map(|(at, r)| {
+                let s = &r.stats;
+                json!({
+                    "at": at,
+                    "received": s.received,
+                    "acked": s.acked,
+                    "forwarded": s.forwarded,
+                    "queued": s.queued,
+                    "queued_bytes": s.queued_bytes,
+                    "dropped_quota": s.dropped_quota,
+                    "relayed": s.relayed,
+                    "relay_timeouts": s.relay_timeouts,
+                    "total_edges": r.total_edges,
+                    "edges": r.edges.iter().map(|e| json!({
+                        "id": e.id,
+                        "name": e.name,
+                        "region": e.region,
+                        "registered": e.registered,
+                        "seen_ago_ms": e.seen_ago_ms,
+                    })).collect::<Vec<_>>(),
+                })
+            });
             json!({
                 "address": a.to_string(),
-                "edges": s.edges.iter().collect::<Vec<_>>(),
-                "last_batch": s.last_batch_ms,
-                "batches": s.batches,
-                "records": s.records,
+                "edges": seen.edges.iter().collect::<Vec<_>>(),
+                "last_batch": (seen.batches > 0).then_some(seen.last_batch_ms),
+                "batches": seen.batches,
+                "records": seen.records,
+                "report": report,
             })
         })
         .collect();
@@ -423,15 +453,25 @@ pub fn topology(centre: &Centre) -> Response {
     edges.extend(st.registry.edges().map(|e| e.id.0));
     let mut brokers = BTreeSet::new();
     for edge in edges {
-        let reg = st.registry.get(EdgeId(edge));
+        let route = st.route(edge);
+        let (name, region) = match route {
+            Some(Route::Broker(b)) => st
+                .reported(b, edge)
+                .map(|e| (e.name.clone(), e.region.clone())),
+            _ => st
+                .registry
+                .get(EdgeId(edge))
+                .map(|r| (r.name.clone(), r.region.clone())),
+        }
+        .unzip();
         nodes.push(json!({
             "id": format!("edge:{edge}"),
             "kind": "edge",
             "edge": edge,
-            "name": reg.map(|r| r.name.clone()),
-            "region": reg.map(|r| r.region.clone()),
+            "name": name,
+            "region": region,
         }));
-        match st.route(edge) {
+        match route {
             Some(Route::Broker(a)) => {
                 brokers.insert(a);
                 links.push(json!({"from": format!("edge:{edge}"), "to": format!("broker:{a}")}));
