@@ -355,29 +355,33 @@ impl<A> Default for CentreState<A> {
 }
 
 impl<A: Copy + Ord> CentreState<A> {
-    /// How to reach edge `edge`: straight to it when its last batch came from the address it
-    /// registered from with the centre (or it only registered), else through the address its
-    /// last batch came from.
+    /// How to reach edge `edge`: straight to it when it registered with the centre from the
+    /// address its last batch came from (or only registered), or when that address is not a
+    /// broker ([`CentreState::is_broker`]: an edge that sends straight to the centre without
+    /// registering); else through the broker its last batch came from.
     pub fn route(&self, edge: u32) -> Option<Route<A>> {
         let registered = self.registry.get(EdgeId(edge)).map(|e| e.address);
         match (registered, self.via.get(&edge)) {
             (Some(r), Some(v)) if r == *v => Some(Route::Direct(r)),
             (Some(r), None) => Some(Route::Direct(r)),
-            (_, Some(v)) => Some(Route::Broker(*v)),
+            (_, Some(v)) if self.is_broker(*v) => Some(Route::Broker(*v)),
+            (_, Some(v)) => Some(Route::Direct(*v)),
             (None, None) => None,
         }
     }
 
-    /// Whether `addr` is a broker: it reported itself, or it forwarded batches of an edge
-    /// that is not registered with the centre from that address.
+    /// Whether `addr` is a broker: it reported itself (`POST /b`), or it forwarded batches of
+    /// several edges, or of an edge registered with the centre from another address. (A broker
+    /// with reports turned off that forwards for one unregistered edge looks like that edge.)
     pub fn is_broker(&self, addr: A) -> bool {
         self.reports.contains_key(&addr)
             || self.senders.get(&addr).is_some_and(|s| {
-                s.edges.iter().any(|e| {
-                    self.registry
-                        .get(EdgeId(*e))
-                        .is_none_or(|r| r.address != addr)
-                })
+                s.edges.len() > 1
+                    || s.edges.iter().any(|e| {
+                        self.registry
+                            .get(EdgeId(*e))
+                            .is_some_and(|r| r.address != addr)
+                    })
             })
     }
 
@@ -502,6 +506,43 @@ mod tests {
         assert!(decode_report(&[0x84, 0x02, 0x07, 0xf5, 0x60])
             .unwrap_err()
             .contains("version 2"));
+    }
+
+    #[test]
+    fn routes_go_direct_or_through_the_broker() {
+        use qos_wire::registration::Registration;
+        let mut st: CentreState<u8> = CentreState::default();
+        let reg = |id| Registration {
+            ep: "e",
+            d: "r",
+            lt: 300,
+            id: EdgeId(id),
+            fw: "",
+            pd: 0,
+        };
+        let batch = |st: &mut CentreState<u8>, edge: u32, from: u8| {
+            st.via.insert(edge, from);
+            st.senders.entry(from).or_default().edges.insert(edge);
+        };
+        assert_eq!(st.route(1), None);
+        // Registered here, batches from the same address: direct.
+        st.registry.register(0, 10, &reg(1));
+        assert_eq!(st.route(1), Some(Route::Direct(10)));
+        batch(&mut st, 1, 10);
+        assert_eq!(st.route(1), Some(Route::Direct(10)));
+        // Its batches now come from elsewhere: that is its broker.
+        batch(&mut st, 1, 50);
+        assert_eq!(st.route(1), Some(Route::Broker(50)));
+        assert!(st.is_broker(50) && !st.is_broker(10));
+        // An unregistered edge sending alone from its address: direct.
+        batch(&mut st, 2, 20);
+        assert_eq!(st.route(2), Some(Route::Direct(20)));
+        // ... unless that address reported itself as a broker, or forwards for several.
+        st.reports.insert(20, (0, BrokerReport::default()));
+        assert_eq!(st.route(2), Some(Route::Broker(20)));
+        batch(&mut st, 3, 30);
+        batch(&mut st, 4, 30);
+        assert_eq!(st.route(3), Some(Route::Broker(30)));
     }
 
     #[test]
