@@ -5,8 +5,11 @@
 //! everything. Listeners:
 //!
 //! - the HTTP API ([`crate::http`]), one read-only store connection per worker;
-//! - the CoAP ingest, which owns the store's single writer. It is not written yet:
-//!   [`start_ingest`] is the place it goes, with its contract documented there.
+//! - the CoAP ingest ([`start_ingest`]), which owns the store's writer for records, and serves
+//!   the centre's resources (`/c`, `/b`, `/rd`) and carries out the API's requests to edges.
+//!
+//! Both share a [`Centre`]: the central edge configurations (their own store connection,
+//! filled from `[[edge_config]]` at start) and the in-memory routes to edges.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
