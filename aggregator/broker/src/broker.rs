@@ -455,15 +455,13 @@ impl<A: Copy + Eq> Broker<A> {
             // The control queue is full: the edge's retransmission brings the request back.
             return;
         }
-        let mut request = Reply::of(m);
-        request.code = m.code();
         self.up_relays.push(Relay {
             handle,
             edge,
             code: m.code(),
             path: CONFIG_PATH,
             queries: vec![format!("id={}", edge.0).into_bytes()],
-            request,
+            request: Reply::of(m),
             created: now,
             sent: None,
             acked: false,
