@@ -491,3 +491,88 @@ impl Drop for TcpTarget {
         }
     }
 }
+
+/// A raw HTTP/1.1 request with a body (one per connection): the status code and the body.
+/// `patience` bounds the wait for the answer (on-demand probes take a while).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    patience: Duration,
+) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let io = |e: std::io::Error| format!("{method} {path}: {e}");
+    s.set_read_timeout(Some(patience)).map_err(io)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(io)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(io)?;
+    let text = String::from_utf8(raw).map_err(|e| format!("{method} {path}: not UTF-8: {e}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path}: no end of head in {text:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{method} {path}: bad status line in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// Starts `qos-aggregator broker` on `listen`, forwarding to `upstream`, its queue in
+/// `dir/broker-data`, with `extra` lines appended to its `[broker]` table; waits until it
+/// listens. Retries while the port is still held. `run` numbers its log file.
+pub fn start_broker(
+    dir: &Path,
+    run: usize,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    extra: &str,
+) -> Proc {
+    let config = dir.join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\ndata_dir = {:?}\n\
+             max_queue_bytes = 10485760\n{extra}\n\n[broker.reliability]\nack_timeout_ms = 500\n",
+            dir.join("broker-data").display().to_string()
+        ),
+    )
+    .expect("write the broker configuration");
+    let mut last = String::new();
+    for attempt in 0..10 {
+        let log = dir.join(format!("broker-{run}-{attempt}.log"));
+        let mut proc = Proc::spawn(
+            "qos-aggregator broker",
+            &binary("qos-aggregator"),
+            &["broker", "--config", config.to_str().expect("UTF-8 path")],
+            &log,
+        );
+        let up = wait_for("the broker to listen or exit", PATIENCE, || {
+            if let Some(status) = proc.exited() {
+                return Ok(Err(format!("exited with {status}\n{}", proc.log_tail())));
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("broker listening") {
+                Ok(Ok(()))
+            } else {
+                Err(proc.log_tail())
+            }
+        });
+        match up {
+            Ok(()) => return proc,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the broker did not start on {listen}: {last}");
+}
+
+pub mod fake_edge;
+pub use fake_edge::{Answer, FakeEdge};

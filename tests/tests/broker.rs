@@ -13,9 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use qos_e2e::{
-    binary, free_udp_port, fresh_dir, start_edge, wait_for, EdgeSpec, Proc, Serve, TcpTarget,
-};
+use qos_e2e::{free_udp_port, fresh_dir, start_edge, wait_for, EdgeSpec, Proc, Serve, TcpTarget};
 use qos_edge_core::Outbox;
 use qos_wire::ids::Seq;
 use rusqlite::{Connection, OpenFlags};
@@ -30,46 +28,9 @@ fn base() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("broker")
 }
 
-/// Starts `qos-aggregator broker` on `listen`, forwarding to `upstream`, its queue in
-/// `dir/broker-data`; waits until it listens. Retries while the port is still held.
+/// Starts `qos-aggregator broker` with the test's settings (see [`qos_e2e::start_broker`]).
 fn start_broker(dir: &Path, run: usize, listen: SocketAddr, upstream: SocketAddr) -> Proc {
-    let config = dir.join("broker.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[broker]\nlisten = \"{listen}\"\nupstream = \"{upstream}\"\ndata_dir = {:?}\n\
-             max_queue_bytes = 10485760\n\n[broker.reliability]\nack_timeout_ms = 500\n",
-            dir.join("broker-data").display().to_string()
-        ),
-    )
-    .expect("write the broker configuration");
-    let mut last = String::new();
-    for attempt in 0..10 {
-        let log = dir.join(format!("broker-{run}-{attempt}.log"));
-        let mut proc = Proc::spawn(
-            "qos-aggregator broker",
-            &binary("qos-aggregator"),
-            &["broker", "--config", config.to_str().expect("UTF-8 path")],
-            &log,
-        );
-        let up = wait_for("the broker to listen or exit", WAIT, || {
-            if let Some(status) = proc.exited() {
-                return Ok(Err(format!("exited with {status}\n{}", proc.log_tail())));
-            }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("broker listening") {
-                Ok(Ok(()))
-            } else {
-                Err(proc.log_tail())
-            }
-        });
-        match up {
-            Ok(()) => return proc,
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("the broker did not start on {listen}: {last}");
+    qos_e2e::start_broker(dir, run, listen, upstream, "")
 }
 
 /// Batches waiting in the broker's queue file.

@@ -13,7 +13,29 @@
 //!   Location-Path `rd/<n>`; 4.00 with the reason for bad parameters.
 //! - `POST /rd/<n>` (refresh, optional `lt=`): 2.04; `DELETE /rd/<n>`: 2.02; 4.04 when the
 //!   registration is unknown or expired (the edge registers again).
+//! - `GET /c?id=<edge>` (with the edge's ETag, if any) and `POST /c?id=<edge>` (Content-Format
+//!   60, a `config-report`): relayed to the upstream as the same request; the edge gets an empty
+//!   ACK at once and later the upstream's answer (code, ETag, Content-Format, payload) as a
+//!   separate response, or 5.04 Gateway Timeout when the upstream does not answer within
+//!   `relay_timeout_ms`. 4.00 without `id=<u32>`, 4.15 for a report without Content-Format 60.
 //! - `GET /.well-known/core`: [`WELL_KNOWN_CORE`].
+//!
+//! # Upstream resources (requests from the super-manager to an edge)
+//! - `POST /p?id=<edge>` (Content-Format 60, a `probe-spec`) and `GET /r?id=<edge>[&p=<probe>]`:
+//!   routed by the [`Registry`] to the address the edge last spoke from, as the same request
+//!   without `id=` (other queries kept). The upstream gets an empty ACK at once and later the
+//!   edge's answer as a separate response. 4.04 "unknown edge" for an id the registry does not
+//!   know; 4.00 without `id=<u32>`. An edge that does not acknowledge within `attempt_ms` is
+//!   taken to be away: the request is held and sent again when the edge is next heard from
+//!   (a batch, a registration, a `/c` request), for up to `hold_ms` after it arrived; then (or
+//!   when an edge that acknowledged never answers) the upstream gets 5.04.
+//! - `GET /.well-known/core`: [`UPSTREAM_LINKS`].
+//!
+//! More than `max_relays` requests in progress in one direction get 5.03.
+//!
+//! # Report
+//! Every `report_interval_ms` (and within a second of a new registration) the broker sends
+//! its counters and registry upstream as a NON `POST /b` ([`crate::report`]).
 //!
 //! # Forwarding
 //! Queued batches go upstream in append order as CON `POST /u` with the same payload, one
@@ -23,27 +45,36 @@
 //! 4.04), 5.xx, timeout or reset: the same batch is sent again after a back-off (`retry_initial_ms`, doubling
 //! up to `retry_max_ms`, back to the start after a success). A batch is removed only after the
 //! upstream acknowledged it, so a broker killed in between sends it again after its restart;
-//! the super-manager deduplicates by (edge, seq), so this is harmless.
+//! the super-manager deduplicates by (edge, seq), so this is harmless. Relayed requests share the
+//! upstream's NSTART with the batches and go first (they are small and someone waits for them).
 
 use qos_coap::{
     content_format, option, Code, Config as CoapConfig, ConfigError, Endpoint, Event, ExchangeId,
-    Incoming, Reliability, Request,
+    Incoming, Message, MessageWriter, Reliability, Request, RequestError, RequestHandle,
+    WriteError,
 };
-use qos_wire::registration::{Registration, DIRECTORY_PATH};
+use qos_wire::ids::EdgeId;
+use qos_wire::registration::{CONFIG_PATH, DIRECTORY_PATH, PROBE_PATH, RESULTS_PATH};
 use qos_wire::uplink::{Ack, Batch, UPLINK_PATH};
 
+use crate::directory;
 use crate::queue::{Queue, QueueId, QueueStats};
-use crate::registry::Registry;
+use crate::registry::{EdgeEntry, Registry};
+use crate::report::{BrokerReport, ReportEdge, ReportStats, REPORT_PATH};
 
 /// Largest CoAP message (RFC 7252 §4.6).
 pub const MAX_MESSAGE: usize = 1152;
 /// The downstream resources, in link format (RFC 6690).
-pub const WELL_KNOWN_CORE: &str = "</rd>;rt=\"core.rd\",</u>;rt=\"qos.uplink\";ct=60";
+pub const WELL_KNOWN_CORE: &str =
+    "</rd>;rt=\"core.rd\",</u>;rt=\"qos.uplink\";ct=60,</c>;rt=\"qos.config\";ct=60";
+/// The resources served to the upstream, in link format.
+pub const UPSTREAM_LINKS: &str = "</p>;rt=\"qos.probe\";ct=60,</r>;rt=\"qos.results\";ct=60";
 
 /// Endpoint towards the edges: 64 exchanges, 1024 deduplication entries.
 pub type DownstreamEndpoint<A> = Endpoint<A, 64, 1024, MAX_MESSAGE, 64>;
-/// Endpoint towards the upstream: a few exchanges (one batch in flight at a time).
-pub type UpstreamEndpoint<A> = Endpoint<A, 4, 16, MAX_MESSAGE, 64>;
+/// Endpoint towards the upstream: one batch in flight, relayed `/c` requests, and separate
+/// responses to the upstream's `/p` and `/r`.
+pub type UpstreamEndpoint<A> = Endpoint<A, 32, 64, MAX_MESSAGE, 64>;
 
 /// Settings of a [`Broker`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +87,20 @@ pub struct BrokerConfig {
     pub retry_initial_ms: u64,
     /// Longest wait between attempts, ms.
     pub retry_max_ms: u64,
+    /// How long a request for an edge (`/p`, `/r` from the upstream) is held for an edge that
+    /// does not answer, waiting for it to be heard from again, ms (from its arrival).
+    pub hold_ms: u64,
+    /// How long one attempt to reach an edge may stay unacknowledged before the request is
+    /// held, ms.
+    pub attempt_ms: u64,
+    /// How long an edge's `/c` request waits for the upstream's answer before 5.04, ms.
+    pub relay_timeout_ms: u64,
+    /// Relayed requests in progress at most, per direction; more are answered 5.03.
+    pub max_relays: usize,
+    /// Interval of the broker's report about itself to the upstream (`POST /b`, see
+    /// [`crate::report`]), ms; 0: none. A new registration brings the next one forward to
+    /// within a second.
+    pub report_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +110,11 @@ impl Default for BrokerConfig {
             upstream: CoapConfig::default(),
             retry_initial_ms: 1_000,
             retry_max_ms: 30_000,
+            hold_ms: 30_000,
+            attempt_ms: 5_000,
+            relay_timeout_ms: 20_000,
+            max_relays: 64,
+            report_interval_ms: 30_000,
         }
     }
 }
@@ -84,6 +134,8 @@ pub enum RejectReason {
     NotFound,
     /// Wrong method.
     MethodNotAllowed,
+    /// A relayed request without a valid `id=` query.
+    BadRequest,
 }
 
 /// Counters of a broker.
@@ -115,6 +167,120 @@ pub struct BrokerStats {
     pub rejected_method: u64,
     /// Registrations created or renewed.
     pub registrations: u64,
+    /// Relayed requests (`/c`, `/p`, `/r`) without a valid `id=` query.
+    pub rejected_bad_request: u64,
+    /// `/c` requests of edges answered with the upstream's answer.
+    pub config_relayed: u64,
+    /// `/c` requests of edges answered 5.04 (the upstream did not answer).
+    pub config_timeouts: u64,
+    /// `/p` and `/r` requests of the upstream answered with the edge's answer.
+    pub edge_relayed: u64,
+    /// `/p` and `/r` requests of the upstream answered 5.04 (the edge did not answer).
+    pub edge_timeouts: u64,
+    /// `/p` and `/r` requests of the upstream for an edge the registry does not know (4.04).
+    pub unknown_edge: u64,
+    /// Times a request for an edge was held because the edge did not acknowledge it.
+    pub held: u64,
+    /// Requests answered 5.03 because `max_relays` were in progress.
+    pub relay_overload: u64,
+}
+
+/// An answer carried across the broker: code, ETag, Content-Format and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reply {
+    code: Code,
+    etag: Option<Vec<u8>>,
+    cf: Option<u16>,
+    payload: Vec<u8>,
+}
+
+impl Reply {
+    fn of(m: &Message<'_>) -> Reply {
+        Reply {
+            code: m.code(),
+            etag: m.option(option::ETAG).map(<[u8]>::to_vec),
+            cf: m.content_format(),
+            payload: m.payload().to_vec(),
+        }
+    }
+
+    fn error(code: Code, text: &str) -> Reply {
+        Reply {
+            code,
+            etag: None,
+            cf: None,
+            payload: text.as_bytes().to_vec(),
+        }
+    }
+
+    fn write(&self, w: &mut MessageWriter<'_>) -> Result<(), WriteError> {
+        if let Some(e) = &self.etag {
+            w.option(option::ETAG, e)?;
+        }
+        if let Some(cf) = self.cf {
+            w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+        }
+        w.payload(&self.payload)
+    }
+}
+
+/// A request to relay: what goes out, and who waits for the answer.
+#[derive(Debug, Clone)]
+struct Relay<A> {
+    /// The waiting requester (an edge for `/c`, the upstream for `/p` and `/r`).
+    handle: RequestHandle<A>,
+    /// The edge concerned.
+    edge: EdgeId,
+    code: Code,
+    path: &'static str,
+    /// Uri-Query items sent on.
+    queries: Vec<Vec<u8>>,
+    request: Reply,
+    created: u64,
+    /// The exchange carrying it and when it was sent.
+    sent: Option<(ExchangeId, u64)>,
+    /// The receiver acknowledged and its separate answer is awaited.
+    acked: bool,
+    /// `/p`, `/r`: the edge was heard from since the last attempt went out (or there was
+    /// none yet): it may be sent (again) now.
+    ready: bool,
+}
+
+impl<A: Copy> Relay<A> {
+    fn write(&self, w: &mut MessageWriter<'_>) -> Result<(), WriteError> {
+        if let Some(e) = &self.request.etag {
+            w.option(option::ETAG, e)?;
+        }
+        w.uri_path(self.path)?;
+        if let Some(cf) = self.request.cf {
+            w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+        }
+        for q in &self.queries {
+            w.option(option::URI_QUERY, q)?;
+        }
+        w.payload(&self.request.payload)
+    }
+}
+
+/// The `id=<u32>` query of a relayed request, and the other queries.
+fn split_id<'a>(m: &Message<'a>) -> Result<(EdgeId, Vec<Vec<u8>>), &'static str> {
+    let mut id = None;
+    let mut rest = Vec::new();
+    for q in m.uri_queries() {
+        match q.strip_prefix(b"id=") {
+            Some(v) => {
+                id = Some(
+                    core::str::from_utf8(v)
+                        .ok()
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .ok_or("query id=<edge id> is not a number")?,
+                )
+            }
+            None => rest.push(q.to_vec()),
+        }
+    }
+    id.map(|id| (EdgeId(id), rest))
+        .ok_or("query id=<edge id> needed")
 }
 
 /// The broker.
@@ -129,6 +295,12 @@ pub struct Broker<A> {
     in_flight: Option<(ExchangeId, QueueId)>,
     retry_at: u64,
     backoff_ms: u64,
+    /// Edges' `/c` requests on their way upstream.
+    up_relays: Vec<Relay<A>>,
+    /// The upstream's `/p` and `/r` requests on their way to edges.
+    down_relays: Vec<Relay<A>>,
+    /// When the next report goes upstream.
+    next_report: u64,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -163,6 +335,9 @@ impl<A: Copy + Eq> Broker<A> {
             retry_at: 0,
             backoff_ms: config.retry_initial_ms,
             config,
+            up_relays: Vec::new(),
+            down_relays: Vec::new(),
+            next_report: 0,
         })
     }
 
@@ -197,20 +372,121 @@ impl<A: Copy + Eq> Broker<A> {
         if self.down.stats().malformed != malformed {
             self.stats.rejected_malformed += 1;
         }
-        if let Some(Incoming::Request(req)) = incoming {
-            let (code, cf, location, body) = self.route(now, unix_ms, &req);
-            let _ = self.down.respond(now, &req.handle, code, |w| {
-                if let Some(n) = location {
-                    w.option(option::LOCATION_PATH, DIRECTORY_PATH.as_bytes())?;
-                    w.option(option::LOCATION_PATH, n.to_string().as_bytes())?;
+        match incoming {
+            Some(Incoming::Request(req)) if req.message.path_is(CONFIG_PATH) => {
+                self.relay_up(now, req);
+            }
+            Some(Incoming::Request(req)) => {
+                let (code, cf, location, body) = self.route(now, unix_ms, &req);
+                let _ = self.down.respond(now, &req.handle, code, |w| {
+                    if let Some(n) = location {
+                        w.option(option::LOCATION_PATH, DIRECTORY_PATH.as_bytes())?;
+                        w.option(option::LOCATION_PATH, n.to_string().as_bytes())?;
+                    }
+                    if let Some(cf) = cf {
+                        w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+                    }
+                    w.payload(&body)
+                });
+            }
+            Some(Incoming::Response { exchange, message }) => {
+                if let Some(i) = self
+                    .down_relays
+                    .iter()
+                    .position(|r| matches!(r.sent, Some((id, _)) if id == exchange))
+                {
+                    let mut relay = self.down_relays.swap_remove(i);
+                    self.stats.edge_relayed += 1;
+                    let reply = Reply::of(&message);
+                    self.answer_upstream(now, &mut relay.handle, &reply);
                 }
-                if let Some(cf) = cf {
-                    w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
-                }
-                w.payload(&body)
-            });
+            }
+            None => {}
+        }
+        // Requests held for an edge that was away go out now that it spoke (and one whose
+        // attempt is still unanswered goes out again at once if that attempt runs out).
+        let ids: Vec<EdgeId> = self.registry.ids_at(from).collect();
+        for r in self.down_relays.iter_mut() {
+            if !r.acked && ids.contains(&r.edge) {
+                r.ready = true;
+            }
         }
         self.poll(now);
+    }
+
+    /// An edge's `GET /c` or `POST /c`: answered at once when it is wrong, else deferred and
+    /// relayed upstream.
+    fn relay_up(&mut self, now: u64, req: Request<'_, A>) {
+        let m = &req.message;
+        let refuse = |code, text: &str| Some(Reply::error(code, text));
+        let error = if m.code() != Code::GET && m.code() != Code::POST {
+            self.reject(RejectReason::MethodNotAllowed);
+            refuse(Code::METHOD_NOT_ALLOWED, "GET or POST only")
+        } else if m.code() == Code::POST && m.content_format() != Some(content_format::CBOR) {
+            self.reject(RejectReason::BadContentFormat);
+            refuse(
+                Code::UNSUPPORTED_CONTENT_FORMAT,
+                "Content-Format 60 (CBOR) expected",
+            )
+        } else if self.up_relays.len() >= self.config.max_relays {
+            self.stats.relay_overload += 1;
+            refuse(Code::SERVICE_UNAVAILABLE, "too many requests in progress")
+        } else {
+            None
+        };
+        let parsed = split_id(m);
+        let (edge, error) = match (error, parsed) {
+            (Some(e), _) => (EdgeId(0), Some(e)),
+            (None, Err(why)) => {
+                self.reject(RejectReason::BadRequest);
+                (EdgeId(0), refuse(Code::BAD_REQUEST, why))
+            }
+            (None, Ok((edge, _))) => (edge, None),
+        };
+        if let Some(reply) = error {
+            let _ = self
+                .down
+                .respond(now, &req.handle, reply.code, |w| reply.write(w));
+            return;
+        }
+        self.registry.heard(now, req.from, edge);
+        let mut handle = req.handle;
+        if handle.is_confirmable() && self.down.defer(now, &mut handle).is_err() {
+            // The control queue is full: the edge's retransmission brings the request back.
+            return;
+        }
+        self.up_relays.push(Relay {
+            handle,
+            edge,
+            code: m.code(),
+            path: CONFIG_PATH,
+            queries: vec![format!("id={}", edge.0).into_bytes()],
+            request: Reply::of(m),
+            created: now,
+            sent: None,
+            acked: false,
+            ready: true,
+        });
+    }
+
+    /// Sends `reply` to the upstream as the separate answer of `handle`.
+    fn answer_upstream(&mut self, now: u64, handle: &mut RequestHandle<A>, reply: &Reply) {
+        if let Err(e) = self
+            .up
+            .respond_separate(now, handle, reply.code, |w| reply.write(w))
+        {
+            tracing::warn!(error = %e, "cannot answer the upstream");
+        }
+    }
+
+    /// Sends `reply` to an edge as the separate answer of `handle`.
+    fn answer_edge(&mut self, now: u64, handle: &mut RequestHandle<A>, reply: &Reply) {
+        if let Err(e) = self
+            .down
+            .respond_separate(now, handle, reply.code, |w| reply.write(w))
+        {
+            tracing::warn!(error = %e, "cannot answer an edge");
+        }
     }
 
     fn reject(&mut self, reason: RejectReason) {
@@ -222,6 +498,7 @@ impl<A: Copy + Eq> Broker<A> {
             RejectReason::BadRegistration => s.rejected_registration += 1,
             RejectReason::NotFound => s.rejected_not_found += 1,
             RejectReason::MethodNotAllowed => s.rejected_method += 1,
+            RejectReason::BadRequest => s.rejected_bad_request += 1,
         }
     }
 
@@ -282,74 +559,21 @@ impl<A: Copy + Eq> Broker<A> {
                     }
                 }
             }
-            [p] if *p == DIRECTORY_PATH.as_bytes() => {
-                if m.code() != Code::POST {
-                    self.reject(RejectReason::MethodNotAllowed);
-                    return plain(Code::METHOD_NOT_ALLOWED, "POST only");
-                }
-                let queries: Option<Vec<&str>> = m
-                    .uri_queries()
-                    .map(|q| core::str::from_utf8(q).ok())
-                    .collect();
-                let Some(queries) = queries else {
-                    self.reject(RejectReason::BadRegistration);
-                    return plain(Code::BAD_REQUEST, "Uri-Query is not UTF-8");
-                };
-                match Registration::from_query(queries) {
-                    Ok(reg) => {
-                        let n = self.registry.register(now, req.from, &reg);
-                        self.stats.registrations += 1;
-                        (Code::CREATED, None, Some(n), Vec::new())
-                    }
-                    Err(e) => {
-                        self.reject(RejectReason::BadRegistration);
-                        plain(Code::BAD_REQUEST, &e.to_string())
-                    }
-                }
-            }
-            [p, n] if *p == DIRECTORY_PATH.as_bytes() => {
-                let location = core::str::from_utf8(n)
-                    .ok()
-                    .and_then(|n| n.parse::<u32>().ok());
-                let Some(location) = location else {
+            [p, ..] if *p == DIRECTORY_PATH.as_bytes() => {
+                let Some(answer) = directory::serve(&mut self.registry, now, req.from, m) else {
                     self.reject(RejectReason::NotFound);
-                    return plain(Code::NOT_FOUND, "no such registration");
+                    return plain(Code::NOT_FOUND, "");
                 };
-                let found = if m.code() == Code::POST {
-                    let mut lt = None;
-                    for q in m.uri_queries() {
-                        if let Some(v) = q.strip_prefix(b"lt=") {
-                            match core::str::from_utf8(v).ok().and_then(|v| v.parse().ok()) {
-                                Some(v) if v >= qos_wire::registration::MIN_LIFETIME => {
-                                    lt = Some(v)
-                                }
-                                _ => {
-                                    self.reject(RejectReason::BadRegistration);
-                                    return plain(
-                                        Code::BAD_REQUEST,
-                                        "invalid registration parameter `lt`",
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    self.registry.refresh(now, req.from, location, lt)
-                } else if m.code() == Code::DELETE {
-                    self.registry.remove(now, location)
-                } else {
-                    self.reject(RejectReason::MethodNotAllowed);
-                    return plain(Code::METHOD_NOT_ALLOWED, "POST or DELETE only");
-                };
-                if !found {
-                    self.reject(RejectReason::NotFound);
-                    return plain(Code::NOT_FOUND, "no such registration");
+                if let Some(reason) = answer.reject {
+                    self.reject(reason);
                 }
-                if m.code() == Code::POST {
+                if answer.registered {
                     self.stats.registrations += 1;
-                    (Code::CHANGED, None, None, Vec::new())
-                } else {
-                    (Code::DELETED, None, None, Vec::new())
                 }
+                if answer.code == Code::CREATED {
+                    self.next_report = self.next_report.min(now + 1_000);
+                }
+                (answer.code, None, answer.location, answer.body)
             }
             [a, b] if *a == b".well-known" && *b == b"core" => {
                 if m.code() != Code::GET {
@@ -380,16 +604,87 @@ impl<A: Copy + Eq> Broker<A> {
                         self.on_answer(now, qid, message.code());
                     }
                 }
+                if let Some(i) = self
+                    .up_relays
+                    .iter()
+                    .position(|r| matches!(r.sent, Some((id, _)) if id == exchange))
+                {
+                    let mut relay = self.up_relays.swap_remove(i);
+                    self.stats.config_relayed += 1;
+                    let reply = Reply::of(&message);
+                    self.answer_edge(now, &mut relay.handle, &reply);
+                }
             }
-            Some(Incoming::Request(req)) => {
-                // Nothing is offered upstream yet.
-                let _ = self
-                    .up
-                    .respond(now, &req.handle, Code::NOT_FOUND, |w| w.payload(b""));
-            }
+            Some(Incoming::Request(req)) => self.relay_down(now, req),
             None => {}
         }
         self.poll(now);
+    }
+
+    /// The upstream's `POST /p` or `GET /r` for an edge (or its `/.well-known/core`).
+    fn relay_down(&mut self, now: u64, req: Request<'_, A>) {
+        let m = &req.message;
+        let path = if m.path_is(PROBE_PATH) {
+            Some((PROBE_PATH, Code::POST))
+        } else if m.path_is(RESULTS_PATH) {
+            Some((RESULTS_PATH, Code::GET))
+        } else {
+            None
+        };
+        let immediate = match path {
+            None if m.path_is(".well-known/core") && m.code() == Code::GET => Reply {
+                code: Code::CONTENT,
+                etag: None,
+                cf: Some(content_format::LINK_FORMAT),
+                payload: UPSTREAM_LINKS.as_bytes().to_vec(),
+            },
+            None => {
+                self.reject(RejectReason::NotFound);
+                Reply::error(Code::NOT_FOUND, "")
+            }
+            Some((_, method)) if m.code() != method => {
+                self.reject(RejectReason::MethodNotAllowed);
+                Reply::error(Code::METHOD_NOT_ALLOWED, "wrong method")
+            }
+            Some((path, _)) => match split_id(m) {
+                Err(why) => {
+                    self.reject(RejectReason::BadRequest);
+                    Reply::error(Code::BAD_REQUEST, why)
+                }
+                Ok((edge, _)) if self.registry.get(edge).is_none() => {
+                    self.stats.unknown_edge += 1;
+                    Reply::error(Code::NOT_FOUND, "unknown edge")
+                }
+                Ok(_) if self.down_relays.len() >= self.config.max_relays => {
+                    self.stats.relay_overload += 1;
+                    Reply::error(Code::SERVICE_UNAVAILABLE, "too many requests in progress")
+                }
+                Ok((edge, queries)) => {
+                    let mut handle = req.handle;
+                    if handle.is_confirmable() && self.up.defer(now, &mut handle).is_err() {
+                        return;
+                    }
+                    let mut request = Reply::of(m);
+                    request.etag = None;
+                    self.down_relays.push(Relay {
+                        handle,
+                        edge,
+                        code: m.code(),
+                        path,
+                        queries,
+                        request,
+                        created: now,
+                        sent: None,
+                        acked: false,
+                        ready: true,
+                    });
+                    return;
+                }
+            },
+        };
+        let _ = self
+            .up
+            .respond(now, &req.handle, immediate.code, |w| immediate.write(w));
     }
 
     fn on_answer(&mut self, now: u64, qid: QueueId, code: Code) {
@@ -423,12 +718,16 @@ impl<A: Copy + Eq> Broker<A> {
         self.backoff_ms = (self.backoff_ms * 2).min(self.config.retry_max_ms);
     }
 
-    /// Advances timers (retransmissions, lease expiry, retries) and starts forwarding the next
-    /// batch when none is in flight. Call when [`Broker::poll_timeout`] passes; the `handle_*`
-    /// methods call it themselves.
+    /// Advances timers (retransmissions, lease expiry, retries, relays) and starts forwarding
+    /// the next batch when none is in flight. Call when [`Broker::poll_timeout`] passes; the
+    /// `handle_*` methods call it themselves.
     pub fn poll(&mut self, now: u64) {
         self.down.handle_timeout(now);
-        while self.down.poll_event().is_some() {}
+        while let Some(ev) = self.down.poll_event() {
+            if let Event::Timeout(id) | Event::Reset(id) = ev {
+                self.edge_failed(now, id);
+            }
+        }
         self.up.handle_timeout(now);
         while let Some(ev) = self.up.poll_event() {
             let failed = match ev {
@@ -440,10 +739,192 @@ impl<A: Copy + Eq> Broker<A> {
                 tracing::debug!("upstream did not answer; will retry");
                 self.fail(now);
             }
+            if let Some(i) = self
+                .up_relays
+                .iter()
+                .position(|r| matches!(r.sent, Some((id, _)) if id == failed))
+            {
+                self.up_relay_timed_out(now, i);
+            }
         }
         self.registry.expire(now);
+        if self.config.report_interval_ms > 0 && now >= self.next_report {
+            self.send_report(now);
+        }
+        self.poll_up_relays(now);
+        self.poll_down_relays(now);
         if self.in_flight.is_none() && now >= self.retry_at {
             self.forward_next(now);
+        }
+    }
+
+    /// The report about this broker, as of `now`.
+    pub fn report(&self, now: u64) -> BrokerReport {
+        let s = &self.stats;
+        let q = self.queue.stats();
+        let mut edges: Vec<&EdgeEntry<A>> = self.registry.edges().collect();
+        edges.sort_by_key(|e| std::cmp::Reverse(e.last_seen_ms));
+        BrokerReport {
+            stats: ReportStats {
+                received: s.received,
+                acked: s.acked,
+                forwarded: s.forwarded,
+                queued: q.len,
+                queued_bytes: q.bytes,
+                dropped_quota: q.dropped_quota,
+                relayed: s.config_relayed + s.edge_relayed,
+                relay_timeouts: s.config_timeouts + s.edge_timeouts,
+            },
+            total_edges: edges.len() as u64,
+            edges: edges
+                .iter()
+                .map(|e| ReportEdge {
+                    id: e.id.0,
+                    name: e.name.clone(),
+                    region: e.region.clone(),
+                    registered: e.registered(now),
+                    seen_ago_ms: now.saturating_sub(e.last_seen_ms),
+                })
+                .collect(),
+        }
+    }
+
+    fn send_report(&mut self, now: u64) {
+        self.next_report = now + self.config.report_interval_ms;
+        let body = self.report(now).encode();
+        let sent = self.up.request(
+            now,
+            self.upstream,
+            Reliability::NonConfirmable,
+            Code::POST,
+            |w| {
+                w.uri_path(REPORT_PATH)?;
+                w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
+                w.payload(&body)
+            },
+        );
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "cannot send the broker report");
+        }
+    }
+
+    fn up_relay_timed_out(&mut self, now: u64, i: usize) {
+        let mut relay = self.up_relays.swap_remove(i);
+        if let Some((id, _)) = relay.sent {
+            self.up.cancel(id);
+        }
+        self.stats.config_timeouts += 1;
+        let reply = Reply::error(Code::GATEWAY_TIMEOUT, "upstream did not answer");
+        self.answer_edge(now, &mut relay.handle, &reply);
+    }
+
+    fn poll_up_relays(&mut self, now: u64) {
+        while let Some(i) = self
+            .up_relays
+            .iter()
+            .position(|r| now >= r.created.saturating_add(self.config.relay_timeout_ms))
+        {
+            self.up_relay_timed_out(now, i);
+        }
+        for i in 0..self.up_relays.len() {
+            if self.up_relays[i].sent.is_some() {
+                continue;
+            }
+            let relay = &self.up_relays[i];
+            match self.up.request(
+                now,
+                self.upstream,
+                Reliability::Confirmable,
+                relay.code,
+                |w| relay.write(w),
+            ) {
+                Ok(id) => self.up_relays[i].sent = Some((id, now)),
+                // NSTART or slots: after the exchange in progress.
+                Err(RequestError::Busy | RequestError::NoSlot) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot relay a request upstream");
+                    self.up_relay_timed_out(now, i);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A request to an edge failed (timeout or reset of exchange `id`).
+    fn edge_failed(&mut self, now: u64, id: ExchangeId) {
+        let Some(i) = self
+            .down_relays
+            .iter()
+            .position(|r| matches!(r.sent, Some((x, _)) if x == id))
+        else {
+            return;
+        };
+        let r = &mut self.down_relays[i];
+        r.sent = None;
+        if r.acked {
+            // It took the request and never answered: gone mid-run.
+            let mut relay = self.down_relays.swap_remove(i);
+            self.give_up_on_edge(now, &mut relay);
+        } else {
+            self.stats.held += 1;
+        }
+    }
+
+    fn give_up_on_edge(&mut self, now: u64, relay: &mut Relay<A>) {
+        if let Some((id, _)) = relay.sent {
+            self.down.cancel(id);
+        }
+        self.stats.edge_timeouts += 1;
+        let reply = Reply::error(Code::GATEWAY_TIMEOUT, "edge did not answer");
+        self.answer_upstream(now, &mut relay.handle, &reply);
+    }
+
+    fn poll_down_relays(&mut self, now: u64) {
+        let (hold, attempt) = (self.config.hold_ms, self.config.attempt_ms);
+        let mut i = 0;
+        while i < self.down_relays.len() {
+            let r = &mut self.down_relays[i];
+            if let Some((id, sent_at)) = r.sent {
+                if !r.acked && self.down.awaiting_separate(id) {
+                    r.acked = true;
+                }
+                if !r.acked && now >= sent_at.saturating_add(attempt) {
+                    // No acknowledgement: the edge is away. Hold the request.
+                    self.down.cancel(id);
+                    r.sent = None;
+                    self.stats.held += 1;
+                }
+            }
+            let r = &self.down_relays[i];
+            if r.sent.is_none() && now >= r.created.saturating_add(hold) {
+                let mut relay = self.down_relays.swap_remove(i);
+                self.give_up_on_edge(now, &mut relay);
+                continue;
+            }
+            if r.sent.is_none() && r.ready {
+                let Some(to) = self.registry.get(r.edge).map(|e| e.address) else {
+                    i += 1;
+                    continue;
+                };
+                match self
+                    .down
+                    .request(now, to, Reliability::Confirmable, r.code, |w| r.write(w))
+                {
+                    Ok(id) => {
+                        let r = &mut self.down_relays[i];
+                        r.sent = Some((id, now));
+                        r.ready = false;
+                    }
+                    Err(RequestError::Busy | RequestError::NoSlot) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot relay a request to an edge");
+                        let mut relay = self.down_relays.swap_remove(i);
+                        self.give_up_on_edge(now, &mut relay);
+                        continue;
+                    }
+                }
+            }
+            i += 1;
         }
     }
 
@@ -470,6 +951,8 @@ impl<A: Copy + Eq> Broker<A> {
         );
         match sent {
             Ok(id) => self.in_flight = Some((id, batch.id)),
+            // A relayed request holds the upstream's NSTART: after it.
+            Err(RequestError::Busy) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "cannot send a queued batch upstream");
                 self.fail(now);
@@ -490,14 +973,27 @@ impl<A: Copy + Eq> Broker<A> {
     /// When to call [`Broker::poll`] (and the `poll_transmit_*`) next at the latest.
     pub fn poll_timeout(&self) -> Option<u64> {
         let retry = (self.in_flight.is_none() && !self.queue.is_empty()).then_some(self.retry_at);
+        let up = self
+            .up_relays
+            .iter()
+            .map(|r| r.created.saturating_add(self.config.relay_timeout_ms));
+        let down = self.down_relays.iter().map(|r| match r.sent {
+            Some((_, at)) if !r.acked => at.saturating_add(self.config.attempt_ms),
+            Some(_) => u64::MAX,
+            None => r.created.saturating_add(self.config.hold_ms),
+        });
+        let report = (self.config.report_interval_ms > 0).then_some(self.next_report);
         [
             self.down.poll_timeout(),
             self.up.poll_timeout(),
             retry,
             self.registry.next_expiry(),
+            report,
         ]
         .into_iter()
         .flatten()
+        .chain(up)
+        .chain(down)
         .min()
     }
 }

@@ -8,7 +8,10 @@
 //! - [`broker`]: the state machine, its resources and forwarding rules;
 //! - [`queue`]: the [`Queue`] interface and an in-memory queue for tests;
 //! - [`sqlite_queue`]: the durable queue (SQLite, WAL, `synchronous = FULL`, byte quota);
-//! - [`registry`]: who registered, from where, until when, what was received from them.
+//! - [`registry`]: who registered, from where, until when, what was received from them;
+//! - [`report`]: what a broker tells its upstream about itself (`POST /b`);
+//! - [`directory`]: the RFC 9176 registration resources over a [`Registry`] (the broker's, and
+//!   the super-manager's for edges that send straight to it).
 //!
 //! # The delivery promise
 //! A batch is acknowledged to its edge only after [`Queue::append`] returned, i.e. after it is
@@ -19,14 +22,21 @@
 //! super-manager sees the hole as gaps in that edge's numbering.
 
 pub mod broker;
+pub mod directory;
 pub mod queue;
 pub mod registry;
+pub mod report;
 pub mod sqlite_queue;
 
-pub use broker::{Broker, BrokerConfig, BrokerStats, RejectReason, MAX_MESSAGE, WELL_KNOWN_CORE};
+pub use broker::{
+    Broker, BrokerConfig, BrokerStats, RejectReason, MAX_MESSAGE, UPSTREAM_LINKS, WELL_KNOWN_CORE,
+};
 pub use queue::{MemoryQueue, Queue, QueueError, QueueId, QueueStats, QueuedBatch};
 pub use registry::{EdgeEntry, Registry};
+pub use report::{BrokerReport, ReportEdge, ReportStats, REPORT_PATH};
 pub use sqlite_queue::SqliteQueue;
 
+#[cfg(test)]
+mod relay_tests;
 #[cfg(test)]
 mod tests;

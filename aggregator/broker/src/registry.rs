@@ -180,6 +180,23 @@ impl<A: Copy> Registry<A> {
         e.last_seq = Some(e.last_seq.map_or(last_seq, |s| s.max(last_seq)));
     }
 
+    /// Records that edge `edge` spoke from `from` at `now` (any request naming its id, such as
+    /// `GET /c?id=`); creates the entry if needed.
+    pub fn heard(&mut self, now: u64, from: A, edge: EdgeId) {
+        self.entry(edge, from, now);
+    }
+
+    /// The ids of the edges whose last address is `from`.
+    pub fn ids_at(&self, from: A) -> impl Iterator<Item = EdgeId> + '_
+    where
+        A: PartialEq,
+    {
+        self.edges
+            .values()
+            .filter(move |e| e.address == from)
+            .map(|e| e.id)
+    }
+
     /// One edge.
     pub fn get(&self, id: EdgeId) -> Option<&EdgeEntry<A>> {
         self.edges.get(&id.0)

@@ -85,6 +85,8 @@ fn config() -> BrokerConfig {
     BrokerConfig {
         // A fast upstream: 200 ms, 2 retransmissions, so an exchange fails within ~1.2 s.
         upstream: CoapConfig::with_reliability(200, 1.5, 2),
+        // No reports: the scripted upstream expects batches only (see the relay tests).
+        report_interval_ms: 0,
         ..BrokerConfig::default()
     }
 }
@@ -513,14 +515,14 @@ fn malformed_batches_get_4_00_and_nothing_is_queued() {
 }
 
 #[test]
-fn well_known_core_lists_the_directory_and_the_uplink() {
+fn well_known_core_lists_the_directory_the_uplink_and_the_config() {
     let mut h = H::new();
     let a = h.request(EDGE_A, Code::GET, ".well-known/core", &[], None, b"");
     assert_eq!(a.code, Code::CONTENT);
     assert_eq!(a.payload, WELL_KNOWN_CORE.as_bytes());
     assert_eq!(
         WELL_KNOWN_CORE,
-        "</rd>;rt=\"core.rd\",</u>;rt=\"qos.uplink\";ct=60"
+        "</rd>;rt=\"core.rd\",</u>;rt=\"qos.uplink\";ct=60,</c>;rt=\"qos.config\";ct=60"
     );
 }
 

@@ -9,6 +9,9 @@
 //! upstream = "127.0.0.1:5683"
 //! data_dir = "./qos-broker-data"
 //! max_queue_bytes = 1073741824
+//! hold_ms = 30000
+//! relay_timeout_ms = 20000
+//! report_interval_ms = 30000
 //!
 //! [broker.reliability]
 //! ack_timeout_ms = 2000
@@ -53,6 +56,19 @@ pub struct BrokerSection {
     /// dropped and counted; the super-manager then sees gaps in those edges' numbering.
     /// Default 1 GiB (about a million batches).
     pub max_queue_bytes: u64,
+    /// `hold_ms`: how long a request of the super-manager for an edge (`POST /p`, `GET /r`)
+    /// waits for an edge that does not answer to be heard from again (a batch, a registration,
+    /// a `/c` request), then it is sent on; after this many ms the super-manager gets 5.04.
+    /// Default 30000, at least 1000.
+    pub hold_ms: u64,
+    /// `relay_timeout_ms`: how long an edge's `/c` request (configuration, report) waits for
+    /// the upstream's answer before the edge gets 5.04. Default 20000, at least 1000.
+    pub relay_timeout_ms: u64,
+    /// `report_interval_ms`: how often the broker sends its counters and registry to the
+    /// upstream (`POST /b`, CDDL `broker-report`; shown by the super-manager's
+    /// `GET /api/v1/brokers`), ms; a new registration brings the next report forward to within
+    /// a second. 0 turns reports off. Default 30000.
+    pub report_interval_ms: u64,
     /// `[broker.reliability]`: RFC 7252 §4.8 parameters for both sides.
     pub reliability: ReliabilityConfig,
 }
@@ -64,6 +80,9 @@ impl Default for BrokerSection {
             upstream: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5683)),
             data_dir: PathBuf::from("./qos-broker-data"),
             max_queue_bytes: 1 << 30,
+            hold_ms: 30_000,
+            relay_timeout_ms: 20_000,
+            report_interval_ms: 30_000,
             reliability: ReliabilityConfig::default(),
         }
     }
@@ -111,6 +130,18 @@ impl BrokerFile {
                 b.max_queue_bytes.to_string(),
                 "expected at least 65536 bytes",
             ));
+        }
+        for (field, value) in [
+            ("broker.hold_ms", b.hold_ms),
+            ("broker.relay_timeout_ms", b.relay_timeout_ms),
+        ] {
+            if value < 1000 {
+                return Err(invalid(
+                    field,
+                    value.to_string(),
+                    "expected at least 1000 ms",
+                ));
+            }
         }
         if b.listen == b.upstream {
             return Err(invalid(
@@ -173,9 +204,12 @@ mod tests {
             keys,
             [
                 "data_dir",
+                "hold_ms",
                 "listen",
                 "max_queue_bytes",
+                "relay_timeout_ms",
                 "reliability",
+                "report_interval_ms",
                 "upstream"
             ]
         );

@@ -151,6 +151,9 @@ pub fn run_broker(
         BrokerConfig {
             downstream: coap,
             upstream: coap,
+            hold_ms: config.hold_ms,
+            relay_timeout_ms: config.relay_timeout_ms,
+            report_interval_ms: config.report_interval_ms,
             ..BrokerConfig::default()
         },
         config.upstream,

@@ -20,6 +20,11 @@
 //! [store]
 //! data_dir = "./qos-data"
 //! synchronous = "full"
+//!
+//! # optional, any number:
+//! # [[edge_config]]
+//! # edge = 7
+//! # file = "edge-7.toml"
 //! ```
 
 use std::fmt;
@@ -44,6 +49,24 @@ pub struct Config {
     pub coap: CoapConfig,
     /// `[store]`: where and how records are kept.
     pub store: StoreConfig,
+    /// `[[edge_config]]`: central edge configurations stored at start (replacing what the API
+    /// stored for the same edge). None by default.
+    #[serde(rename = "edge_config", skip_serializing_if = "Vec::is_empty")]
+    pub edge_configs: Vec<EdgeConfigEntry>,
+}
+
+/// `[[edge_config]]`: the central configuration of one edge, which the edge fetches with
+/// `GET /c` (directly or through its broker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfigEntry {
+    /// `edge`: the edge's numeric id.
+    pub edge: u32,
+    /// `file`: a TOML file in the edge's format: optional `window_s` (seconds, default 60),
+    /// `[[probe]]` and `[[rule]]` tables exactly as in the edge's own configuration file
+    /// (`ca_file` excepted: it is local to an edge). Relative to the working directory. An
+    /// invalid file stops `serve` at start with the reason.
+    pub file: PathBuf,
 }
 
 /// `[http]`: the JSON API under `/api/v1/`.

@@ -7,6 +7,7 @@
 //! - [`store`]: the [`store::Store`] trait and its SQLite implementation (deduplication by
 //!   `(edge, seq)`, gap and drop accounting, schema migrations);
 //! - [`ingest`]: uplink batches to the store and back to an acknowledgement (sans-IO);
+//! - [`centre`]: central edge configurations and reports, routes to edges, orders for them;
 //! - [`coap`]: the CoAP resources of the super-manager over the shared endpoint (sans-IO);
 //! - [`stats`]: lock-free ingest counters and the reasons a datagram can be rejected;
 //! - [`http`]: the JSON API under `/api/v1/`;
@@ -18,6 +19,7 @@
 
 pub mod broker_config;
 pub mod broker_run;
+pub mod centre;
 pub mod coap;
 pub mod config;
 pub mod http;

@@ -5,8 +5,11 @@
 //! everything. Listeners:
 //!
 //! - the HTTP API ([`crate::http`]), one read-only store connection per worker;
-//! - the CoAP ingest, which owns the store's single writer. It is not written yet:
-//!   [`start_ingest`] is the place it goes, with its contract documented there.
+//! - the CoAP ingest ([`start_ingest`]), which owns the store's writer for records, and serves
+//!   the centre's resources (`/c`, `/b`, `/rd`) and carries out the API's requests to edges.
+//!
+//! Both share a [`Centre`]: the central edge configurations (their own store connection,
+//! filled from `[[edge_config]]` at start) and the in-memory routes to edges.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 use std::net::UdpSocket;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::centre::{Centre, ConfigStore, PutError};
 use crate::coap::{coap_config, CoapServer, MAX_MESSAGE};
 use crate::config::{CoapConfig, Config};
 use crate::http::{self, HttpError, HttpServer};
@@ -62,6 +66,16 @@ pub enum ServeError {
         addr: SocketAddr,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// An `[[edge_config]]` file could not be read or is not a valid configuration.
+    #[error("edge_config for edge {edge}: {}: {reason}", path.display())]
+    EdgeConfig {
+        /// The edge.
+        edge: u32,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// The CoAP parameters are invalid.
     #[error("invalid [coap.reliability]: {0}")]
@@ -127,6 +141,7 @@ pub fn start_ingest(
     coap: &CoapConfig,
     store: Box<dyn Store>,
     stats: Arc<IngestStats>,
+    centre: Arc<Centre>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<Listener, ServeError> {
     let socket = UdpSocket::bind(coap.listen).map_err(|source| ServeError::Bind {
@@ -148,7 +163,8 @@ pub fn start_ingest(
         Ingest::new(store, stats),
         seed,
     )
-    .map_err(|e| ServeError::Coap(e.to_string()))?;
+    .map_err(|e| ServeError::Coap(e.to_string()))?
+    .with_centre(centre);
     tracing::info!(listen = %local, "CoAP ingest listening");
     let thread = std::thread::Builder::new()
         .name("coap-ingest".into())
@@ -243,11 +259,39 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         "store open"
     );
 
+    let centre = Arc::new(Centre::new(ConfigStore::open(&database)?));
+    for entry in &config.edge_configs {
+        let fail = |reason: String| ServeError::EdgeConfig {
+            edge: entry.edge,
+            path: entry.file.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&entry.file).map_err(|e| fail(e.to_string()))?;
+        match centre
+            .configs
+            .put(entry.edge, &text, "config-file", http::now_ms())
+        {
+            Ok(c) => tracing::info!(
+                edge = entry.edge,
+                etag = c.etag,
+                "edge configuration stored"
+            ),
+            Err(PutError::Invalid(reason)) => return Err(fail(reason)),
+            Err(PutError::Store(e)) => return Err(e.into()),
+        }
+    }
+
     let stats = Arc::new(IngestStats::new());
     let readers = (0..config.http.workers)
         .map(|_| store.open_reader())
         .collect::<Result<Vec<Box<dyn StoreRead>>, _>>()?;
-    let http = http::start(config.http.listen, readers, stats.clone(), started)?;
+    let http = http::start(
+        config.http.listen,
+        readers,
+        stats.clone(),
+        started,
+        Some(centre.clone()),
+    )?;
     tracing::info!(
         "HTTP API on http://{}{} (health, stats, edges)",
         http.local_addr(),
@@ -266,6 +310,7 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         &config.coap,
         Box::new(store),
         stats,
+        centre,
         shutdown,
     )?);
     Ok(handle)

@@ -77,6 +77,29 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX summaries_by_probe_window ON summaries (probe, window_start);
     ",
+    // 2: central edge configurations and the edges' reports on applying them.
+    "
+    -- The configuration the centre holds for an edge (GET /c). Times are unix milliseconds.
+    CREATE TABLE edge_configs (
+        edge_id    INTEGER PRIMARY KEY,
+        etag       INTEGER NOT NULL,        -- also the `etag` inside `config`
+        config     BLOB NOT NULL,           -- CDDL edge-config (CBOR)
+        toml       TEXT NOT NULL,           -- the TOML it was compiled from
+        source     TEXT NOT NULL,           -- 'api' or 'config-file'
+        updated_at INTEGER NOT NULL
+    );
+    -- The last config-report of each edge (POST /c), with the last applied and rejected etags.
+    CREATE TABLE config_reports (
+        edge_id         INTEGER PRIMARY KEY,
+        etag            INTEGER NOT NULL,
+        accepted        INTEGER NOT NULL,
+        reason          TEXT NOT NULL,
+        at              INTEGER NOT NULL,
+        applied_etag    INTEGER,
+        rejected_etag   INTEGER,
+        rejected_reason TEXT
+    );
+    ",
 ];
 
 /// The schema version this binary writes: the number of known migrations.
@@ -779,7 +802,16 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(tables, ["edges", "records", "summaries"]);
+        assert_eq!(
+            tables,
+            [
+                "config_reports",
+                "edge_configs",
+                "edges",
+                "records",
+                "summaries"
+            ]
+        );
         assert_eq!(store.totals().unwrap(), StoreTotals::default());
         store.check().unwrap();
     }

@@ -192,6 +192,7 @@ fn edges_list_every_edge_with_its_counters() {
     assert_eq!(
         fields,
         [
+            "broker",
             "dropped_at_edge",
             "duplicates",
             "first_seen",
@@ -202,6 +203,7 @@ fn edges_list_every_edge_with_its_counters() {
             "name",
             "received",
             "region",
+            "registered",
             "up"
         ]
     );

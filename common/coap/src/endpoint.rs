@@ -541,6 +541,15 @@ impl<
         Ok(self.push_slot(to, Kind::Request, ty, code, mid, token, build)?)
     }
 
+    /// Whether the peer acknowledged the request of client exchange `exchange` with an empty
+    /// ACK and a separate response is awaited (RFC 7252 §5.2.2): the peer is there, its answer
+    /// is just slow. `false` for unknown or finished exchanges.
+    pub fn awaiting_separate(&self, exchange: ExchangeId) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.id == exchange && s.active() && s.kind == Kind::Request && s.acked)
+    }
+
     /// Abandons an exchange (client request or separate response): nothing more is sent and
     /// no event is reported. Returns whether it existed. A late response to it is treated as
     /// unexpected (a CON one is answered with RST, which tells an observing server to stop).

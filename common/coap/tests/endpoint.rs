@@ -119,6 +119,7 @@ fn separate_response_after_empty_ack() {
         panic!()
     };
     let mut handle = r.handle;
+    assert!(!client.awaiting_separate(id), "not acknowledged yet");
     server.defer(1, &mut handle).unwrap();
     assert!(handle.is_deferred());
     assert_eq!(
@@ -130,6 +131,7 @@ fn separate_response_after_empty_ack() {
     assert!(am.is_empty());
     assert_eq!(am.ty(), MessageType::Acknowledgement);
     assert!(client.handle_datagram(2, S, &ack).is_none());
+    assert!(client.awaiting_separate(id));
     // Retransmission stopped; now waiting up to EXCHANGE_LIFETIME from the first send.
     assert_eq!(
         client.poll_timeout(),
@@ -161,6 +163,7 @@ fn separate_response_after_empty_ack() {
         }
         other => panic!("{other:?}"),
     }
+    assert!(!client.awaiting_separate(id), "finished");
     let cack = one(&mut client, 70_001, S);
     let cm = parse(&cack);
     assert!(cm.is_empty() && cm.ty() == MessageType::Acknowledgement);

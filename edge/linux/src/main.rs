@@ -19,7 +19,9 @@ mod probe;
 mod run;
 mod storage;
 
-use config::{Config, Method, ProbeKindConfig, ProbeKindName, ProbeSection, QType, StepConfig};
+use config::{
+    Config, DriverOptions, Method, ProbeKindConfig, ProbeKindName, ProbeSection, QType, StepConfig,
+};
 
 /// The sub-manager of the QoS-monitoring system, on Linux.
 #[derive(Debug, Parser)]

@@ -48,7 +48,7 @@ use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use qos_wire::probe::ProbeSpec;
 use qos_wire::threshold::ThresholdRule;
 
-use crate::config::Config;
+use crate::config::{Config, DriverOptions};
 use crate::hostmetrics::Sampler;
 use crate::probe;
 use crate::storage::FileStorage;

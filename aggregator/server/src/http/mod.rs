@@ -5,10 +5,25 @@
 //! |---|---|
 //! | `GET /api/v1/health` | `{"status":"ok","version":..,"uptime_s":..,"store":"ok"}`; 503 with `"status":"degraded"`, `"store":"error"` and `"store_error"` when the store does not answer |
 //! | `GET /api/v1/stats` | the ingest counters ([`crate::stats::StatsSnapshot::to_json`]) plus `"store":{"records":..,"edges":..}` (or `"store":{"error":..}`) and `uptime_s` |
-//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`] |
+//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge","broker","registered"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`]; `broker` is `"direct"` (the edge talks to this process: it registered here from the address its batches come from, or that address is no broker), the address of the broker its last batch came from, or `null`; `registered` when it holds a current RFC 9176 registration here or, behind a broker, as that broker last reported; `name`/`region` come from the batches' store, that registration or that report. Edges that only registered are listed too |
+//! | `PUT /api/v1/edges/{id}/config` | body: TOML in the edge's format (`window_s`, `[[probe]]`, `[[rule]]`; see `qos_probe_config::ProbeSet`); compiled to CDDL `edge-config` with an ETag that is a hash of its content, stored, served to the edge on `GET /c`. 200 with the `GET` answer; 400 `{"error":"invalid configuration","reason":..}` naming the value at fault (nothing stored) |
+//! | `GET /api/v1/edges/{id}/config` | `{"edge","etag","updated_at","source":"api"\|"config-file","window_s","probes":[{"id","kind","target","interval_ms","timeout_ms"}],"rules","applied","last_report":{"etag","accepted","reason","at","applied_etag","rejected_etag","rejected_reason"}\|null}`; 404 when none |
+//! | `DELETE /api/v1/edges/{id}/config` | 200 `{"edge","deleted":true}`; 404 when none (the edge then gets 4.04 on `GET /c` and keeps what it has) |
+//! | `POST /api/v1/edges/{id}/probe[?wait_ms=N]` | body: one probe in the edge's format, JSON (`Content-Type: application/json` or a body starting with `{`) or TOML (the keys of one `[[probe]]` table); `timeout_ms` at most [`centre_api::MAX_PROBE_TIMEOUT_MS`]. Sent as CoAP `POST /p` to the edge (or `POST /p?id=` to its broker); waits `timeout_ms` + [`centre_api::PROBE_WAIT_MARGIN_MS`] (or `wait_ms`, at most [`centre_api::MAX_WAIT_MS`]). 200 `{"edge","via","result":{"probe","at_ms","status":"ok"\|"failed","phases_us":{"dns",..},"error","error_after_us","detail","redirects"}}`; 400 invalid probe; 404 unknown edge; 504 no answer; 502 the edge refused it |
+//! | `GET /api/v1/edges/{id}/results[?probe=N][&wait_ms=N]` | the edge's recent raw results (CoAP `GET /r[?p=N]`), newest first: `{"edge","via","results":[..as above..]}`; waits [`centre_api::RESULTS_WAIT_MS`] by default; 404, 504, 502 as above |
+//! | `GET /api/v1/brokers` | `{"brokers":[{"address","edges":[ids],"last_batch","batches","records","report"}]}`: every broker: an address that reported itself (`POST /b`), or forwarded batches of several edges or of an edge registered here from another address (see `CentreState::is_broker`); `report` is its last `broker-report` or `null`: `{"at","received","acked","forwarded","queued","queued_bytes","dropped_quota","relayed","relay_timeouts","total_edges","edges":[{"id","name","region","registered","seen_ago_ms"}]}` |
+//! | `GET /api/v1/topology` | `{"nodes":[{"id","kind":"super-manager"\|"broker"\|"edge",..}],"links":[{"from","to"}]}`: edge → broker → super-manager, or edge → super-manager for edges that talk to it directly |
+//!
+//! An HTTP worker waits for the answer of `probe` and `results` requests: with the default two
+//! workers, two such requests at once hold the API until they end (raise `http.workers`).
+//! Routes and addresses of edges are kept in memory: after a restart an edge is reachable again
+//! once it sent a batch or registered. An edge that talks to this process directly and does not
+//! answer is reached by the CoAP retransmissions (up to MAX_TRANSMIT_WAIT, 93 s with the RFC's
+//! defaults, bounded by the request's wait); brokers hold requests for edges that are away
+//! (their `hold_ms`).
 //!
 //! `HEAD` is accepted wherever `GET` is. Paths are percent-decoded; query strings are ignored by
-//! these endpoints (handlers get them through [`Request::query_pairs`]). Errors are JSON too:
+//! the endpoints that do not list any (handlers get them through [`Request::query_pairs`]). Errors are JSON too:
 //! `{"error": reason, ...}` with 404 (unknown path, echoing `path`), 405 (other methods, with an
 //! `Allow` header), 503 (store unavailable), and from the protocol layer 400 (malformed
 //! request), 408 (request not received within the read timeout), 411 (chunked body), 413 (body
@@ -20,6 +35,7 @@
 //! Each worker owns a read-only store connection ([`StoreRead`]); in WAL mode these never block
 //! the ingest writer, and a slow API client never delays ingest.
 
+pub mod centre_api;
 pub mod parse;
 pub mod server;
 
@@ -29,6 +45,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::centre::Centre;
 use crate::stats::IngestStats;
 use crate::store::{EdgeRow, StoreRead};
 
@@ -37,7 +54,7 @@ pub use server::{HttpError, HttpServer, Request, Response, ServerOptions};
 
 /// Prefix of every API path.
 pub const API_PREFIX: &str = "/api/v1/";
-/// Largest request body accepted (the API has no body-carrying endpoint yet; bodies are ignored).
+/// Largest request body accepted (configurations, probes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// An edge is `up` when its last batch arrived at most this long ago.
 pub const UP_WINDOW_MS: u64 = 180_000;
@@ -48,6 +65,7 @@ const ALLOW: &str = "GET, HEAD";
 struct Shared {
     stats: Arc<IngestStats>,
     started: Instant,
+    centre: Option<Arc<Centre>>,
 }
 
 /// One worker's API: its own store reader plus the shared state.
@@ -65,17 +83,20 @@ impl server::Handler for Api {
 /// Binds `listen` and starts one worker thread per reader, with the default limits
 /// ([`ServerOptions::default`], body limit [`MAX_BODY_BYTES`]). `started` is the process start,
 /// for `uptime_s`.
+/// `centre` serves the endpoints about edges' configurations, probes, brokers and topology
+/// (without it they answer 404).
 pub fn start(
     listen: SocketAddr,
     readers: Vec<Box<dyn StoreRead>>,
     stats: Arc<IngestStats>,
     started: Instant,
+    centre: Option<Arc<Centre>>,
 ) -> Result<HttpServer, HttpError> {
     let options = ServerOptions {
         max_body_bytes: MAX_BODY_BYTES,
         ..ServerOptions::default()
     };
-    start_with(listen, readers, stats, started, options)
+    start_full(listen, readers, stats, started, options, centre)
 }
 
 /// [`start`] with explicit limits and timeouts (tests lower the read timeout).
@@ -86,7 +107,23 @@ pub fn start_with(
     started: Instant,
     options: ServerOptions,
 ) -> Result<HttpServer, HttpError> {
-    let shared = Arc::new(Shared { stats, started });
+    start_full(listen, readers, stats, started, options, None)
+}
+
+/// [`start_with`] and a [`Centre`].
+pub fn start_full(
+    listen: SocketAddr,
+    readers: Vec<Box<dyn StoreRead>>,
+    stats: Arc<IngestStats>,
+    started: Instant,
+    options: ServerOptions,
+    centre: Option<Arc<Centre>>,
+) -> Result<HttpServer, HttpError> {
+    let shared = Arc::new(Shared {
+        stats,
+        started,
+        centre,
+    });
     let handlers = readers
         .into_iter()
         .map(|store| Api {
@@ -97,44 +134,63 @@ pub fn start_with(
     HttpServer::start(listen, handlers, options)
 }
 
-/// The endpoints, by path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Health,
-    Stats,
-    Edges,
+/// 405 with the allowed methods.
+fn method_not_allowed(request: &Request, allow: &'static str) -> Response {
+    let list: Vec<&str> = allow.split(", ").collect();
+    Response::json(
+        405,
+        &json!({
+            "error": "method not allowed",
+            "method": request.method(),
+            "path": request.path(),
+            "allow": list,
+        }),
+    )
+    .with_header("Allow", allow)
 }
 
 fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
     let path = request.path();
-    let endpoint = match path.strip_prefix(API_PREFIX) {
-        Some("health") => Endpoint::Health,
-        Some("stats") => Endpoint::Stats,
-        Some("edges") => Endpoint::Edges,
-        _ => {
-            return Response::json(404, &json!({"error": "no such resource", "path": path}));
-        }
+    let not_found = || Response::json(404, &json!({"error": "no such resource", "path": path}));
+    let Some(rest) = path.strip_prefix(API_PREFIX) else {
+        return not_found();
     };
-    if !matches!(request.method(), "GET" | "HEAD") {
-        return Response::json(
-            405,
-            &json!({
-                "error": "method not allowed",
-                "method": request.method(),
-                "path": path,
-                "allow": ["GET", "HEAD"],
-            }),
-        )
-        .with_header("Allow", ALLOW);
-    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let get = matches!(request.method(), "GET" | "HEAD");
     let uptime_s = shared.started.elapsed().as_secs();
-    match endpoint {
-        Endpoint::Health => health(store, uptime_s),
-        Endpoint::Stats => stats(store, shared, uptime_s),
-        Endpoint::Edges => match store.edges() {
-            Ok(rows) => Response::json(200, &edges_json(&rows, now_ms())),
+    let centre = shared.centre.as_deref();
+    match (segments.as_slice(), centre) {
+        (["health"] | ["stats"] | ["edges"] | ["brokers"] | ["topology"], _) if !get => {
+            method_not_allowed(request, ALLOW)
+        }
+        (["health"], _) => health(store, uptime_s),
+        (["stats"], _) => stats(store, shared, uptime_s),
+        (["edges"], _) => match store.edges() {
+            Ok(rows) => {
+                let mut body = edges_json(&rows, now_ms());
+                if let (Some(c), Some(Value::Array(list))) = (centre, body.get_mut("edges")) {
+                    centre_api::augment_edges(&rows, c, list);
+                }
+                Response::json(200, &body)
+            }
             Err(e) => store_unavailable(&e),
         },
+        (["brokers"], Some(c)) => centre_api::brokers(c),
+        (["topology"], Some(c)) => centre_api::topology(c),
+        (["edges", id, what @ ("config" | "probe" | "results")], Some(c)) => {
+            let Ok(edge) = id.parse::<u32>() else {
+                return Response::json(
+                    400,
+                    &json!({"error": "bad edge id", "value": id, "reason": "expected a number (0-4294967295)"}),
+                );
+            };
+            match *what {
+                "config" => centre_api::config(request, c, edge),
+                "probe" => centre_api::probe(request, c, edge),
+                _ => centre_api::results(request, c, edge),
+            }
+        }
+        _ => not_found(),
     }
 }
 

@@ -12,11 +12,7 @@ use qos_wire::probe::DnsType;
 use super::{us, Ctx, Fail};
 
 /// Parse a resolver address: `ip:port`, `[v6]:port` or a bare IP (port 53).
-pub fn resolver_addr(s: &str) -> Option<SocketAddr> {
-    s.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
-}
+pub use qos_probe_config::resolver_addr;
 
 /// A query id that differs between runs.
 fn query_id() -> u16 {

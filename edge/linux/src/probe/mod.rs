@@ -278,17 +278,7 @@ impl Ctx {
 }
 
 /// Split `host:port` (`[v6]:port` for IPv6).
-pub fn split_host_port(target: &str) -> Option<(&str, u16)> {
-    let (host, port) = target.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port.parse().ok()?))
-}
+pub use qos_probe_config::split_host_port;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -1,0 +1,277 @@
+//! What a broker tells its upstream about itself: CoAP `POST /b` (NON, Content-Format 60)
+//! every `report_interval_ms`, and within a second of a new registration. The super-manager
+//! shows it in `GET /api/v1/brokers` and takes the names and regions of the edges behind the
+//! broker from it. CDDL (`common/wire/qos.cddl`):
+//!
+//! ```text
+//! broker-report = [v: 1, stats: broker-stats, total_edges: uint, edges: [* broker-edge]]
+//! broker-stats = [received: uint, acked: uint, forwarded: uint, queued: uint,
+//!                 queued_bytes: uint, dropped_quota: uint, relayed: uint, relay_timeouts: uint]
+//! broker-edge = [id: edge-id, name: tstr, region: tstr, registered: bool, seen_ago_ms: uint]
+//! ```
+//!
+//! `edges` holds the most recently heard edges that fit in one CoAP message; `total_edges`
+//! says how many the registry knows, so a cut list is visible. Decoding skips elements a newer
+//! broker may add at the end of each array.
+
+use minicbor::data::Type;
+use minicbor::{Decoder, Encoder};
+
+/// URI path of the report on the upstream.
+pub const REPORT_PATH: &str = "b";
+/// Largest encoded report (leaves room for the CoAP header and options).
+pub const MAX_REPORT_BYTES: usize = 1024;
+
+/// The counters in a report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportStats {
+    /// Batches received from edges.
+    pub received: u64,
+    /// Batches acknowledged to edges.
+    pub acked: u64,
+    /// Batches forwarded upstream.
+    pub forwarded: u64,
+    /// Batches waiting in the queue.
+    pub queued: u64,
+    /// Their payload bytes.
+    pub queued_bytes: u64,
+    /// Batches dropped by the queue's quota.
+    pub dropped_quota: u64,
+    /// Requests relayed both ways (`/c`, `/p`, `/r`) with an answer.
+    pub relayed: u64,
+    /// Relayed requests answered 5.04.
+    pub relay_timeouts: u64,
+}
+
+/// One edge in a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportEdge {
+    /// Its id.
+    pub id: u32,
+    /// Its name (empty if it never registered).
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// Whether its registration is current.
+    pub registered: bool,
+    /// Since when it was not heard from, ms.
+    pub seen_ago_ms: u64,
+}
+
+/// A broker's report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerReport {
+    /// Counters.
+    pub stats: ReportStats,
+    /// Edges the registry knows.
+    pub total_edges: u64,
+    /// The most recently heard of them that fit.
+    pub edges: Vec<ReportEdge>,
+}
+
+type EncErr = minicbor::encode::Error<minicbor::encode::write::EndOfSlice>;
+
+fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, EncErr> {
+    let total = buf.len();
+    let mut e = Encoder::new(&mut buf[..]);
+    let s = &r.stats;
+    e.array(4)?.u8(1)?.array(8)?;
+    for v in [
+        s.received,
+        s.acked,
+        s.forwarded,
+        s.queued,
+        s.queued_bytes,
+        s.dropped_quota,
+        s.relayed,
+        s.relay_timeouts,
+    ] {
+        e.u64(v)?;
+    }
+    e.u64(r.total_edges)?.array(edges as u64)?;
+    for x in r.edges.iter().take(edges) {
+        e.array(5)?
+            .u32(x.id)?
+            .str(&x.name)?
+            .str(&x.region)?
+            .bool(x.registered)?
+            .u64(x.seen_ago_ms)?;
+    }
+    Ok(total - e.writer().len())
+}
+
+impl BrokerReport {
+    /// Encodes with as many edges as fit in [`MAX_REPORT_BYTES`].
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = vec![0u8; MAX_REPORT_BYTES];
+        let mut edges = self.edges.len();
+        loop {
+            match encode_with(self, edges, &mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return buf;
+                }
+                Err(_) if edges > 0 => edges = edges.saturating_sub(1.max(edges / 8)),
+                Err(_) => return Vec::new(),
+            }
+        }
+    }
+
+    /// Decodes CDDL `broker-report`; the error names what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<BrokerReport, String> {
+        let bad = |e: minicbor::decode::Error| format!("bad broker-report: {e}");
+        let mut d = Decoder::new(bytes);
+        let outer = d
+            .array()
+            .map_err(bad)?
+            .ok_or("bad broker-report: indefinite array")?;
+        if outer < 4 {
+            return Err("bad broker-report: expected [v, stats, total_edges, edges]".into());
+        }
+        let v = d.u8().map_err(bad)?;
+        if v != 1 {
+            return Err(format!("bad broker-report: version {v} (1 expected)"));
+        }
+        let n = d
+            .array()
+            .map_err(bad)?
+            .ok_or("bad broker-report: indefinite array")?;
+        if n < 8 {
+            return Err("bad broker-report: stats has fewer than 8 counters".into());
+        }
+        let mut c = [0u64; 8];
+        for v in c.iter_mut() {
+            *v = d.u64().map_err(bad)?;
+        }
+        skip(&mut d, n - 8).map_err(bad)?;
+        let total_edges = d.u64().map_err(bad)?;
+        let m = d
+            .array()
+            .map_err(bad)?
+            .ok_or("bad broker-report: indefinite array")?;
+        let mut edges = Vec::new();
+        for _ in 0..m {
+            let k = d
+                .array()
+                .map_err(bad)?
+                .ok_or("bad broker-report: indefinite array")?;
+            if k < 5 {
+                return Err("bad broker-report: an edge has fewer than 5 fields".into());
+            }
+            edges.push(ReportEdge {
+                id: d.u32().map_err(bad)?,
+                name: d.str().map_err(bad)?.to_string(),
+                region: d.str().map_err(bad)?.to_string(),
+                registered: d.bool().map_err(bad)?,
+                seen_ago_ms: d.u64().map_err(bad)?,
+            });
+            skip(&mut d, k - 5).map_err(bad)?;
+        }
+        skip(&mut d, outer - 4).map_err(bad)?;
+        if d.position() != bytes.len() || d.datatype().ok() == Some(Type::Break) {
+            return Err("bad broker-report: trailing bytes".into());
+        }
+        Ok(BrokerReport {
+            stats: ReportStats {
+                received: c[0],
+                acked: c[1],
+                forwarded: c[2],
+                queued: c[3],
+                queued_bytes: c[4],
+                dropped_quota: c[5],
+                relayed: c[6],
+                relay_timeouts: c[7],
+            },
+            total_edges,
+            edges,
+        })
+    }
+}
+
+fn skip(d: &mut Decoder<'_>, n: u64) -> Result<(), minicbor::decode::Error> {
+    for _ in 0..n {
+        d.skip()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(i: u32) -> ReportEdge {
+        ReportEdge {
+            id: i,
+            name: format!("edge-{i}"),
+            region: "eu-west".into(),
+            registered: i % 2 == 0,
+            seen_ago_ms: u64::from(i) * 1000,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_cut_to_one_message() {
+        let mut r = BrokerReport {
+            stats: ReportStats {
+                received: 1,
+                acked: 2,
+                forwarded: 3,
+                queued: 4,
+                queued_bytes: 5,
+                dropped_quota: 6,
+                relayed: 7,
+                relay_timeouts: 8,
+            },
+            total_edges: 3,
+            edges: (0..3).map(edge).collect(),
+        };
+        assert_eq!(BrokerReport::decode(&r.encode()).unwrap(), r);
+        r.edges = (0..200).map(edge).collect();
+        r.total_edges = 200;
+        let bytes = r.encode();
+        assert!(bytes.len() <= MAX_REPORT_BYTES);
+        let back = BrokerReport::decode(&bytes).unwrap();
+        assert_eq!(back.total_edges, 200);
+        assert!(back.edges.len() > 10 && back.edges.len() < 200);
+        assert_eq!(back.edges[..], r.edges[..back.edges.len()]);
+        assert!(BrokerReport::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(BrokerReport::decode(&[0x84, 0x02])
+            .unwrap_err()
+            .contains("version 2"));
+    }
+
+    #[test]
+    fn matches_the_cddl_when_a_validator_is_at_hand() {
+        let Ok(out) = std::process::Command::new("cddl-verify")
+            .arg("--help")
+            .output()
+        else {
+            return; // the wire crate's external tests require it; here it is optional
+        };
+        if !out.status.success() {
+            return;
+        }
+        let r = BrokerReport {
+            total_edges: 2,
+            edges: (0..2).map(edge).collect(),
+            ..BrokerReport::default()
+        };
+        let dir = std::env::temp_dir().join(format!("qos-broker-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("report.cbor");
+        std::fs::write(&file, r.encode()).unwrap();
+        let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../common/wire/qos.cddl");
+        let out = std::process::Command::new("cddl-verify")
+            .args(["-t", "broker-report", schema])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
