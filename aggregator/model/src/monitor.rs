@@ -21,6 +21,9 @@ use crate::slo::{
 use crate::state::{quorum_status, ComponentState, Flap, FlapChange, ServiceState, Status};
 use crate::window::{slot_of, Grid, SlotAgg, WindowSample};
 
+/// Regions of a service in a slot: good, bad, missing.
+type Split = (Vec<String>, Vec<String>, Vec<String>);
+
 /// How long detailed aggregates and metric points are kept beyond the RCA lookback.
 const DETAIL_S: u64 = 6 * 3600;
 
@@ -320,7 +323,7 @@ impl Monitor {
     }
 
     /// Per region of `service` in `slot`: good, bad, missing.
-    fn regions(&self, service: &str, slot: u64) -> (Vec<String>, Vec<String>, Vec<String>) {
+    fn regions(&self, service: &str, slot: u64) -> Split {
         let ratio = self.model.good_ratio(service);
         let row = self.services[service].grid.get(&slot);
         let (mut g, mut b, mut m) = (Vec::new(), Vec::new(), Vec::new());
@@ -337,7 +340,7 @@ impl Monitor {
     fn component_down(
         &self,
         slot: u64,
-        regions: &BTreeMap<String, (Vec<String>, Vec<String>, Vec<String>)>,
+        regions: &BTreeMap<String, Split>,
     ) -> BTreeMap<String, String> {
         let ratio = self.model.defaults().good_ratio;
         let mut down = BTreeMap::new();

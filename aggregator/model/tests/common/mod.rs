@@ -77,7 +77,8 @@ probes = [
 ]
 "#;
 
-pub const T0: u64 = 1_764_000_000 - 1_764_000_000 % 60;
+/// A slot-aligned start (a multiple of 60).
+pub const T0: u64 = 1_764_000_000;
 
 pub fn model() -> Model {
     Model::from_toml(MODEL).expect("test model")
@@ -123,14 +124,12 @@ pub fn failed(
     s
 }
 
+/// What a scenario puts in place of a normal window: `None` keeps it, `Some(None)` drops it.
+pub type Override<'a> = &'a dyn Fn(&str, &str, u64) -> Option<Option<WindowSample>>;
+
 /// Feed every service and region a normal window for each slot in `[from, to)`, except where
 /// `f` returns a replacement (Some(None) = no data).
-pub fn feed(
-    m: &mut Monitor,
-    from: u64,
-    to: u64,
-    f: &dyn Fn(&str, &str, u64) -> Option<Option<WindowSample>>,
-) {
+pub fn feed(m: &mut Monitor, from: u64, to: u64, f: Override<'_>) {
     let services: Vec<String> = m
         .model()
         .services()
