@@ -12,12 +12,14 @@
 //!   with the `qos-rca` ranking, and the drill-down chain.
 //! - [`monitor`]: the live engine tying these together: ingest samples and metrics,
 //!   `evaluate(now)`, get events.
+//! - [`api`]: JSON views of states, reports, budgets, alerts and incidents for the HTTP API.
 //! - [`notify`]: webhook notifications: JSON, a sans-IO retry core and a std HTTP driver.
 //!
 //! Semantics and math: `docs/slo.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod incident;
 pub mod model;
 pub mod monitor;
