@@ -539,12 +539,13 @@ impl Monitor {
             } else {
                 Vec::new()
             };
+            let first = track.state.is_none();
             let previous = track
                 .state
                 .as_ref()
                 .map(|s| s.status)
                 .unwrap_or(Status::Unknown);
-            let changed = track.state.is_some() && previous != status;
+            let changed = !first && previous != status;
             let flap = track.flap.observe(
                 end,
                 changed,
@@ -573,9 +574,7 @@ impl Monitor {
                     at: end,
                 });
             }
-            if changed
-                || (previous == Status::Unknown && track.incident.is_none() && status.is_bad())
-            {
+            if changed || (first && status != Status::Unknown) {
                 events.push(Event::StatusChanged {
                     state: state.clone(),
                     previous,

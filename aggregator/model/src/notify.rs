@@ -210,7 +210,7 @@ struct Pending {
 }
 
 /// The sans-IO webhook delivery core.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Notifier {
     policy: RetryPolicy,
     queue: VecDeque<Pending>,
@@ -220,21 +220,35 @@ pub struct Notifier {
     max_log: usize,
 }
 
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier::new(RetryPolicy::default())
+    }
+}
+
 impl Notifier {
     /// A notifier with `policy`, keeping the last 1000 log entries.
     pub fn new(policy: RetryPolicy) -> Notifier {
         Notifier {
             policy,
+            queue: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            log: VecDeque::new(),
             next_id: 1,
             max_log: 1000,
-            ..Notifier::default()
         }
+    }
+
+    /// Keep at most `n` delivery log entries (the oldest go first).
+    pub fn with_log_limit(mut self, n: usize) -> Notifier {
+        self.max_log = n;
+        self
     }
 
     /// Queue a notification; due at once. Returns its id.
     pub fn push(&mut self, now: u64, body: &Value) -> u64 {
-        let id = self.next_id.max(1);
-        self.next_id = id + 1;
+        let id = self.next_id;
+        self.next_id += 1;
         self.queue.push_back(Pending {
             id,
             body: body.to_string(),
@@ -487,6 +501,20 @@ mod tests {
             vec![Some(105), Some(115), Some(135), None]
         );
         assert!(log[3].gave_up && !log[2].gave_up);
+    }
+
+    #[test]
+    fn default_notifier_logs_and_the_log_is_bounded() {
+        let mut n = Notifier::default().with_log_limit(2);
+        for i in 0..3 {
+            let id = n.push(i, &json!(i));
+            let a = n.poll_attempt(i).unwrap();
+            assert_eq!(a.id, id);
+            n.on_result(id, i, Ok(204));
+        }
+        let ids: Vec<u64> = n.log().map(|e| e.id).collect();
+        assert_eq!(ids, [2, 3]);
+        assert_eq!(Notifier::default().push(0, &json!({})), 1);
     }
 
     #[test]

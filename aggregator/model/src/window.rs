@@ -323,7 +323,7 @@ pub fn report(
     model.service(service)?;
     let w = model.defaults().window_s;
     let from = slot_of(from, w);
-    let to = slot_of(to + w - 1, w);
+    let to = slot_of(to.saturating_add(w - 1), w).max(from);
     let ratio = model.good_ratio(service);
     let regions = model.regions(service);
     let mut grid: BTreeMap<(&str, u64), SlotAgg> = BTreeMap::new();
