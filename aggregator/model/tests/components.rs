@@ -103,3 +103,80 @@ fn report_json_has_regions_phases_and_missing() {
     assert_eq!(j["availability"]["missing"], 2);
     assert_eq!(j["availability"]["ratio"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_component_behind_a_down_component_is_its_consequence() {
+    let json = r#"{
+        "component": [
+            {"name": "db", "kind": "database", "probes": [{"name": "db-ping", "region": "eu"}]},
+            {"name": "app", "kind": "app", "depends_on": ["db"],
+             "probes": [{"name": "app-health", "region": "eu"}]}],
+        "service": [{"name": "s", "depends_on": ["app"],
+                     "transaction": [{"name": "t", "probes": [
+                        {"edge": 1, "probe": 1, "region": "eu"},
+                        {"edge": 2, "probe": 1, "region": "us"}]}]}]
+    }"#;
+    let mut m = Monitor::new(Model::from_json(json).unwrap());
+    for t in (T0..T0 + 300).step_by(60) {
+        let broken = t >= T0 + 120;
+        for (subject, region) in [("s", "eu"), ("s", "us"), ("db", "eu"), ("app", "eu")] {
+            let s = if broken {
+                bad(subject, region, t)
+            } else {
+                ok(subject, region, t)
+            };
+            m.ingest(s).unwrap();
+        }
+    }
+    let events = m.evaluate(T0 + 330);
+    let app = m.component_states().find(|c| c.component == "app").unwrap();
+    assert!(app.down);
+    assert_eq!(app.suppressed_by, ["db"]);
+    let db = m.component_states().find(|c| c.component == "db").unwrap();
+    assert!(db.down && db.suppressed_by.is_empty());
+    let st = m.state("s").unwrap();
+    assert_eq!(st.status, Status::Down);
+    assert_eq!(st.suppressed_by, ["db"], "only the root is named");
+    let opened: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IncidentOpened(i) => Some(i.subject.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened, [Subject::Component("db".into())]);
+}
+
+#[test]
+fn the_latency_objective_pages_when_slow_runs_burn_it() {
+    let mut m = Monitor::new(Model::from_toml(EXAMPLE).unwrap());
+    let slow_from = T0 + 3600;
+    let mut raised = Vec::new();
+    for t in (T0..slow_from + 3600).step_by(60) {
+        for r in ["eu", "us", "ap"] {
+            let mut s = WindowSample::new("shop", r, t, 60);
+            let total = if t >= slow_from { 1_200_000 } else { 150_000 };
+            s.add_ok(6, &[(Phase::Total, total)]);
+            m.ingest(s).unwrap();
+        }
+        for e in m.evaluate(t + 90) {
+            if let Event::Alert(qos_model::slo::AlertChange::Raised(a)) = e {
+                raised.push(a);
+            }
+        }
+    }
+    let page = raised
+        .iter()
+        .find(|a| a.sli == Sli::Latency && a.rule.severity == qos_model::slo::Severity::Page)
+        .expect("latency page");
+    // p95 ≤ 800 ms allows 5 % slow runs, so the burn rate is at most 20: paging (14.4 over
+    // 1 h) needs more than 72 % of the hour slow — the 44th slow minute (44/60 = 73 %).
+    assert_eq!(page.raised_at, slow_from + 44 * 60);
+    assert!(page.raised_with.long_burn > 14.4 && page.raised_with.short_burn > 14.4);
+    assert!(!raised.iter().any(|a| a.sli == Sli::Availability));
+    let st = m.state("shop").unwrap();
+    assert_eq!(st.status, Status::Degraded);
+    assert!(st.latency_burn.unwrap() > 1.0);
+    let b = m.budget("shop", Sli::Latency, slow_from + 3600).unwrap();
+    assert!(b.remaining < 0.0, "{b:?}");
+}
