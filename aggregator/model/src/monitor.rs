@@ -364,9 +364,14 @@ impl Monitor {
                     continue;
                 }
             }
-            // inferred: shared by ≥ 2 services, each failing everywhere it uses it
+            // inferred, for regional components only (a path from a region, a regional
+            // resolver): shared by ≥ 2 services, each failing everywhere it uses it, one of
+            // them at least good in another region. A shared
+            // server-side component is not inferred: several may be common to the failing
+            // services (load balancer, app, database), and picking one by the graph alone
+            // would contradict the evidence; the services' incidents rank them with RCA.
             let deps = self.model.dependents(&c.name);
-            if deps.len() < 2 {
+            if deps.len() < 2 || c.region.is_none() {
                 continue;
             }
             let all = deps.iter().all(|s| {
@@ -374,7 +379,10 @@ impl Monitor {
                 let on = |r: &String| self.model.applies(s, c, r);
                 b.iter().any(on) && !g.iter().any(on)
             });
-            if all {
+            // ... and the failure is regional: some of them are good elsewhere (when every
+            // region fails, the server side is the better explanation).
+            let regional = deps.iter().any(|s| !regions[*s].0.is_empty());
+            if all && regional {
                 down.insert(
                     c.name.clone(),
                     format!(

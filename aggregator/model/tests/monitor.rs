@@ -274,3 +274,44 @@ fn incident_lifecycle_open_update_resolve() {
     );
     assert!(queued >= 3);
 }
+
+#[test]
+fn shared_server_side_components_are_not_inferred_down() {
+    let mut m = Monitor::new(model());
+    let at = T0 + 1800;
+    // both services fail everywhere: app and db are common to both, but nothing measures
+    // them; each service gets its own incident ranked by RCA, none is suppressed
+    feed(&mut m, T0, at + 180, &|s, r, t| {
+        (t >= at).then(|| {
+            Some(failed(
+                s,
+                r,
+                t,
+                ErrorClass::HttpStatus,
+                &[(Phase::FirstByte, 90_000)],
+            ))
+        })
+    });
+    let ev = m.evaluate(at + 210);
+    assert!(m.component_states().all(|c| !c.down));
+    for s in ["shop", "api"] {
+        let st = m.state(s).unwrap();
+        assert_eq!(st.status, Status::Down);
+        assert!(st.suppressed_by.is_empty());
+        assert!(ev.iter().any(
+            |e| matches!(e, Event::IncidentOpened(i) if i.subject == Subject::Service(s.into()))
+        ));
+    }
+    // first byte (http_status) everywhere: server side, app/database first
+    let inc = m
+        .incidents()
+        .iter()
+        .find(|i| i.subject == Subject::Service("api".into()))
+        .unwrap();
+    assert!(
+        matches!(inc.causes[0].component.as_str(), "app" | "db"),
+        "{:#?}",
+        inc.causes
+    );
+    assert!(inc.causes[0].prior > 0.99);
+}
