@@ -16,6 +16,37 @@
 //! - [`notify`]: webhook notifications: JSON, a sans-IO retry core and a std HTTP driver.
 //!
 //! Semantics and math: `docs/slo.md`.
+//!
+//! # Wiring
+//!
+//! ```
+//! use qos_model::{Model, Monitor, Notifier, WindowSample, Status};
+//! use qos_wire::phase::Phase;
+//!
+//! let model = Model::from_toml(r#"
+//!     [[component]]
+//!     name = "web"
+//!     kind = "web"
+//!     [[service]]
+//!     name = "shop"
+//!     depends_on = ["web"]
+//!     [[service.transaction]]
+//!     name = "home"
+//!     probes = [{ edge = 1, probe = 0, region = "eu" }]
+//! "#)?;
+//! let mut monitor = Monitor::new(model);
+//! let mut notifier = Notifier::default();
+//! // serve: for each summary, `monitor.ingest_summary(edge_id, &summary)`; here by hand
+//! let mut w = WindowSample::new("shop", "eu", 1_764_000_000, 60);
+//! w.add_ok(6, &[(Phase::Total, 120_000)]);
+//! monitor.ingest(w)?;
+//! // serve: every few seconds, with the current Unix time
+//! let now = 1_764_000_000 + 60 + 30;
+//! let events = monitor.evaluate(now);
+//! notifier.push_events(now, &events);
+//! assert_eq!(monitor.state("shop").unwrap().status, Status::Up);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

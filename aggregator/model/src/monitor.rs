@@ -666,9 +666,15 @@ impl Monitor {
 
     fn analyse_into(&self, inc: &mut Incident, status: Status, end: u64) {
         let name = inc.subject.name().to_string();
+        let deps: BTreeSet<&str> = self
+            .model
+            .dependencies(&name)
+            .map(|c| c.name.as_str())
+            .collect();
         let metrics: Vec<Series> = self
             .metrics
             .iter()
+            .filter(|((c, _), _)| deps.contains(c.as_str()))
             .map(|((c, m), pts)| Series {
                 component: c.clone(),
                 metric: m.clone(),
