@@ -88,7 +88,8 @@ pub struct Incident {
     pub status: Status,
     /// The worst state seen.
     pub worst: Status,
-    /// Services affected (for a component incident: those it suppresses).
+    /// Services affected: the subject and services whose own incident would have had the
+    /// same top cause (correlated); for a component incident, those it suppresses.
     pub affected: Vec<String>,
     /// Ranked causes, best first.
     pub causes: Vec<RankedCause>,
@@ -97,6 +98,8 @@ pub struct Incident {
     /// Drill-down service → phase → region → component → metric.
     pub drill: Vec<DrillStep>,
     good_streak: usize,
+    /// Services in it: their last status and consecutive good windows.
+    members: BTreeMap<String, (Status, usize)>,
 }
 
 /// Something that happened in an evaluated slot.
@@ -606,10 +609,8 @@ impl Monitor {
         let bad = st.status.is_bad() && st.suppressed_by.is_empty();
         match (open, bad) {
             (None, true) => {
-                let id = self.next_id;
-                self.next_id += 1;
                 let mut inc = Incident {
-                    id,
+                    id: 0,
                     subject: Subject::Service(name.clone()),
                     opened_at: st.slot,
                     updated_at: end,
@@ -621,9 +622,37 @@ impl Monitor {
                     breakdown: None,
                     drill: Vec::new(),
                     good_streak: 0,
+                    members: BTreeMap::from([(name.clone(), (st.status, 0))]),
                 };
                 self.analyse_into(&mut inc, st.status, end);
-                self.services.get_mut(name).expect("track").incident = Some(id);
+                // Correlation: an open service incident whose top cause is the same component,
+                // both backed by a deviation of that component's own metrics, takes this
+                // service in as affected instead of a second incident.
+                let top = inc.causes.first().filter(|c| c.rca > 0.0);
+                let host = top.and_then(|t| {
+                    self.incidents.iter().position(|i| {
+                        i.resolved_at.is_none()
+                            && matches!(i.subject, Subject::Service(_))
+                            && i.causes
+                                .first()
+                                .is_some_and(|c| c.rca > 0.0 && c.component == t.component)
+                    })
+                });
+                if let Some(pos) = host {
+                    let h = &mut self.incidents[pos];
+                    h.affected.push(name.clone());
+                    h.members.insert(name.clone(), (st.status, 0));
+                    h.worst = h.worst.max(st.status);
+                    h.status = members_status(&h.members);
+                    h.updated_at = end;
+                    let (id, h) = (h.id, h.clone());
+                    self.services.get_mut(name).expect("track").incident = Some(id);
+                    events.push(Event::IncidentUpdated(h));
+                    return;
+                }
+                inc.id = self.next_id;
+                self.next_id += 1;
+                self.services.get_mut(name).expect("track").incident = Some(inc.id);
                 self.incidents.push(inc.clone());
                 events.push(Event::IncidentOpened(inc));
             }
@@ -632,26 +661,40 @@ impl Monitor {
                     return;
                 };
                 let mut inc = self.incidents[pos].clone();
+                let owner = inc.subject.name() == name.as_str();
                 inc.updated_at = end;
                 if st.status.is_bad() {
-                    inc.good_streak = 0;
-                    let top = inc.causes.first().map(|c| c.component.clone());
-                    let before = inc.status;
-                    inc.status = st.status;
+                    inc.members.insert(name.clone(), (st.status, 0));
                     inc.worst = inc.worst.max(st.status);
-                    self.analyse_into(&mut inc, st.status, end);
-                    let changed = before != inc.status
-                        || top != inc.causes.first().map(|c| c.component.clone());
-                    self.incidents[pos] = inc.clone();
-                    if changed {
-                        events.push(Event::IncidentUpdated(inc));
+                    let before = inc.status;
+                    inc.status = members_status(&inc.members);
+                    if owner {
+                        let top = inc.causes.first().map(|c| c.component.clone());
+                        self.analyse_into(&mut inc, st.status, end);
+                        let changed = before != inc.status
+                            || top != inc.causes.first().map(|c| c.component.clone());
+                        self.incidents[pos] = inc.clone();
+                        if changed {
+                            events.push(Event::IncidentUpdated(inc));
+                        }
+                    } else {
+                        let changed = before != inc.status;
+                        self.incidents[pos] = inc.clone();
+                        if changed {
+                            events.push(Event::IncidentUpdated(inc));
+                        }
                     }
                 } else if st.status == Status::Up {
-                    inc.good_streak += 1;
-                    inc.status = Status::Up;
-                    if inc.good_streak >= d.resolve_after {
+                    let m = inc.members.entry(name.clone()).or_insert((Status::Up, 0));
+                    *m = (Status::Up, m.1 + 1);
+                    inc.status = members_status(&inc.members);
+                    if inc.members.values().all(|&(_, n)| n >= d.resolve_after) {
                         inc.resolved_at = Some(end);
-                        self.services.get_mut(name).expect("track").incident = None;
+                        for m in inc.members.keys() {
+                            if let Some(t) = self.services.get_mut(m) {
+                                t.incident = None;
+                            }
+                        }
                         events.push(Event::IncidentResolved(inc.clone()));
                     }
                     self.incidents[pos] = inc;
@@ -754,6 +797,7 @@ impl Monitor {
                         breakdown: None,
                         drill: Vec::new(),
                         good_streak: 0,
+                        members: BTreeMap::new(),
                     };
                     self.next_id += 1;
                     self.incidents.push(inc.clone());
@@ -775,6 +819,19 @@ impl Monitor {
             }
         }
     }
+}
+
+/// An incident's status from its services': the worst of down, degraded, up.
+fn members_status(m: &BTreeMap<String, (Status, usize)>) -> Status {
+    let v = |s: Status| match s {
+        Status::Down => 2,
+        Status::Degraded => 1,
+        _ => 0,
+    };
+    m.values()
+        .map(|(s, _)| *s)
+        .max_by_key(|s| v(*s))
+        .unwrap_or(Status::Up)
 }
 
 fn add(grid: &mut Grid, slot: u64, s: &WindowSample) {

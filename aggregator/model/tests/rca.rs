@@ -133,3 +133,67 @@ fn one_regions_path_latency_puts_that_path_first() {
     assert_eq!(top(&inc), "path-ap", "{:#?}", inc.causes);
     assert!(inc.causes[0].prior > inc.causes[1].prior);
 }
+
+#[test]
+fn services_failing_for_the_same_cause_share_one_incident() {
+    let mut m = Monitor::new(model());
+    base_metrics(&mut m);
+    metric(&mut m, "db", "errors_per_s", T0, END, 2.0, Some((AT, 40.0)));
+    let fail = |s: &str, r: &str, t: u64| {
+        failed(
+            s,
+            r,
+            t,
+            ErrorClass::HttpStatus,
+            &[(Phase::FirstByte, 80_000)],
+        )
+    };
+    // both services fail everywhere from AT for 5 minutes, then recover
+    feed(&mut m, T0, END, &|s, r, t| {
+        (AT..AT + 300).contains(&t).then(|| Some(fail(s, r, t)))
+    });
+    let mut events = Vec::new();
+    for now in (T0 + 90..END + 90).step_by(60) {
+        events.extend(m.evaluate(now));
+    }
+    let opened: Vec<&Incident> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IncidentOpened(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:#?}");
+    assert_eq!(top(opened[0]), "db");
+    let resolved: Vec<&Incident> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IncidentResolved(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].affected, ["api", "shop"]);
+    assert_eq!(resolved[0].worst, Status::Down);
+    // resolved once both services had 3 good windows
+    assert_eq!(resolved[0].resolved_at, Some(AT + 300 + 3 * 60));
+}
+
+#[test]
+fn without_a_shared_metric_anomaly_services_keep_their_own_incidents() {
+    let mut m = Monitor::new(model());
+    base_metrics(&mut m);
+    metric(&mut m, "db", "errors_per_s", T0, END, 2.0, None);
+    feed(&mut m, T0, END, &|s, r, t| {
+        (t >= AT).then(|| Some(failed(s, r, t, ErrorClass::HttpStatus, &[])))
+    });
+    let mut events = Vec::new();
+    for now in (T0 + 90..END + 90).step_by(60) {
+        events.extend(m.evaluate(now));
+    }
+    let opened = events
+        .iter()
+        .filter(|e| matches!(e, Event::IncidentOpened(_)))
+        .count();
+    assert_eq!(opened, 2, "a shared prior alone does not correlate");
+}
