@@ -569,7 +569,9 @@ fn summaries_since(
          WHERE s.window_start >= ?1 ORDER BY s.window_start, s.edge_id, s.probe LIMIT ?2",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(params![since_s, limit], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let rows = stmt.query_map(params![since_s, limit], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

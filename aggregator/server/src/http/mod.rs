@@ -179,7 +179,7 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
             }
             Err(e) => store_unavailable(&e),
         },
-        (["summaries"], _) => series::summaries(request, store),
+        (["summaries"], _) => series::summaries(request, store, centre),
         (["brokers"], Some(c)) => centre_api::brokers(c),
         (["topology"], Some(c)) => centre_api::topology(c),
         (["edges", id, what @ ("config" | "probe" | "results")], Some(c)) => {

@@ -12,7 +12,7 @@
 //!                "total_p50_us","total_p95_us"}],
 //!  "next_since": start of the last window returned (or `since`), "truncated": bool}
 //! ```
-//! `region` is the edge's last reported region (or `null`). Phases without values and error
+//! `region` is the edge's region as `GET /api/v1/edges` shows it (or `null`). Phases without values and error
 //! classes without failures are left out. 400 when `since` or `limit` is not a number.
 
 use std::collections::HashMap;
@@ -23,7 +23,8 @@ use qos_wire::phase::Phase;
 use qos_wire::summary::TIME_TO_ERROR;
 use serde_json::{json, Map, Value};
 
-use super::{store_unavailable, Request, Response};
+use super::{centre_api, edges_json, now_ms, store_unavailable, Request, Response};
+use crate::centre::Centre;
 use crate::ingest::CentralSummary;
 use crate::store::StoreRead;
 
@@ -31,7 +32,7 @@ use crate::store::StoreRead;
 pub const MAX_LIMIT: usize = 10_000;
 
 /// Answers `GET /api/v1/summaries`.
-pub fn summaries(request: &Request, store: &dyn StoreRead) -> Response {
+pub fn summaries(request: &Request, store: &dyn StoreRead, centre: Option<&Centre>) -> Response {
     let bad = |name: &str, value: &str| {
         Response::json(
             400,
@@ -54,10 +55,23 @@ pub fn summaries(request: &Request, store: &dyn StoreRead) -> Response {
             _ => {}
         }
     }
-    let regions: HashMap<u32, Option<String>> = match store.edges() {
-        Ok(rows) => rows.into_iter().map(|r| (r.edge_id, r.region)).collect(),
+    // Regions as `GET /api/v1/edges` shows them: from the store, or the edge's registration.
+    let rows = match store.edges() {
+        Ok(rows) => rows,
         Err(e) => return store_unavailable(&e),
     };
+    let mut edges = edges_json(&rows, now_ms());
+    if let (Some(c), Some(Value::Array(list))) = (centre, edges.get_mut("edges")) {
+        centre_api::augment_edges(&rows, c, list);
+    }
+    let regions: HashMap<u64, Option<String>> = edges["edges"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|e| Some((e["id"].as_u64()?, e["region"].as_str().map(String::from))))
+                .collect()
+        })
+        .unwrap_or_default();
     let rows = match store.summaries_since(since, limit) {
         Ok(rows) => rows,
         Err(e) => return store_unavailable(&e),
@@ -67,10 +81,14 @@ pub fn summaries(request: &Request, store: &dyn StoreRead) -> Response {
     let list: Vec<Value> = rows
         .iter()
         .filter_map(|(edge, body)| {
-            // Stored bodies were validated at ingest; a body that no longer decodes is skipped.
-            let s = CentralSummary::decode(&mut Decoder::new(body)).ok()?;
+            // Stored bodies (`[kind, summary]`, as received) were validated at ingest; one that
+            // no longer decodes is skipped.
+            let mut d = Decoder::new(body);
+            d.array().ok()?;
+            d.u8().ok()?;
+            let s = CentralSummary::decode(&mut d).ok()?;
             next_since = next_since.max(s.start_s);
-            let region = regions.get(edge).cloned().flatten();
+            let region = regions.get(&u64::from(*edge)).cloned().flatten();
             Some(summary_json(*edge, region, &s))
         })
         .collect();
