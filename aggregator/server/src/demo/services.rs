@@ -346,12 +346,13 @@ impl Dns {
                     let start = Instant::now();
                     let fail = dns.fail.load(Ordering::Relaxed);
                     if let Some(answer) = dns_answer(&buf[..n], fail) {
-                        let _ = socket.send_to(&answer, from);
+                        // Counted before the answer leaves, so an asker sees its query counted.
                         dns.queries.add(1);
                         if fail {
                             dns.failures.add(1);
                         }
                         dns.answer_us.add(micros(start.elapsed()));
+                        let _ = socket.send_to(&answer, from);
                     }
                 }
             })?;
