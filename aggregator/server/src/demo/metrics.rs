@@ -23,6 +23,11 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Points kept per series (4 h at [`SAMPLE_EVERY`]); older points are dropped.
 pub const MAX_POINTS: usize = 28_800;
 
+/// Samples of one family: (component, value) per component.
+type Family = (Kind, Vec<(String, u64)>);
+/// Points of one series: (Unix seconds, value), oldest first.
+type Points = VecDeque<(f64, f64)>;
+
 /// One raw metric: a counter or a gauge, read atomically.
 #[derive(Debug, Default)]
 pub struct Raw(AtomicU64);
@@ -80,7 +85,7 @@ pub trait Component: Send + Sync {
 /// The Prometheus text exposition of `components` (version 0.0.4): one family per raw metric
 /// name, `qos_demo_<name>{component="..."}`.
 pub fn prometheus(components: &[Arc<dyn Component>]) -> String {
-    let mut families: BTreeMap<&'static str, (Kind, Vec<(String, u64)>)> = BTreeMap::new();
+    let mut families: BTreeMap<&'static str, Family> = BTreeMap::new();
     for c in components {
         for (name, kind, value) in c.raw() {
             families
@@ -107,7 +112,7 @@ pub fn prometheus(components: &[Arc<dyn Component>]) -> String {
 /// The demo's series store: (component, metric) → points (Unix seconds, value).
 #[derive(Debug, Default)]
 pub struct SeriesStore {
-    series: Mutex<BTreeMap<(String, String), VecDeque<(f64, f64)>>>,
+    series: Mutex<BTreeMap<(String, String), Points>>,
 }
 
 impl SeriesStore {
