@@ -30,6 +30,8 @@ use super::{api, Console};
 pub const MIN_AVAILABILITY: f64 = 0.8;
 /// Seconds of data after an incident's start before it is ranked.
 pub const RANK_AFTER_S: f64 = 2.5;
+/// The longest baseline given to RCA, seconds (the engine's default look-back).
+const MAX_LOOKBACK_S: f64 = 1800.0;
 /// Good windows kept per indicator for its baseline.
 const HISTORY: usize = 600;
 /// Windows re-read on every poll, for summaries that arrive late (through a failover).
@@ -288,14 +290,15 @@ impl LocalDetector {
 
     fn rank(&mut self, idx: usize, now: f64, console: &Console) {
         let at = self.incidents[idx].at;
+        let from = self.started.max(at - MAX_LOOKBACK_S);
         let incident = qos_rca::Incident {
-            metrics: self.series.window(self.started, now),
-            slis: self.sli_series(self.started, now),
+            metrics: self.series.window(from, now),
+            slis: self.sli_series(from, now),
             edges: self.topology.clone(),
             at,
         };
         let config = qos_rca::Config {
-            lookback: (at - self.started).max(1.0),
+            lookback: (at - from).max(1.0),
             horizon: (now - at).max(1.0),
             ..qos_rca::Config::default()
         };
