@@ -63,6 +63,11 @@ enum Command {
         /// the brokers, the metrics endpoint and the services; default: free ports.
         #[arg(long, value_name = "PORT")]
         port_base: Option<u16>,
+        /// Also start this host-sim board binary (boards/host-sim, built with `cargo build`
+        /// there: target/debug/qos-board-host-sim) as a fifth edge reporting straight to the
+        /// super-manager.
+        #[arg(long, value_name = "BIN")]
+        host_sim: Option<PathBuf>,
     },
     /// Offline root-cause analysis: rank the components of a case directory (metrics.csv
     /// [+ slis.csv] [+ topology.csv]) for an incident that began at UNIX_TS; JSON on stdout.
@@ -100,11 +105,13 @@ fn main() -> ExitCode {
             http,
             data,
             port_base,
+            host_sim,
         } => demo(DemoOptions {
             duration,
             http,
             data,
             port_base,
+            host_sim,
         }),
         Command::Rca {
             case,

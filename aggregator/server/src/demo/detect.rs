@@ -13,8 +13,8 @@
 //!   good windows; without one, over 100 ms);
 //! - an indicator degrades when its two newest windows are bad, and recovers when they are
 //!   good; the incident's start is the first window of the bad run;
-//! - indicators that degrade while an incident is still unranked join it; otherwise a new
-//!   incident opens; it is ranked once [`RANK_AFTER_S`] of data after its start are in, and
+//! - indicators that degrade while an incident is still unranked, or within [`JOIN_S`] of its
+//!   start, join it; otherwise a new incident opens; it is ranked once [`RANK_AFTER_S`] of data after its start are in, and
 //!   resolved when all its indicators recovered.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -32,6 +32,9 @@ pub const MIN_AVAILABILITY: f64 = 0.8;
 pub const RANK_AFTER_S: f64 = 2.5;
 /// The longest baseline given to RCA, seconds (the engine's default look-back).
 const MAX_LOOKBACK_S: f64 = 1800.0;
+/// Indicators whose degradation began within this many seconds of an open incident's start
+/// join it, even when it is already ranked (one fault seen from several regions or probes).
+pub const JOIN_S: f64 = 4.0;
 /// Good windows kept per indicator for its baseline.
 const HISTORY: usize = 600;
 /// Windows re-read on every poll, for summaries that arrive late (through a failover).
@@ -160,6 +163,7 @@ struct Incident {
 /// The demo's own detector (see the module documentation).
 pub struct LocalDetector {
     api: SocketAddr,
+    edges: BTreeSet<u64>,
     kinds: BTreeMap<u16, String>,
     series: Arc<SeriesStore>,
     topology: Vec<qos_rca::Edge>,
@@ -172,10 +176,12 @@ pub struct LocalDetector {
 }
 
 impl LocalDetector {
-    /// A detector reading serve's API at `api`; `kinds` names the probe ids (`http`, `dns`);
+    /// A detector reading serve's API at `api` about the `edges` (ids); `kinds` names the probe
+    /// ids (`http`, `dns`);
     /// `topology` is the service map (caller → callee) given to RCA.
     pub fn new(
         api: SocketAddr,
+        edges: BTreeSet<u64>,
         kinds: BTreeMap<u16, String>,
         series: Arc<SeriesStore>,
         topology: Vec<qos_rca::Edge>,
@@ -183,6 +189,7 @@ impl LocalDetector {
     ) -> LocalDetector {
         LocalDetector {
             api,
+            edges,
             kinds,
             series,
             topology,
@@ -207,7 +214,7 @@ impl LocalDetector {
             ) else {
                 continue;
             };
-            if !self.seen.insert((edge, probe, start)) {
+            if !self.edges.contains(&edge) || !self.seen.insert((edge, probe, start)) {
                 continue;
             }
             let Some(kind) = self.kinds.get(&probe).cloned() else {
@@ -381,7 +388,10 @@ impl IncidentSource for LocalDetector {
             let (region, kind) = &key;
             if degraded {
                 let at = f64::from(start.unwrap_or(now as u32));
-                let open = self.incidents.iter_mut().find(|i| !i.resolved && !i.ranked);
+                let open = self
+                    .incidents
+                    .iter_mut()
+                    .find(|i| !i.resolved && (!i.ranked || (at - i.at).abs() <= JOIN_S));
                 let id = match open {
                     Some(i) => {
                         i.indicators.insert(key.clone());

@@ -13,7 +13,9 @@
 //!   application and their DNS through;
 //! - component metrics ([`metrics`]) at `GET /metrics` (Prometheus text), sampled into the
 //!   demo's series store, and the incident detector ([`detect`]) that ranks causes with
-//!   `qos_rca`.
+//!   `qos_rca`;
+//! - with `--host-sim BIN`, the host-sim board (the no_std edge on embassy's std platform) as
+//!   a fifth edge reporting straight to the super-manager.
 //!
 //! The script ([`script`]): a warm-up, then four faults, each held and followed by a recovery:
 //! the database slows down, DNS fails in region west, region east's path gets added latency,
@@ -66,7 +68,13 @@ pub struct DemoOptions {
     /// First of ten consecutive ports (UDP and TCP) for the demo's own listeners; `None`:
     /// free ports chosen at start.
     pub port_base: Option<u16>,
+    /// A built host-sim board (`boards/host-sim`, binary `qos-board-host-sim`) to start as a
+    /// fifth edge, sending straight to the super-manager; `None`: no board.
+    pub host_sim: Option<PathBuf>,
 }
+
+/// The edge id of the host-sim board.
+pub const HOST_SIM_ID: u32 = 201;
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -414,9 +422,33 @@ pub fn run_demo(opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result<usize, 
             edges.push(p);
         }
     }
-    console.say(
-        "host-sim board: not started (it is a separate firmware workspace, built on its own; see README)",
-    );
+    match &opts.host_sim {
+        Some(bin) => {
+            let coap_port = coap.port().to_string();
+            let id = HOST_SIM_ID.to_string();
+            let p = procs::Proc::spawn_env(
+                "host-sim",
+                bin,
+                &[],
+                &[
+                    ("QOS_EDGE_ID", id.as_str()),
+                    ("QOS_COAP_PORT", coap_port.as_str()),
+                    ("QOS_LOG", "warn"),
+                ],
+                &logs.join("host-sim.log"),
+            )?;
+            console.say(&format!(
+                "started host-sim board (edge {HOST_SIM_ID}, no_std edge on embassy's std platform, CoAP-pings and reports straight to the super-manager at {coap}; pid {})",
+                p.pid()
+            ));
+            edges.push(p);
+            // It reports straight to the super-manager, under the name the board gives itself.
+            home.insert("qos-edge".to_string(), "direct".to_string());
+        }
+        None => console.say(
+            "host-sim board: not started (a separate firmware workspace; build it and pass --host-sim BIN, see README)",
+        ),
+    }
 
     let watch = Arc::new(Mutex::new(watch::EdgeWatch::new(http, home)));
     let kinds = [
@@ -430,8 +462,10 @@ pub fn run_demo(opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result<usize, 
         topology.push(edge(&format!("path-{region}"), "app"));
         topology.push(edge(&format!("path-{region}"), &format!("dns-{region}")));
     }
+    let probing: std::collections::BTreeSet<u64> =
+        (1..=(REGIONS.len() * EDGES_PER_REGION) as u64).collect();
     let detector: Box<dyn detect::IncidentSource + Send> = Box::new(detect::LocalDetector::new(
-        http, kinds, series, topology, started,
+        http, probing, kinds, series, topology, started,
     ));
     let monitor_flag = Arc::new(AtomicBool::new(false));
     let monitor = {

@@ -67,6 +67,17 @@ impl Proc {
     /// Starts `program args` as `name` in a new process group, stdout and stderr appended to
     /// `log`.
     pub fn spawn(name: &str, program: &Path, args: &[&str], log: &Path) -> Result<Proc, DemoError> {
+        Proc::spawn_env(name, program, args, &[], log)
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Result<Proc, DemoError> {
         use std::os::unix::process::CommandExt;
         let io = |e: std::io::Error| DemoError::Spawn {
             name: name.to_string(),
@@ -81,6 +92,7 @@ impl Proc {
         let err = out.try_clone().map_err(io)?;
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
