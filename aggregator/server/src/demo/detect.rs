@@ -444,3 +444,51 @@ impl IncidentSource for LocalDetector {
         self.incidents.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(ok: u64, failed: u64, mean_ms: f64) -> Window {
+        Window {
+            ok,
+            failed,
+            total_sum_us: mean_ms * 1000.0 * ok as f64,
+            total_count: ok,
+            phases: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_indicator_degrades_on_two_bad_windows_and_recovers_on_two_good() {
+        let mut ind = Indicator::default();
+        for s in 0..10 {
+            ind.windows
+                .insert(s, window(4, 0, 1.0 + f64::from(s % 2) * 0.2));
+        }
+        ind.finalize();
+        assert!(ind.baseline().is_some_and(|b| (1.0..=1.2).contains(&b)));
+        assert_eq!(ind.state(), (false, true, None));
+        // One slow window is not yet a degradation.
+        ind.windows.insert(10, window(4, 0, 50.0));
+        assert_eq!(ind.state(), (false, false, Some(10)));
+        // A second bad one (failures this time) is; the run began at the first.
+        ind.windows.insert(11, window(1, 3, 1.0));
+        assert_eq!(ind.state(), (true, false, Some(10)));
+        ind.windows.insert(12, window(4, 0, 1.1));
+        ind.windows.insert(13, window(4, 0, 0.9));
+        assert_eq!(ind.state(), (false, true, None));
+        // Bad windows never enter the baseline.
+        ind.windows.insert(20, window(4, 0, 1.0));
+        ind.finalize();
+        assert!(ind.history.iter().all(|&m| m < 2.0), "{:?}", ind.history);
+    }
+
+    #[test]
+    fn without_a_baseline_only_clear_degradations_count() {
+        let ind = Indicator::default();
+        assert!(!ind.bad(&window(4, 0, 20.0)));
+        assert!(ind.bad(&window(4, 0, 150.0)));
+        assert!(ind.bad(&window(3, 1, 1.0)), "75 % availability");
+    }
+}
