@@ -24,7 +24,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 pub const MAX_POINTS: usize = 28_800;
 
 /// Samples of one family: (component, value) per component.
-type Family = (Kind, Vec<(String, u64)>);
+type Family = (Kind, Vec<(String, f64)>);
 /// Points of one series: (Unix seconds, value), oldest first.
 type Points = VecDeque<(f64, f64)>;
 
@@ -83,16 +83,24 @@ pub trait Component: Send + Sync {
 }
 
 /// The Prometheus text exposition of `components` (version 0.0.4): one family per raw metric
-/// name, `qos_demo_<name>{component="..."}`.
+/// name, `qos_demo_<name>{component="..."}`, in base units: raw microsecond counters
+/// (`*_us_total`) become `*_seconds_total`, millisecond gauges (`*_ms`) become `*_seconds`.
 pub fn prometheus(components: &[Arc<dyn Component>]) -> String {
-    let mut families: BTreeMap<&'static str, Family> = BTreeMap::new();
+    let mut families: BTreeMap<String, Family> = BTreeMap::new();
     for c in components {
         for (name, kind, value) in c.raw() {
+            let (name, scale) = if let Some(base) = name.strip_suffix("_us_total") {
+                (format!("{base}_seconds_total"), 1e-6)
+            } else if let Some(base) = name.strip_suffix("_ms") {
+                (format!("{base}_seconds"), 1e-3)
+            } else {
+                (name.to_string(), 1.0)
+            };
             families
                 .entry(name)
                 .or_insert((kind, Vec::new()))
                 .1
-                .push((c.name().to_string(), value));
+                .push((c.name().to_string(), value as f64 * scale));
         }
     }
     let mut out = String::new();
@@ -101,6 +109,11 @@ pub fn prometheus(components: &[Arc<dyn Component>]) -> String {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
         };
+        let _ = writeln!(
+            out,
+            "# HELP qos_demo_{name} qos-aggregator demo: {} per component.",
+            name.replace('_', " ")
+        );
         let _ = writeln!(out, "# TYPE qos_demo_{name} {kind}");
         for (component, value) in samples {
             let _ = writeln!(out, "qos_demo_{name}{{component=\"{component}\"}} {value}");
@@ -260,6 +273,38 @@ fn answer_scrape(mut stream: TcpStream, components: &[Arc<dyn Component>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exposition_passes_promtool() {
+        let db: Arc<dyn Component> = Arc::new(super::super::services::Db::default());
+        let path: Arc<dyn Component> = Arc::new(super::super::relay::Path::new("path-x"));
+        let text = prometheus(&[db, path]);
+        assert!(text.contains("qos_demo_db_query_time_seconds_total{component=\"db\"} 0"));
+        assert!(text.contains("qos_demo_path_added_delay_seconds{component=\"path-x\"} 0"));
+        if std::env::var_os("QOS_SKIP_EXTERNAL").is_some_and(|v| v == "1") {
+            return;
+        }
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian prometheus) runs; QOS_SKIP_EXTERNAL=1 skips this");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn derived_rate_mean_and_level() {
