@@ -260,3 +260,32 @@ fn a_too_short_duration_is_a_usage_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--duration"), "{stderr}");
 }
+
+#[test]
+fn without_qos_edge_beside_it_the_demo_says_how_to_build_it() {
+    let dir = TempDir::new("demo", "no-edge");
+    let copy = dir.0.join("qos-aggregator");
+    std::fs::copy(BIN, &copy).unwrap();
+    let out = Command::new(&copy)
+        .args([
+            "demo",
+            "--duration",
+            "30",
+            "--http",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(dir.0.join("data"))
+        .env_remove("CARGO")
+        .env_remove("CARGO_MANIFEST_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("qos-edge not found")
+            && stderr.contains("cargo build --release -p qos-edge"),
+        "{stderr}"
+    );
+}

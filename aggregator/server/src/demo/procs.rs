@@ -187,10 +187,19 @@ pub fn find_edge_binary(say: &dyn Fn(&str)) -> Result<PathBuf, DemoError> {
         .and_then(|n| n.to_str())
         .unwrap_or("release")
         .to_string();
+    // Cargo puts a profile's binaries in `<target>/<profile>` (`debug` for dev); a binary
+    // elsewhere (copied, installed) gets the release command.
     let flag = match profile.as_str() {
-        "release" => "--release".to_string(),
         "debug" => String::new(),
-        other => format!("--profile {other}"),
+        "release" => "--release".to_string(),
+        other
+            if dir
+                .parent()
+                .is_some_and(|t| t.join("CACHEDIR.TAG").is_file()) =>
+        {
+            format!("--profile {other}")
+        }
+        _ => "--release".to_string(),
     };
     let hint =
         format!("build it with `cargo build {flag} -p qos-edge`").replace("build  -p", "build -p");
