@@ -22,6 +22,7 @@ pub mod broker_run;
 pub mod centre;
 pub mod coap;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod rca;

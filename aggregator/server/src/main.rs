@@ -11,15 +11,16 @@ use clap::{Parser, Subcommand};
 use qos_aggregator::broker_config::BrokerFile;
 use qos_aggregator::broker_run::run_broker;
 use qos_aggregator::config::Config;
+use qos_aggregator::demo::{run_demo, DemoError, DemoOptions};
 use qos_aggregator::serve::run_serve;
 
 /// The super-manager of the QoS-monitoring system.
 #[derive(Debug, Parser)]
 #[command(name = "qos-aggregator", version, about)]
 struct Cli {
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
-    log_level: tracing::Level,
+    /// Log level: error, warn, info, debug or trace [default: info; warn for demo].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<tracing::Level>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +41,33 @@ enum Command {
         /// qos-broker.example.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Everything on one machine with scripted faults: the super-manager, two brokers, four
+    /// edges in two regions, local services (an application with its database, DNS, a
+    /// network path per region), incidents and their ranked causes printed as they happen.
+    /// Ends on SIGINT/SIGTERM or after --duration, leaving no process behind.
+    Demo {
+        /// Run this many seconds (at least 30), the fault phases scaled to fit; without it the
+        /// faults repeat (each held 60 s) until Ctrl-C.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+        /// Address of the super-manager's HTTP API (the dashboard); port 0 picks a free port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+        /// Data directory: the store, brokers' queues, edges' storage, generated configurations
+        /// and the children's logs (its serve/, brokers/, edges/, config/ and logs/ are emptied
+        /// at start).
+        #[arg(long, value_name = "DIR", default_value = "./qos-demo-data")]
+        data: PathBuf,
+        /// Use the ten ports PORT..PORT+9 on 127.0.0.1 (UDP and TCP) for the CoAP ingest,
+        /// the brokers, the metrics endpoint and the services; default: free ports.
+        #[arg(long, value_name = "PORT")]
+        port_base: Option<u16>,
+        /// Also start this host-sim board binary (boards/host-sim, built with `cargo build`
+        /// there: target/debug/qos-board-host-sim) as a fifth edge reporting straight to the
+        /// super-manager.
+        #[arg(long, value_name = "BIN")]
+        host_sim: Option<PathBuf>,
     },
     /// Offline root-cause analysis: rank the components of a case directory (metrics.csv
     /// [+ slis.csv] [+ topology.csv]) for an incident that began at UNIX_TS; JSON on stdout.
@@ -64,10 +92,27 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    qos_host::init_logging(cli.log_level);
+    let default_level = match cli.command {
+        Command::Demo { .. } => tracing::Level::WARN,
+        _ => tracing::Level::INFO,
+    };
+    qos_host::init_logging(cli.log_level.unwrap_or(default_level));
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Broker { config } => broker(config),
+        Command::Demo {
+            duration,
+            http,
+            data,
+            port_base,
+            host_sim,
+        } => demo(DemoOptions {
+            duration,
+            http,
+            data,
+            port_base,
+            host_sim,
+        }),
         Command::Rca {
             case,
             at,
@@ -122,6 +167,16 @@ fn broker(config_path: Option<PathBuf>) -> ExitCode {
     qos_host::signal::install(shutdown.clone());
     match run_broker(&config.broker, shutdown).and_then(|handle| handle.wait()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, 1),
+    }
+}
+
+fn demo(options: DemoOptions) -> ExitCode {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    qos_host::signal::install(shutdown.clone());
+    match run_demo(&options, shutdown) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e @ (DemoError::TooShort(_) | DemoError::PortBase(_))) => fail(&e, 2),
         Err(e) => fail(&e, 1),
     }
 }

@@ -308,6 +308,13 @@ pub trait StoreRead: Send {
     fn count_records(&self, edge_id: u32) -> Result<u64, StoreError>;
     /// The records of `edge_id`, by sequence number.
     fn records(&self, edge_id: u32) -> Result<Vec<StoredRecord>, StoreError>;
+    /// Up to `limit` summaries (edge, original CBOR) whose window starts at or after `since_s`
+    /// (unix seconds), oldest window first. Read by `GET /api/v1/summaries`.
+    fn summaries_since(
+        &self,
+        since_s: u32,
+        limit: usize,
+    ) -> Result<Vec<(u32, Vec<u8>)>, StoreError>;
 }
 
 /// A store: the single writer plus the reads. Owned by the ingest thread (or behind a mutex).
@@ -552,6 +559,22 @@ fn records(conn: &Connection, edge_id: u32) -> Result<Vec<StoredRecord>, StoreEr
     Ok(out)
 }
 
+fn summaries_since(
+    conn: &Connection,
+    since_s: u32,
+    limit: usize,
+) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.edge_id, r.body FROM summaries s JOIN records r USING (edge_id, seq)
+         WHERE s.window_start >= ?1 ORDER BY s.window_start, s.edge_id, s.probe LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![since_s, limit], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 macro_rules! impl_store_read {
     ($ty:ty) => {
         impl StoreRead for $ty {
@@ -569,6 +592,13 @@ macro_rules! impl_store_read {
             }
             fn records(&self, edge_id: u32) -> Result<Vec<StoredRecord>, StoreError> {
                 records(&self.conn, edge_id)
+            }
+            fn summaries_since(
+                &self,
+                since_s: u32,
+                limit: usize,
+            ) -> Result<Vec<(u32, Vec<u8>)>, StoreError> {
+                summaries_since(&self.conn, since_s, limit)
             }
         }
     };

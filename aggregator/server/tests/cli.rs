@@ -39,7 +39,7 @@ fn a_missing_config_file_exits_2() {
 
 #[test]
 fn subcommands_not_built_yet_are_usage_errors() {
-    let (code, stderr) = run(&["demo"]);
+    let (code, stderr) = run(&["report"]);
     assert_eq!(code, Some(2), "{stderr}");
 }
 

@@ -11,6 +11,7 @@
 //! | `DELETE /api/v1/edges/{id}/config` | 200 `{"edge","deleted":true}`; 404 when none (the edge then gets 4.04 on `GET /c` and keeps what it has) |
 //! | `POST /api/v1/edges/{id}/probe[?wait_ms=N]` | body: one probe in the edge's format, JSON (`Content-Type: application/json` or a body starting with `{`) or TOML (the keys of one `[[probe]]` table); `timeout_ms` at most [`centre_api::MAX_PROBE_TIMEOUT_MS`]. Sent as CoAP `POST /p` to the edge (or `POST /p?id=` to its broker); waits `timeout_ms` + [`centre_api::PROBE_WAIT_MARGIN_MS`] (or `wait_ms`, at most [`centre_api::MAX_WAIT_MS`]). 200 `{"edge","via","result":{"probe","at_ms","status":"ok"\|"failed","phases_us":{"dns",..},"error","error_after_us","detail","redirects"}}`; 400 invalid probe; 404 unknown edge; 504 no answer; 502 the edge refused it |
 //! | `GET /api/v1/edges/{id}/results[?probe=N][&wait_ms=N]` | the edge's recent raw results (CoAP `GET /r[?p=N]`), newest first: `{"edge","via","results":[..as above..]}`; waits [`centre_api::RESULTS_WAIT_MS`] by default; 404, 504, 502 as above |
+//! | `GET /api/v1/summaries?since=UNIX_S[&limit=N]` | the stored window summaries, oldest first, with phases and error classes (see [`series`]) |
 //! | `GET /api/v1/brokers` | `{"brokers":[{"address","edges":[ids],"last_batch","batches","records","report"}]}`: every broker: an address that reported itself (`POST /b`), or forwarded batches of several edges or of an edge registered here from another address (see `CentreState::is_broker`); `report` is its last `broker-report` or `null`: `{"at","received","acked","forwarded","queued","queued_bytes","dropped_quota","relayed","relay_timeouts","total_edges","edges":[{"id","name","region","registered","seen_ago_ms"}]}` |
 //! | `GET /api/v1/topology` | `{"nodes":[{"id","kind":"super-manager"\|"broker"\|"edge",..}],"links":[{"from","to"}]}`: edge → broker → super-manager, or edge → super-manager for edges that talk to it directly |
 //!
@@ -37,6 +38,7 @@
 
 pub mod centre_api;
 pub mod parse;
+pub mod series;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -160,7 +162,9 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
     let uptime_s = shared.started.elapsed().as_secs();
     let centre = shared.centre.as_deref();
     match (segments.as_slice(), centre) {
-        (["health"] | ["stats"] | ["edges"] | ["brokers"] | ["topology"], _) if !get => {
+        (["health"] | ["stats"] | ["edges"] | ["summaries"] | ["brokers"] | ["topology"], _)
+            if !get =>
+        {
             method_not_allowed(request, ALLOW)
         }
         (["health"], _) => health(store, uptime_s),
@@ -175,6 +179,7 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
             }
             Err(e) => store_unavailable(&e),
         },
+        (["summaries"], _) => series::summaries(request, store, centre),
         (["brokers"], Some(c)) => centre_api::brokers(c),
         (["topology"], Some(c)) => centre_api::topology(c),
         (["edges", id, what @ ("config" | "probe" | "results")], Some(c)) => {
