@@ -413,12 +413,18 @@ pub struct EdgeSpec {
 /// Starts `qos-edge run` with windows of 1 s and a TCP probe every 200 ms; configuration and
 /// log in `dir`.
 pub fn start_edge(dir: &Path, spec: &EdgeSpec) -> Proc {
+    start_edge_with(dir, spec, "")
+}
+
+/// [`start_edge`] with `uplink` lines appended to the `[uplink]` table (e.g.
+/// `config_poll_s = 1`).
+pub fn start_edge_with(dir: &Path, spec: &EdgeSpec, uplink: &str) -> Proc {
     let config = dir.join(format!("edge-{}.toml", spec.id));
     std::fs::write(
         &config,
         format!(
             "[edge]\nid = {id}\nname = \"e2e-{id}\"\nregion = \"loopback\"\n\n\
-             [uplink]\nbrokers = [{brokers}]\nwindow_s = 1\nack_timeout_ms = 500\n{bind}\n\
+             [uplink]\nbrokers = [{brokers}]\nwindow_s = 1\nack_timeout_ms = 500\n{bind}{uplink}\n\
              [storage]\ndir = {storage:?}\n\n\
              [[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"{target}\"\n\
              interval_ms = 200\ntimeout_ms = 150\n\n{extra}",
@@ -432,6 +438,11 @@ pub fn start_edge(dir: &Path, spec: &EdgeSpec) -> Proc {
             storage = spec.storage.display().to_string(),
             target = spec.target,
             extra = spec.extra_toml,
+            uplink = if uplink.is_empty() {
+                String::new()
+            } else {
+                format!("{uplink}\n")
+            },
             bind = spec
                 .bind
                 .map(|b| format!("bind = \"{b}\"\n"))

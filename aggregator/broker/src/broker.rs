@@ -784,6 +784,7 @@ impl<A: Copy + Eq> Broker<A> {
                     region: e.region.clone(),
                     registered: e.registered(now),
                     seen_ago_ms: now.saturating_sub(e.last_seen_ms),
+                    cfg: e.config_etag,
                 })
                 .collect(),
         }

@@ -7,8 +7,11 @@
 //! broker-report = [v: 1, stats: broker-stats, total_edges: uint, edges: [* broker-edge]]
 //! broker-stats = [received: uint, acked: uint, forwarded: uint, queued: uint,
 //!                 queued_bytes: uint, dropped_quota: uint, relayed: uint, relay_timeouts: uint]
-//! broker-edge = [id: edge-id, name: tstr, region: tstr, registered: bool, seen_ago_ms: uint]
+//! broker-edge = [id: edge-id, name: tstr, region: tstr, registered: bool, seen_ago_ms: uint,
+//!                ? cfg: uint / null]
 //! ```
+//! `cfg` is the `cfg=` attribute of the edge's registration (the ETag of the central
+//! configuration in force on it), `null` when it named none; older brokers leave it out.
 //!
 //! `edges` holds the most recently heard edges that fit in one CoAP message; `total_edges`
 //! says how many the registry knows, so a cut list is visible. Decoding skips elements a newer
@@ -56,6 +59,8 @@ pub struct ReportEdge {
     pub registered: bool,
     /// Since when it was not heard from, ms.
     pub seen_ago_ms: u64,
+    /// The `cfg=` attribute of its registration, if any.
+    pub cfg: Option<u32>,
 }
 
 /// A broker's report.
@@ -90,12 +95,16 @@ fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, 
     }
     e.u64(r.total_edges)?.array(edges as u64)?;
     for x in r.edges.iter().take(edges) {
-        e.array(5)?
+        e.array(6)?
             .u32(x.id)?
             .str(&x.name)?
             .str(&x.region)?
             .bool(x.registered)?
             .u64(x.seen_ago_ms)?;
+        match x.cfg {
+            Some(c) => e.u32(c)?,
+            None => e.null()?,
+        };
     }
     Ok(total - e.writer().len())
 }
@@ -158,14 +167,23 @@ impl BrokerReport {
             if k < 5 {
                 return Err("bad broker-report: an edge has fewer than 5 fields".into());
             }
-            edges.push(ReportEdge {
+            let mut edge = ReportEdge {
                 id: d.u32().map_err(bad)?,
                 name: d.str().map_err(bad)?.to_string(),
                 region: d.str().map_err(bad)?.to_string(),
                 registered: d.bool().map_err(bad)?,
                 seen_ago_ms: d.u64().map_err(bad)?,
-            });
-            skip(&mut d, k - 5).map_err(bad)?;
+                cfg: None,
+            };
+            if k >= 6 {
+                if d.datatype().map_err(bad)? == Type::Null {
+                    d.skip().map_err(bad)?;
+                } else {
+                    edge.cfg = Some(d.u32().map_err(bad)?);
+                }
+            }
+            edges.push(edge);
+            skip(&mut d, k.saturating_sub(6)).map_err(bad)?;
         }
         skip(&mut d, outer - 4).map_err(bad)?;
         if d.position() != bytes.len() || d.datatype().ok() == Some(Type::Break) {
@@ -206,6 +224,7 @@ mod tests {
             region: "eu-west".into(),
             registered: i % 2 == 0,
             seen_ago_ms: u64::from(i) * 1000,
+            cfg: (i % 3 == 0).then_some(i + 7),
         }
     }
 
