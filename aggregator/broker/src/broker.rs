@@ -177,12 +177,16 @@ pub struct BrokerStats {
     pub edge_relayed: u64,
     /// `/p` and `/r` requests of the upstream answered 5.04 (the edge did not answer).
     pub edge_timeouts: u64,
-    /// `/p` and `/r` requests of the upstream for an edge the registry does not know (4.04).
+    /// Requests for an edge the registry does not know (4.04): `/p` and `/r` of the upstream,
+    /// `/c` of an edge that neither registered nor sent a batch here.
     pub unknown_edge: u64,
     /// Times a request for an edge was held because the edge did not acknowledge it.
     pub held: u64,
     /// Requests answered 5.03 because `max_relays` were in progress.
     pub relay_overload: u64,
+    /// Datagrams of edges dropped unread because their source exceeded its rate
+    /// ([`Broker::with_rate_limit`]).
+    pub rejected_rate_limited: u64,
 }
 
 /// An answer carried across the broker: code, ETag, Content-Format and payload.
@@ -301,6 +305,8 @@ pub struct Broker<A> {
     down_relays: Vec<Relay<A>>,
     /// When the next report goes upstream.
     next_report: u64,
+    /// Token buckets per source ([`Broker::with_rate_limit`]) and the key of a source.
+    limiter: Option<(crate::RateLimiter<A>, fn(A) -> A)>,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -338,7 +344,18 @@ impl<A: Copy + Eq> Broker<A> {
             up_relays: Vec::new(),
             down_relays: Vec::new(),
             next_report: 0,
+            limiter: None,
         })
+    }
+
+    /// Drops (and counts in `rejected_rate_limited`) the edges' datagrams of a source over
+    /// `limit`; `key` maps an address to its source (the driver: the IP address, port 0).
+    pub fn with_rate_limit(mut self, limit: crate::RateLimit, key: fn(A) -> A) -> Self
+    where
+        A: Ord,
+    {
+        self.limiter = (limit.rate_per_s > 0).then(|| (crate::RateLimiter::new(limit), key));
+        self
     }
 
     /// The counters.
@@ -362,7 +379,16 @@ impl<A: Copy + Eq> Broker<A> {
     }
 
     /// A datagram from an edge (downstream socket). `unix_ms` is recorded with queued batches.
-    pub fn handle_downstream(&mut self, now: u64, unix_ms: u64, from: A, bytes: &[u8]) {
+    pub fn handle_downstream(&mut self, now: u64, unix_ms: u64, from: A, bytes: &[u8])
+    where
+        A: Ord,
+    {
+        if let Some((limiter, key)) = &mut self.limiter {
+            if !limiter.allow(now, key(from)) {
+                self.stats.rejected_rate_limited += 1;
+                return;
+            }
+        }
         if bytes.len() > MAX_MESSAGE {
             self.stats.rejected_malformed += 1;
             return;
@@ -440,6 +466,14 @@ impl<A: Copy + Eq> Broker<A> {
             (None, Err(why)) => {
                 self.reject(RejectReason::BadRequest);
                 (EdgeId(0), refuse(Code::BAD_REQUEST, why))
+            }
+            (None, Ok((edge, _))) if self.registry.get(edge).is_none() => {
+                // Neither registered nor sending batches here: nothing to relay for.
+                self.stats.unknown_edge += 1;
+                (
+                    edge,
+                    refuse(Code::NOT_FOUND, "unknown edge: register first"),
+                )
             }
             (None, Ok((edge, _))) => (edge, None),
         };
@@ -774,6 +808,17 @@ impl<A: Copy + Eq> Broker<A> {
                 dropped_quota: q.dropped_quota,
                 relayed: s.config_relayed + s.edge_relayed,
                 relay_timeouts: s.config_timeouts + s.edge_timeouts,
+                rejected: [
+                    s.rejected_malformed,
+                    s.rejected_bad_batch,
+                    s.rejected_content_format,
+                    s.rejected_registration,
+                    s.rejected_not_found,
+                    s.rejected_method,
+                    s.rejected_bad_request,
+                    s.rejected_rate_limited,
+                    s.unknown_edge,
+                ],
             },
             total_edges: edges.len() as u64,
             edges: edges

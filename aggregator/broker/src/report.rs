@@ -6,12 +6,16 @@
 //! ```text
 //! broker-report = [v: 1, stats: broker-stats, total_edges: uint, edges: [* broker-edge]]
 //! broker-stats = [received: uint, acked: uint, forwarded: uint, queued: uint,
-//!                 queued_bytes: uint, dropped_quota: uint, relayed: uint, relay_timeouts: uint]
+//!                 queued_bytes: uint, dropped_quota: uint, relayed: uint, relay_timeouts: uint,
+//!                 * rejected: uint]
 //! broker-edge = [id: edge-id, name: tstr, region: tstr, registered: bool, seen_ago_ms: uint,
 //!                ? cfg: uint / null]
 //! ```
 //! `cfg` is the `cfg=` attribute of the edge's registration (the ETag of the central
 //! configuration in force on it), `null` when it named none; older brokers leave it out.
+//!
+//! The `rejected` counters after the eighth are the broker's refusals by reason, in the order
+//! of [`REJECT_REASONS`] (an older broker sends none, a newer one may send more).
 //!
 //! `edges` holds the most recently heard edges that fit in one CoAP message; `total_edges`
 //! says how many the registry knows, so a cut list is visible. Decoding skips elements a newer
@@ -24,6 +28,19 @@ use minicbor::{Decoder, Encoder};
 pub const REPORT_PATH: &str = "b";
 /// Largest encoded report (leaves room for the CoAP header and options).
 pub const MAX_REPORT_BYTES: usize = 1024;
+
+/// Names of the refusal counters of [`ReportStats::rejected`], in wire order.
+pub const REJECT_REASONS: [&str; 9] = [
+    "malformed",
+    "bad_batch",
+    "bad_content_format",
+    "bad_registration",
+    "not_found",
+    "method_not_allowed",
+    "bad_request",
+    "rate_limited",
+    "unknown_edge",
+];
 
 /// The counters in a report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +61,8 @@ pub struct ReportStats {
     pub relayed: u64,
     /// Relayed requests answered 5.04.
     pub relay_timeouts: u64,
+    /// Refusals by reason, in the order of [`REJECT_REASONS`].
+    pub rejected: [u64; REJECT_REASONS.len()],
 }
 
 /// One edge in a report.
@@ -80,7 +99,7 @@ fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, 
     let total = buf.len();
     let mut e = Encoder::new(&mut buf[..]);
     let s = &r.stats;
-    e.array(4)?.u8(1)?.array(8)?;
+    e.array(4)?.u8(1)?.array(8 + REJECT_REASONS.len() as u64)?;
     for v in [
         s.received,
         s.acked,
@@ -91,6 +110,9 @@ fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, 
         s.relayed,
         s.relay_timeouts,
     ] {
+        e.u64(v)?;
+    }
+    for v in s.rejected {
         e.u64(v)?;
     }
     e.u64(r.total_edges)?.array(edges as u64)?;
@@ -152,7 +174,12 @@ impl BrokerReport {
         for v in c.iter_mut() {
             *v = d.u64().map_err(bad)?;
         }
-        skip(&mut d, n - 8).map_err(bad)?;
+        let mut rejected = [0u64; REJECT_REASONS.len()];
+        let extra = (n - 8).min(REJECT_REASONS.len() as u64) as usize;
+        for v in rejected.iter_mut().take(extra) {
+            *v = d.u64().map_err(bad)?;
+        }
+        skip(&mut d, n - 8 - extra as u64).map_err(bad)?;
         let total_edges = d.u64().map_err(bad)?;
         let m = d
             .array()
@@ -199,6 +226,7 @@ impl BrokerReport {
                 dropped_quota: c[5],
                 relayed: c[6],
                 relay_timeouts: c[7],
+                rejected,
             },
             total_edges,
             edges,
@@ -240,6 +268,7 @@ mod tests {
                 dropped_quota: 6,
                 relayed: 7,
                 relay_timeouts: 8,
+                rejected: [9, 10, 11, 12, 13, 14, 15, 16, 17],
             },
             total_edges: 3,
             edges: (0..3).map(edge).collect(),

@@ -17,6 +17,11 @@
 //! ack_timeout_ms = 2000
 //! ack_random_factor = 1.5
 //! max_retransmit = 4
+//!
+//! [broker.rate_limit]
+//! rate_per_s = 2000
+//! burst = 4000
+//! max_sources = 65536
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -24,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{parse_toml, read_file, ConfigError, ReliabilityConfig};
+use crate::config::{parse_toml, read_file, ConfigError, RateLimitConfig, ReliabilityConfig};
 
 /// The name of the queue's SQLite file inside [`BrokerSection::data_dir`].
 pub const QUEUE_FILE: &str = "queue.sqlite";
@@ -71,6 +76,9 @@ pub struct BrokerSection {
     pub report_interval_ms: u64,
     /// `[broker.reliability]`: RFC 7252 §4.8 parameters for both sides.
     pub reliability: ReliabilityConfig,
+    /// `[broker.rate_limit]`: datagrams accepted from the edges per source IP address (see
+    /// [`RateLimitConfig`]; same defaults as `serve`'s `[coap.rate_limit]`).
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for BrokerSection {
@@ -84,6 +92,7 @@ impl Default for BrokerSection {
             relay_timeout_ms: 20_000,
             report_interval_ms: 30_000,
             reliability: ReliabilityConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -207,6 +216,7 @@ mod tests {
                 "hold_ms",
                 "listen",
                 "max_queue_bytes",
+                "rate_limit",
                 "relay_timeout_ms",
                 "reliability",
                 "report_interval_ms",

@@ -160,7 +160,8 @@ pub fn run_broker(
         Box::new(queue),
         seed,
     )
-    .map_err(|e| BrokerRunError::Coap(e.to_string()))?;
+    .map_err(|e| BrokerRunError::Coap(e.to_string()))?
+    .with_rate_limit(config.rate_limit.limit(), crate::config::rate_key);
     tracing::info!(
         listen = %listen,
         upstream = %config.upstream,
@@ -316,7 +317,8 @@ fn broker_loop(
                         + s.rejected_content_format
                         + s.rejected_registration
                         + s.rejected_not_found
-                        + s.rejected_method,
+                        + s.rejected_method
+                        + s.rejected_rate_limited,
                     edges = broker.registry().edges().count(),
                     registered = broker.registry().registered(now),
                     "broker counters"

@@ -353,6 +353,19 @@ impl<A: Copy + Ord> CentreState<A> {
             })
     }
 
+    /// Whether a request about edge `edge` coming from `from` concerns an edge this process
+    /// knows: registered here (now or before), sent batches, listed by a broker's report, or
+    /// relayed by a broker (which holds the edge's registration itself).
+    pub fn knows(&self, edge: u32, from: A) -> bool {
+        self.registry.get(EdgeId(edge)).is_some()
+            || self.via.contains_key(&edge)
+            || self.is_broker(from)
+            || self
+                .reports
+                .values()
+                .any(|(_, r)| r.edges.iter().any(|e| e.id == edge))
+    }
+
     /// What the broker at `addr` last reported about edge `edge`.
     pub fn reported(&self, addr: A, edge: u32) -> Option<&ReportEdge> {
         self.reports

@@ -164,7 +164,8 @@ pub fn start_ingest(
         seed,
     )
     .map_err(|e| ServeError::Coap(e.to_string()))?
-    .with_centre(centre);
+    .with_centre(centre)
+    .with_rate_limit(coap.rate_limit.limit(), crate::config::rate_key);
     tracing::info!(listen = %local, "CoAP ingest listening");
     let thread = std::thread::Builder::new()
         .name("coap-ingest".into())

@@ -428,6 +428,11 @@ pub fn brokers(centre: &Centre) -> Response {
                     "dropped_quota": s.dropped_quota,
                     "relayed": s.relayed,
                     "relay_timeouts": s.relay_timeouts,
+                    "rejected": qos_broker::report::REJECT_REASONS
+                        .iter()
+                        .zip(s.rejected)
+                        .map(|(k, n)| ((*k).to_string(), Value::from(n)))
+                        .collect::<serde_json::Map<_, _>>(),
                     "total_edges": r.total_edges,
                     "edges": r.edges.iter().map(|e| json!({
                         "id": e.id,
