@@ -184,6 +184,9 @@ pub struct BrokerStats {
     pub held: u64,
     /// Requests answered 5.03 because `max_relays` were in progress.
     pub relay_overload: u64,
+    /// Registrations and batches of edges turned away (5.03 naming alternates) while draining
+    /// or full ([`Broker::with_peers`]).
+    pub redirected: u64,
     /// Datagrams of edges dropped unread because their source exceeded its rate
     /// ([`Broker::with_rate_limit`]).
     pub rejected_rate_limited: u64,
@@ -307,6 +310,12 @@ pub struct Broker<A> {
     next_report: u64,
     /// Token buckets per source ([`Broker::with_rate_limit`]) and the key of a source.
     limiter: Option<(crate::RateLimiter<A>, fn(A) -> A)>,
+    /// Where edges are sent when this broker is draining or full ([`Broker::with_peers`]).
+    peers: Vec<String>,
+    /// Edges the registry may know before new ones are turned away; 0: no limit.
+    max_edges: usize,
+    /// Turning every edge away ([`Broker::set_draining`]).
+    draining: bool,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -345,6 +354,49 @@ impl<A: Copy + Eq> Broker<A> {
             down_relays: Vec::new(),
             next_report: 0,
             limiter: None,
+            peers: Vec::new(),
+            max_edges: 0,
+            draining: false,
+        })
+    }
+
+    /// Brokers to send edges to (their addresses as text, e.g. `127.0.0.1:5685`) when this one
+    /// is draining ([`Broker::set_draining`]) or already knows `max_edges` edges (0: no
+    /// limit): a registration (`POST /rd`) or batch (`POST /u`) of an edge it must turn away
+    /// is answered 5.03 with the diagnostic payload `alt=<peer>[,<peer>...]` (without peers:
+    /// `draining` or `full`, a plain 5.03 the edge retries later). Edges fail over at once
+    /// on `alt=`. A batch turned away is not queued nor acknowledged.
+    pub fn with_peers(mut self, peers: Vec<String>, max_edges: usize) -> Self {
+        self.peers = peers;
+        self.max_edges = max_edges;
+        self
+    }
+
+    /// Starts (or stops) draining: every edge's registration and batch is turned away.
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+    }
+
+    /// Whether the broker is draining.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The 5.03 payload for edge `edge`, if it must go elsewhere.
+    fn turn_away(&mut self, edge: EdgeId) -> Option<Vec<u8>> {
+        let full = self.max_edges > 0
+            && self.registry.get(edge).is_none()
+            && self.registry.edges().count() >= self.max_edges;
+        if !self.draining && !full {
+            return None;
+        }
+        self.stats.redirected += 1;
+        Some(if self.peers.is_empty() {
+            if self.draining { "draining" } else { "full" }
+                .as_bytes()
+                .to_vec()
+        } else {
+            format!("alt={}", self.peers.join(",")).into_bytes()
         })
     }
 
@@ -567,6 +619,9 @@ impl<A: Copy + Eq> Broker<A> {
                         return plain(Code::BAD_REQUEST, &format!("bad batch: {e}"));
                     }
                 };
+                if let Some(hint) = self.turn_away(batch.edge) {
+                    return (Code::SERVICE_UNAVAILABLE, None, None, hint);
+                }
                 let last = batch.last_seq();
                 match self
                     .queue
@@ -594,6 +649,17 @@ impl<A: Copy + Eq> Broker<A> {
                 }
             }
             [p, ..] if *p == DIRECTORY_PATH.as_bytes() => {
+                if path.len() == 1 && m.code() == Code::POST {
+                    let id = m.uri_queries().find_map(|q| {
+                        core::str::from_utf8(q.strip_prefix(b"id=")?)
+                            .ok()?
+                            .parse()
+                            .ok()
+                    });
+                    if let Some(hint) = id.and_then(|id| self.turn_away(EdgeId(id))) {
+                        return (Code::SERVICE_UNAVAILABLE, None, None, hint);
+                    }
+                }
                 let Some(answer) = directory::serve(&mut self.registry, now, req.from, m) else {
                     self.reject(RejectReason::NotFound);
                     return plain(Code::NOT_FOUND, "");

@@ -12,6 +12,8 @@
 //! hold_ms = 30000
 //! relay_timeout_ms = 20000
 //! report_interval_ms = 30000
+//! peers = []
+//! max_edges = 0
 //!
 //! [broker.reliability]
 //! ack_timeout_ms = 2000
@@ -74,6 +76,14 @@ pub struct BrokerSection {
     /// `GET /api/v1/brokers`), ms; a new registration brings the next report forward to within
     /// a second. 0 turns reports off. Default 30000.
     pub report_interval_ms: u64,
+    /// `peers`: other brokers (`IP:port`, as edges reach them) this one sends edges to when it
+    /// is draining (after SIGUSR1) or full (`max_edges`): their registrations and batches are
+    /// answered 5.03 with the diagnostic payload `alt=<peer>,...`, and edges fail over to the
+    /// next broker of their own list at once. Default empty (a plain 5.03: edges retry later).
+    pub peers: Vec<SocketAddr>,
+    /// `max_edges`: edges this broker serves at most (those its registry knows); a new edge
+    /// beyond is turned away as above. 0 (default): no limit.
+    pub max_edges: usize,
     /// `[broker.reliability]`: RFC 7252 §4.8 parameters for both sides.
     pub reliability: ReliabilityConfig,
     /// `[broker.rate_limit]`: datagrams accepted from the edges per source IP address (see
@@ -91,6 +101,8 @@ impl Default for BrokerSection {
             hold_ms: 30_000,
             relay_timeout_ms: 20_000,
             report_interval_ms: 30_000,
+            peers: Vec::new(),
+            max_edges: 0,
             reliability: ReliabilityConfig::default(),
             rate_limit: RateLimitConfig::default(),
         }
@@ -159,6 +171,13 @@ impl BrokerFile {
                 "must differ from broker.listen",
             ));
         }
+        if let Some(p) = b.peers.iter().find(|p| **p == b.listen) {
+            return Err(invalid(
+                "broker.peers",
+                p.to_string(),
+                "must not name this broker's own listen address",
+            ));
+        }
         let rel = &b.reliability;
         if rel.ack_timeout_ms == 0 {
             return Err(invalid(
@@ -215,7 +234,9 @@ mod tests {
                 "data_dir",
                 "hold_ms",
                 "listen",
+                "max_edges",
                 "max_queue_bytes",
+                "peers",
                 "rate_limit",
                 "relay_timeout_ms",
                 "reliability",
