@@ -158,9 +158,54 @@ impl ConfigStore {
         };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // The events of `crate::silence`: created here, outside the numbered migrations, as
+        // the table only grows and nothing else reads it.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS events (
+                 id     INTEGER PRIMARY KEY,
+                 at     INTEGER NOT NULL,   -- unix ms
+                 kind   TEXT NOT NULL,      -- broker_silent | broker_back
+                 broker TEXT NOT NULL,
+                 edges  TEXT NOT NULL,      -- JSON array of edge ids
+                 detail TEXT NOT NULL
+             );",
+        )
+        .map_err(open_err)?;
         Ok(ConfigStore {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Stores event `e`.
+    pub fn record_event(&self, e: &crate::silence::Event) -> Result<(), StoreError> {
+        let edges = serde_json::to_string(&e.edges).unwrap_or_else(|_| "[]".into());
+        lock(&self.conn).execute(
+            "INSERT INTO events (at, kind, broker, edges, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.at_ms as i64, e.kind, e.broker, edges, e.detail],
+        )?;
+        Ok(())
+    }
+
+    /// The last `limit` events, newest first, as JSON objects
+    /// `{"id","at","kind","broker","edges","detail"}`.
+    pub fn events(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare(
+            "SELECT id, at, kind, broker, edges, detail FROM events ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit], |r| {
+            let edges: String = r.get(4)?;
+            Ok(serde_json::json!({
+                "id": r.get::<_, i64>(0)?,
+                "at": r.get::<_, i64>(1)?,
+                "kind": r.get::<_, String>(2)?,
+                "broker": r.get::<_, String>(3)?,
+                "edges": serde_json::from_str::<serde_json::Value>(&edges)
+                    .unwrap_or(serde_json::Value::Null),
+                "detail": r.get::<_, String>(5)?,
+            }))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Compiles `toml` and stores it as edge `edge`'s configuration (replacing any), from
@@ -309,6 +354,8 @@ pub struct CentreState<A = SocketAddr> {
     pub senders: BTreeMap<A, BrokerSeen>,
     /// The last report (`POST /b`) of each broker, with when it arrived (unix ms).
     pub reports: BTreeMap<A, (u64, BrokerReport)>,
+    /// Brokers gone silent ([`crate::silence`]), with since when (unix ms).
+    pub silent: BTreeMap<A, u64>,
 }
 
 impl<A> Default for CentreState<A> {
@@ -318,6 +365,7 @@ impl<A> Default for CentreState<A> {
             via: BTreeMap::new(),
             senders: BTreeMap::new(),
             reports: BTreeMap::new(),
+            silent: BTreeMap::new(),
         }
     }
 }

@@ -49,10 +49,32 @@ pub struct Config {
     pub coap: CoapConfig,
     /// `[store]`: where and how records are kept.
     pub store: StoreConfig,
+    /// `[watch]`: when a silent broker becomes an event.
+    pub watch: WatchConfig,
     /// `[[edge_config]]`: central edge configurations stored at start (replacing what the API
     /// stored for the same edge). None by default.
     #[serde(rename = "edge_config", skip_serializing_if = "Vec::is_empty")]
     pub edge_configs: Vec<EdgeConfigEntry>,
+}
+
+/// `[watch]`: the centre's watch over its brokers ([`crate::silence`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// `broker_silent_after_ms`: a broker that reported (`POST /b`) or forwarded batches and
+    /// is then not heard from for this long raises ONE `broker_silent` event (stored, logged,
+    /// at `GET /api/v1/events`); the edges behind it are shown as its consequences, not as
+    /// events of their own. 0 disables the watch. Default 90000 (three of a broker's default
+    /// report intervals).
+    pub broker_silent_after_ms: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            broker_silent_after_ms: crate::silence::DEFAULT_SILENT_AFTER_MS,
+        }
+    }
 }
 
 /// `[[edge_config]]`: the central configuration of one edge, which the edge fetches with

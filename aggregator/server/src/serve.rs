@@ -306,6 +306,20 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         stats: stats.clone(),
         database,
     };
+    if config.watch.broker_silent_after_ms > 0 {
+        let watch = crate::silence::start(
+            centre.clone(),
+            config.watch.broker_silent_after_ms,
+            shutdown.clone(),
+        )
+        .map_err(|source| ServeError::Spawn {
+            name: "silence-watch",
+            source,
+        })?;
+        handle
+            .listeners
+            .push(Listener::thread("silence-watch", watch));
+    }
     // Further listeners slot in here, each stopped by `shutdown` and joined by `stop`.
     handle.listeners.push(start_ingest(
         &config.coap,

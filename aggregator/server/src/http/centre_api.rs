@@ -390,6 +390,12 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
             m.insert("broker".into(), route_name(route));
             m.insert("registered".into(), registered.into());
             m.insert("cfg".into(), cfg.into());
+            // The consequence of a silent broker, not an event of its own.
+            if let Some(Route::Broker(b)) = route {
+                if st.silent.contains_key(&b) {
+                    m.insert("behind_silent_broker".into(), b.to_string().into());
+                }
+            }
         }
     }
     let known: BTreeSet<u32> = rows.iter().map(|r| r.edge_id).collect();

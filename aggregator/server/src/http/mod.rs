@@ -6,7 +6,8 @@
 //! | `GET /api/v1/health` | `{"status":"ok","version":..,"uptime_s":..,"store":"ok"}`; 503 with `"status":"degraded"`, `"store":"error"` and `"store_error"` when the store does not answer |
 //! | `GET /api/v1/stats` | the ingest counters ([`crate::stats::StatsSnapshot::to_json`]) plus `"store":{"records":..,"edges":..}` (or `"store":{"error":..}`) and `uptime_s` |
 //! | `GET /metrics` | the same counters, per edge and per broker (from its reports), and the HTTP requests by status class, in the Prometheus text exposition format ([`metrics`]) |
-//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge","broker","registered","cfg"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`]; `broker` is `"direct"` (the edge talks to this process: it registered here from the address its batches come from, or that address is no broker), the address of the broker its last batch came from, or `null`; `registered` when it holds a current RFC 9176 registration here or, behind a broker, as that broker last reported; `name`/`region` come from the batches' store, that registration or that report; `cfg` is the `cfg=` attribute of that registration (the ETag of the central configuration in force on the edge) or `null`. Edges that only registered are listed too |
+//! | `GET /api/v1/events` | `{"events":[{"id","at","kind","broker","edges":[ids],"detail"}]}`, newest first (at most 200): `broker_silent` when a broker that reported or forwarded is not heard from for `[watch] broker_silent_after_ms` — one event naming the edges behind it — and `broker_back` when it is heard from again ([`crate::silence`]) |
+//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge","broker","registered","cfg"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`]; `broker` is `"direct"` (the edge talks to this process: it registered here from the address its batches come from, or that address is no broker), the address of the broker its last batch came from, or `null`; `registered` when it holds a current RFC 9176 registration here or, behind a broker, as that broker last reported; `name`/`region` come from the batches' store, that registration or that report; `cfg` is the `cfg=` attribute of that registration (the ETag of the central configuration in force on the edge) or `null`; `behind_silent_broker` (the broker's address) is present while the broker the edge's batches came through is silent (see `GET /api/v1/events`). Edges that only registered are listed too |
 //! | `PUT /api/v1/edges/{id}/config` | body: TOML in the edge's format (`window_s`, `[[probe]]`, `[[rule]]`; see `qos_probe_config::ProbeSet`); compiled to CDDL `edge-config` with an ETag that is a hash of its content, stored, served to the edge on `GET /c`. 200 with the `GET` answer; 400 `{"error":"invalid configuration","reason":..}` naming the value at fault (nothing stored) |
 //! | `GET /api/v1/edges/{id}/config` | `{"edge","etag","updated_at","source":"api"\|"config-file","window_s","probes":[{"id","kind","target","interval_ms","timeout_ms"}],"rules","applied","last_report":{"etag","accepted","reason","at","applied_etag","rejected_etag","rejected_reason"}\|null}`; 404 when none |
 //! | `DELETE /api/v1/edges/{id}/config` | 200 `{"edge","deleted":true}`; 404 when none (the edge then gets 4.04 on `GET /c` and keeps what it has) |
@@ -169,7 +170,9 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
     let uptime_s = shared.started.elapsed().as_secs();
     let centre = shared.centre.as_deref();
     match (segments.as_slice(), centre) {
-        (["health"] | ["stats"] | ["edges"] | ["brokers"] | ["topology"], _) if !get => {
+        (["health"] | ["stats"] | ["edges"] | ["brokers"] | ["topology"] | ["events"], _)
+            if !get =>
+        {
             method_not_allowed(request, ALLOW)
         }
         (["health"], _) => health(store, uptime_s),
@@ -185,6 +188,10 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
             Err(e) => store_unavailable(&e),
         },
         (["brokers"], Some(c)) => centre_api::brokers(c),
+        (["events"], Some(c)) if get => match c.configs.events(200) {
+            Ok(list) => Response::json(200, &json!({ "events": list })),
+            Err(e) => store_unavailable(&e),
+        },
         (["topology"], Some(c)) => centre_api::topology(c),
         (["edges", id, what @ ("config" | "probe" | "results")], Some(c)) => {
             let Ok(edge) = id.parse::<u32>() else {
