@@ -309,7 +309,7 @@ pub struct Broker<A> {
     /// When the next report goes upstream.
     next_report: u64,
     /// Token buckets per source ([`Broker::with_rate_limit`]) and the key of a source.
-    limiter: Option<(crate::RateLimiter<A>, fn(A) -> A)>,
+    limiter: Option<crate::ratelimit::SourceLimiter<A>>,
     /// Where edges are sent when this broker is draining or full ([`Broker::with_peers`]).
     peers: Vec<String>,
     /// Edges the registry may know before new ones are turned away; 0: no limit.

@@ -36,6 +36,10 @@ struct Bucket {
     at: u64,
 }
 
+/// A [`RateLimiter`] with the function that maps an address to its key (e.g. the IP address
+/// without the port), as the sans-IO cores hold it.
+pub type SourceLimiter<A> = (RateLimiter<A>, fn(A) -> A);
+
 /// Token buckets per key.
 #[derive(Debug, Clone)]
 pub struct RateLimiter<K> {

@@ -93,7 +93,7 @@ pub struct CoapServer<A> {
     /// Orders not sent yet (NSTART towards their peer).
     waiting: Vec<Order<A>>,
     /// Token buckets per source ([`CoapServer::with_rate_limit`]) and the key of a source.
-    limiter: Option<(qos_broker::RateLimiter<A>, fn(A) -> A)>,
+    limiter: Option<qos_broker::ratelimit::SourceLimiter<A>>,
 }
 
 impl<A: Copy + Ord> CoapServer<A> {
