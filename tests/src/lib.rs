@@ -297,11 +297,17 @@ impl Serve {
     /// answers. A port taken between choosing and binding makes the process exit: then it is
     /// started again on other ports (up to 5 times).
     pub fn start(dir: &Path) -> Serve {
+        Serve::start_with(dir, "")
+    }
+
+    /// [`Serve::start`] with `extra` TOML appended to the configuration (e.g. a
+    /// `[coap.rate_limit]` table).
+    pub fn start_with(dir: &Path, extra: &str) -> Serve {
         let mut last = String::new();
         for _ in 0..5 {
             let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
             let coap = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-            match Serve::try_start(dir, http, coap) {
+            match Serve::try_start(dir, http, coap, extra) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -314,7 +320,7 @@ impl Serve {
     pub fn start_at(dir: &Path, http: SocketAddr, coap: SocketAddr) -> Serve {
         let mut last = String::new();
         for _ in 0..10 {
-            match Serve::try_start(dir, http, coap) {
+            match Serve::try_start(dir, http, coap, "") {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -323,14 +329,19 @@ impl Serve {
         panic!("serve did not start on {http} / {coap}: {last}");
     }
 
-    fn try_start(dir: &Path, http: SocketAddr, coap: SocketAddr) -> Result<Serve, String> {
+    fn try_start(
+        dir: &Path,
+        http: SocketAddr,
+        coap: SocketAddr,
+        extra: &str,
+    ) -> Result<Serve, String> {
         let data_dir = dir.join("data");
         let config = dir.join("serve.toml");
         std::fs::write(
             &config,
             format!(
                 "[http]\nlisten = \"{http}\"\n\n[coap]\nlisten = \"{coap}\"\n\n\
-                 [store]\ndata_dir = {:?}\n",
+                 [store]\ndata_dir = {:?}\n\n{extra}\n",
                 data_dir.display().to_string()
             ),
         )
@@ -413,12 +424,18 @@ pub struct EdgeSpec {
 /// Starts `qos-edge run` with windows of 1 s and a TCP probe every 200 ms; configuration and
 /// log in `dir`.
 pub fn start_edge(dir: &Path, spec: &EdgeSpec) -> Proc {
+    start_edge_with(dir, spec, "")
+}
+
+/// [`start_edge`] with `uplink` lines appended to the `[uplink]` table (e.g.
+/// `config_poll_s = 1`).
+pub fn start_edge_with(dir: &Path, spec: &EdgeSpec, uplink: &str) -> Proc {
     let config = dir.join(format!("edge-{}.toml", spec.id));
     std::fs::write(
         &config,
         format!(
             "[edge]\nid = {id}\nname = \"e2e-{id}\"\nregion = \"loopback\"\n\n\
-             [uplink]\nbrokers = [{brokers}]\nwindow_s = 1\nack_timeout_ms = 500\n{bind}\n\
+             [uplink]\nbrokers = [{brokers}]\nwindow_s = 1\nack_timeout_ms = 500\n{bind}{uplink}\n\
              [storage]\ndir = {storage:?}\n\n\
              [[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"{target}\"\n\
              interval_ms = 200\ntimeout_ms = 150\n\n{extra}",
@@ -432,6 +449,11 @@ pub fn start_edge(dir: &Path, spec: &EdgeSpec) -> Proc {
             storage = spec.storage.display().to_string(),
             target = spec.target,
             extra = spec.extra_toml,
+            uplink = if uplink.is_empty() {
+                String::new()
+            } else {
+                format!("{uplink}\n")
+            },
             bind = spec
                 .bind
                 .map(|b| format!("bind = \"{b}\"\n"))

@@ -7,10 +7,16 @@
 //! gaps, and both the edges' outboxes and the broker's queue are empty. Everything is read from
 //! the outside: the HTTP API, the SQLite files (read-only) and the edges' `outbox.bin`. No
 //! assertion depends on how fast anything runs.
+//!
+//! A third test runs four edges and two brokers: one broker's upstream is cut (an in-test UDP
+//! proxy drops everything for a while) and healed, the other is killed with SIGKILL and
+//! restarted; every edge's records end up stored exactly once.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use qos_e2e::{free_udp_port, fresh_dir, start_edge, wait_for, EdgeSpec, Proc, Serve, TcpTarget};
@@ -267,5 +273,152 @@ fn a_killed_broker_and_an_absent_super_manager_lose_nothing() {
         broker.stop(WAIT).success(),
         "the broker stops cleanly on SIGTERM"
     );
+    serve.proc.stop(WAIT);
+}
+
+/// A UDP relay between a broker and its upstream that drops everything while `cut` is set.
+struct CutProxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CutProxy {
+    fn start(upstream: SocketAddr) -> CutProxy {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind the proxy");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let addr = sock.local_addr().unwrap();
+        let (cut, stop, dropped) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (c, s, d) = (cut.clone(), stop.clone(), dropped.clone());
+        let thread = std::thread::spawn(move || {
+            let mut client: Option<SocketAddr> = None;
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if c.load(Ordering::Relaxed) {
+                    d.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let to = if from == upstream {
+                    match client {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                } else {
+                    client = Some(from);
+                    upstream
+                };
+                let _ = sock.send_to(&buf[..n], to);
+            }
+        });
+        CutProxy {
+            addr,
+            cut,
+            stop,
+            dropped,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Four edges, two brokers: broker A reaches `serve` through [`CutProxy`], which drops
+/// everything until A has queued a few batches (bounded by a count, not a time), then forwards
+/// again; broker B is killed with SIGKILL mid-stream (its edges fail over to A) and restarted on
+/// the same port and queue. Afterwards, for every edge: everything it numbered is acknowledged
+/// (its outbox is empty after a clean stop) and stored exactly once, without gaps.
+#[test]
+fn an_upstream_cut_and_a_killed_broker_lose_nothing_for_four_edges() {
+    let dir = fresh_dir(&base(), "cut");
+    let serve_dir = dir.join("serve");
+    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+    for d in [&serve_dir, &a_dir, &b_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let serve = Serve::start(&serve_dir);
+    let proxy = CutProxy::start(serve.coap);
+    let la = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let lb = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let a = start_broker(&a_dir, 0, la, proxy.addr);
+    let b = start_broker(&b_dir, 0, lb, serve.coap);
+    let target = TcpTarget::start();
+    let specs: Vec<EdgeSpec> = [
+        (51u32, [la, lb]),
+        (52, [la, lb]),
+        (53, [lb, la]),
+        (54, [lb, la]),
+    ]
+    .iter()
+    .map(|&(id, brokers)| EdgeSpec {
+        id,
+        brokers: brokers.to_vec(),
+        target: target.addr,
+        storage: dir.join(format!("edge-{id}")),
+        extra_toml: String::new(),
+        bind: None,
+    })
+    .collect();
+    let ids: Vec<u32> = specs.iter().map(|s| s.id).collect();
+    let edges: Vec<Proc> = specs.iter().map(|s| start_edge(&dir, s)).collect();
+    let zero = vec![0; ids.len()];
+    let steady = wait_for_progress(&serve, &ids, &zero, 3, "records from every edge");
+    println!("steady: received {steady:?}");
+
+    // Cut A's upstream until A holds a few acknowledged batches it cannot forward.
+    proxy.cut.store(true, Ordering::Relaxed);
+    let queued = wait_for("broker A to queue behind the cut", WAIT, || {
+        let n = queue_len(&a_dir)?;
+        if n >= 6 {
+            Ok(n)
+        } else {
+            Err(format!("{n} batches queued at A"))
+        }
+    });
+    proxy.cut.store(false, Ordering::Relaxed);
+    println!(
+        "upstream of A cut: {queued} batches queued, {} datagrams dropped by the proxy",
+        proxy.dropped.load(Ordering::Relaxed)
+    );
+    let healed = wait_for_progress(&serve, &ids, &steady, 3, "records after the cut healed");
+    println!("after the cut: received {healed:?}");
+
+    // SIGKILL B mid-stream: its edges go to A; B comes back on the same port and queue.
+    b.kill9();
+    let failed_over = wait_for_progress(&serve, &ids, &healed, 5, "records with B dead");
+    println!("B killed: received {failed_over:?}");
+    let b = start_broker(&b_dir, 1, lb, serve.coap);
+    let back = wait_for_progress(&serve, &ids, &failed_over, 3, "records with B back");
+    println!("B restarted: received {back:?}");
+
+    for e in edges {
+        e.stop(WAIT);
+    }
+    for spec in &specs {
+        check_all_stored(&serve, spec, &[&a_dir, &b_dir]);
+    }
+    let stats = serve.get_json("/api/v1/stats").unwrap();
+    println!(
+        "serve: stored {}, duplicates absorbed {}",
+        stats["stored"], stats["duplicates"]
+    );
+    assert!(a.stop(WAIT).success());
+    assert!(b.stop(WAIT).success());
     serve.proc.stop(WAIT);
 }

@@ -177,12 +177,19 @@ pub struct BrokerStats {
     pub edge_relayed: u64,
     /// `/p` and `/r` requests of the upstream answered 5.04 (the edge did not answer).
     pub edge_timeouts: u64,
-    /// `/p` and `/r` requests of the upstream for an edge the registry does not know (4.04).
+    /// Requests for an edge the registry does not know (4.04): `/p` and `/r` of the upstream,
+    /// `/c` of an edge that neither registered nor sent a batch here.
     pub unknown_edge: u64,
     /// Times a request for an edge was held because the edge did not acknowledge it.
     pub held: u64,
     /// Requests answered 5.03 because `max_relays` were in progress.
     pub relay_overload: u64,
+    /// Registrations and batches of edges turned away (5.03 naming alternates) while draining
+    /// or full ([`Broker::with_peers`]).
+    pub redirected: u64,
+    /// Datagrams of edges dropped unread because their source exceeded its rate
+    /// ([`Broker::with_rate_limit`]).
+    pub rejected_rate_limited: u64,
 }
 
 /// An answer carried across the broker: code, ETag, Content-Format and payload.
@@ -301,6 +308,14 @@ pub struct Broker<A> {
     down_relays: Vec<Relay<A>>,
     /// When the next report goes upstream.
     next_report: u64,
+    /// Token buckets per source ([`Broker::with_rate_limit`]) and the key of a source.
+    limiter: Option<crate::ratelimit::SourceLimiter<A>>,
+    /// Where edges are sent when this broker is draining or full ([`Broker::with_peers`]).
+    peers: Vec<String>,
+    /// Edges the registry may know before new ones are turned away; 0: no limit.
+    max_edges: usize,
+    /// Turning every edge away ([`Broker::set_draining`]).
+    draining: bool,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -338,7 +353,61 @@ impl<A: Copy + Eq> Broker<A> {
             up_relays: Vec::new(),
             down_relays: Vec::new(),
             next_report: 0,
+            limiter: None,
+            peers: Vec::new(),
+            max_edges: 0,
+            draining: false,
         })
+    }
+
+    /// Brokers to send edges to (their addresses as text, e.g. `127.0.0.1:5685`) when this one
+    /// is draining ([`Broker::set_draining`]) or already knows `max_edges` edges (0: no
+    /// limit): a registration (`POST /rd`) or batch (`POST /u`) of an edge it must turn away
+    /// is answered 5.03 with the diagnostic payload `alt=<peer>[,<peer>...]` (without peers:
+    /// `draining` or `full`, a plain 5.03 the edge retries later). Edges fail over at once
+    /// on `alt=`. A batch turned away is not queued nor acknowledged.
+    pub fn with_peers(mut self, peers: Vec<String>, max_edges: usize) -> Self {
+        self.peers = peers;
+        self.max_edges = max_edges;
+        self
+    }
+
+    /// Starts (or stops) draining: every edge's registration and batch is turned away.
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
+    }
+
+    /// Whether the broker is draining.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// The 5.03 payload for edge `edge`, if it must go elsewhere.
+    fn turn_away(&mut self, edge: EdgeId) -> Option<Vec<u8>> {
+        let full = self.max_edges > 0
+            && self.registry.get(edge).is_none()
+            && self.registry.edges().count() >= self.max_edges;
+        if !self.draining && !full {
+            return None;
+        }
+        self.stats.redirected += 1;
+        Some(if self.peers.is_empty() {
+            if self.draining { "draining" } else { "full" }
+                .as_bytes()
+                .to_vec()
+        } else {
+            format!("alt={}", self.peers.join(",")).into_bytes()
+        })
+    }
+
+    /// Drops (and counts in `rejected_rate_limited`) the edges' datagrams of a source over
+    /// `limit`; `key` maps an address to its source (the driver: the IP address, port 0).
+    pub fn with_rate_limit(mut self, limit: crate::RateLimit, key: fn(A) -> A) -> Self
+    where
+        A: Ord,
+    {
+        self.limiter = (limit.rate_per_s > 0).then(|| (crate::RateLimiter::new(limit), key));
+        self
     }
 
     /// The counters.
@@ -362,7 +431,16 @@ impl<A: Copy + Eq> Broker<A> {
     }
 
     /// A datagram from an edge (downstream socket). `unix_ms` is recorded with queued batches.
-    pub fn handle_downstream(&mut self, now: u64, unix_ms: u64, from: A, bytes: &[u8]) {
+    pub fn handle_downstream(&mut self, now: u64, unix_ms: u64, from: A, bytes: &[u8])
+    where
+        A: Ord,
+    {
+        if let Some((limiter, key)) = &mut self.limiter {
+            if !limiter.allow(now, key(from)) {
+                self.stats.rejected_rate_limited += 1;
+                return;
+            }
+        }
         if bytes.len() > MAX_MESSAGE {
             self.stats.rejected_malformed += 1;
             return;
@@ -440,6 +518,14 @@ impl<A: Copy + Eq> Broker<A> {
             (None, Err(why)) => {
                 self.reject(RejectReason::BadRequest);
                 (EdgeId(0), refuse(Code::BAD_REQUEST, why))
+            }
+            (None, Ok((edge, _))) if self.registry.get(edge).is_none() => {
+                // Neither registered nor sending batches here: nothing to relay for.
+                self.stats.unknown_edge += 1;
+                (
+                    edge,
+                    refuse(Code::NOT_FOUND, "unknown edge: register first"),
+                )
             }
             (None, Ok((edge, _))) => (edge, None),
         };
@@ -533,6 +619,9 @@ impl<A: Copy + Eq> Broker<A> {
                         return plain(Code::BAD_REQUEST, &format!("bad batch: {e}"));
                     }
                 };
+                if let Some(hint) = self.turn_away(batch.edge) {
+                    return (Code::SERVICE_UNAVAILABLE, None, None, hint);
+                }
                 let last = batch.last_seq();
                 match self
                     .queue
@@ -560,6 +649,17 @@ impl<A: Copy + Eq> Broker<A> {
                 }
             }
             [p, ..] if *p == DIRECTORY_PATH.as_bytes() => {
+                if path.len() == 1 && m.code() == Code::POST {
+                    let id = m.uri_queries().find_map(|q| {
+                        core::str::from_utf8(q.strip_prefix(b"id=")?)
+                            .ok()?
+                            .parse()
+                            .ok()
+                    });
+                    if let Some(hint) = id.and_then(|id| self.turn_away(EdgeId(id))) {
+                        return (Code::SERVICE_UNAVAILABLE, None, None, hint);
+                    }
+                }
                 let Some(answer) = directory::serve(&mut self.registry, now, req.from, m) else {
                     self.reject(RejectReason::NotFound);
                     return plain(Code::NOT_FOUND, "");
@@ -774,6 +874,17 @@ impl<A: Copy + Eq> Broker<A> {
                 dropped_quota: q.dropped_quota,
                 relayed: s.config_relayed + s.edge_relayed,
                 relay_timeouts: s.config_timeouts + s.edge_timeouts,
+                rejected: [
+                    s.rejected_malformed,
+                    s.rejected_bad_batch,
+                    s.rejected_content_format,
+                    s.rejected_registration,
+                    s.rejected_not_found,
+                    s.rejected_method,
+                    s.rejected_bad_request,
+                    s.rejected_rate_limited,
+                    s.unknown_edge,
+                ],
             },
             total_edges: edges.len() as u64,
             edges: edges
@@ -784,6 +895,7 @@ impl<A: Copy + Eq> Broker<A> {
                     region: e.region.clone(),
                     registered: e.registered(now),
                     seen_ago_ms: now.saturating_sub(e.last_seen_ms),
+                    cfg: e.config_etag,
                 })
                 .collect(),
         }

@@ -99,9 +99,15 @@ fn register<A: Copy>(
             "Uri-Query is not UTF-8",
         );
     };
-    match Registration::from_query(queries) {
+    match Registration::from_query(queries.iter().copied()) {
         Ok(reg) => {
             let n = registry.register(now, from, &reg);
+            // `cfg=<etag>`: the central configuration in force on the edge (decimal).
+            let cfg = queries
+                .iter()
+                .find_map(|q| q.strip_prefix("cfg="))
+                .and_then(|v| v.parse::<u32>().ok());
+            registry.set_config_etag(reg.id, cfg);
             DirectoryAnswer::ok(Code::CREATED, Some(n), true)
         }
         Err(e) => DirectoryAnswer::refuse(

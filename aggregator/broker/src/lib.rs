@@ -24,6 +24,7 @@
 pub mod broker;
 pub mod directory;
 pub mod queue;
+pub mod ratelimit;
 pub mod registry;
 pub mod report;
 pub mod sqlite_queue;
@@ -32,6 +33,7 @@ pub use broker::{
     Broker, BrokerConfig, BrokerStats, RejectReason, MAX_MESSAGE, UPSTREAM_LINKS, WELL_KNOWN_CORE,
 };
 pub use queue::{MemoryQueue, Queue, QueueError, QueueId, QueueStats, QueuedBatch};
+pub use ratelimit::{RateLimit, RateLimiter};
 pub use registry::{EdgeEntry, Registry};
 pub use report::{BrokerReport, ReportEdge, ReportStats, REPORT_PATH};
 pub use sqlite_queue::SqliteQueue;

@@ -23,6 +23,9 @@ pub struct EdgeEntry<A> {
     pub region: String,
     /// Firmware version (`fw`), if it said.
     pub firmware: String,
+    /// ETag of the central configuration in force on it (`cfg`), if it said at its last
+    /// registration.
+    pub config_etag: Option<u32>,
     /// Its registration resource number (`rd/<n>`), while registered.
     pub location: Option<u32>,
     /// Lifetime of the registration, s.
@@ -76,6 +79,7 @@ impl<A: Copy> Registry<A> {
             name: String::new(),
             region: String::new(),
             firmware: String::new(),
+            config_etag: None,
             location: None,
             lifetime_s: 0,
             lease_expires_ms: None,
@@ -103,6 +107,7 @@ impl<A: Copy> Registry<A> {
         e.name = reg.ep.to_string();
         e.region = reg.d.to_string();
         e.firmware = reg.fw.to_string();
+        e.config_etag = None;
         e.lifetime_s = reg.lt;
         e.lease_expires_ms = Some(now + u64::from(reg.lt) * 1000);
         let location = match e.location {
@@ -116,6 +121,14 @@ impl<A: Copy> Registry<A> {
             self.next_location += 1;
         }
         location
+    }
+
+    /// Records the `cfg` attribute of edge `id`'s registration (an extra RFC 9176 endpoint
+    /// attribute, which [`Registration`] does not carry).
+    pub fn set_config_etag(&mut self, id: EdgeId, etag: Option<u32>) {
+        if let Some(e) = self.edges.get_mut(&id.0) {
+            e.config_etag = etag;
+        }
     }
 
     fn by_location(&mut self, location: u32, now: u64) -> Option<&mut EdgeEntry<A>> {

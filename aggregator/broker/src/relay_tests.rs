@@ -399,6 +399,11 @@ fn config_requests_are_checked_and_time_out_without_an_upstream() {
         n.wait(EDGE, x, 1_000).unwrap().code,
         Code::UNSUPPORTED_CONTENT_FORMAT
     );
+    // An edge that neither registered nor sent a batch: 4.04, counted.
+    let x = n.ask(EDGE, Code::GET, None, "c", &["id=7"], None, b"");
+    assert_eq!(n.wait(EDGE, x, 1_000).unwrap().code, Code::NOT_FOUND);
+    assert_eq!(n.broker.stats().unknown_edge, 1);
+    n.register();
     // The upstream is unreachable: 5.04 once its exchange fails, within relay_timeout_ms.
     n.upstream_down = true;
     let before = n.now;

@@ -6,9 +6,16 @@
 //! ```text
 //! broker-report = [v: 1, stats: broker-stats, total_edges: uint, edges: [* broker-edge]]
 //! broker-stats = [received: uint, acked: uint, forwarded: uint, queued: uint,
-//!                 queued_bytes: uint, dropped_quota: uint, relayed: uint, relay_timeouts: uint]
-//! broker-edge = [id: edge-id, name: tstr, region: tstr, registered: bool, seen_ago_ms: uint]
+//!                 queued_bytes: uint, dropped_quota: uint, relayed: uint, relay_timeouts: uint,
+//!                 * rejected: uint]
+//! broker-edge = [id: edge-id, name: tstr, region: tstr, registered: bool, seen_ago_ms: uint,
+//!                ? cfg: uint / null]
 //! ```
+//! `cfg` is the `cfg=` attribute of the edge's registration (the ETag of the central
+//! configuration in force on it), `null` when it named none; older brokers leave it out.
+//!
+//! The `rejected` counters after the eighth are the broker's refusals by reason, in the order
+//! of [`REJECT_REASONS`] (an older broker sends none, a newer one may send more).
 //!
 //! `edges` holds the most recently heard edges that fit in one CoAP message; `total_edges`
 //! says how many the registry knows, so a cut list is visible. Decoding skips elements a newer
@@ -21,6 +28,19 @@ use minicbor::{Decoder, Encoder};
 pub const REPORT_PATH: &str = "b";
 /// Largest encoded report (leaves room for the CoAP header and options).
 pub const MAX_REPORT_BYTES: usize = 1024;
+
+/// Names of the refusal counters of [`ReportStats::rejected`], in wire order.
+pub const REJECT_REASONS: [&str; 9] = [
+    "malformed",
+    "bad_batch",
+    "bad_content_format",
+    "bad_registration",
+    "not_found",
+    "method_not_allowed",
+    "bad_request",
+    "rate_limited",
+    "unknown_edge",
+];
 
 /// The counters in a report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +61,8 @@ pub struct ReportStats {
     pub relayed: u64,
     /// Relayed requests answered 5.04.
     pub relay_timeouts: u64,
+    /// Refusals by reason, in the order of [`REJECT_REASONS`].
+    pub rejected: [u64; REJECT_REASONS.len()],
 }
 
 /// One edge in a report.
@@ -56,6 +78,8 @@ pub struct ReportEdge {
     pub registered: bool,
     /// Since when it was not heard from, ms.
     pub seen_ago_ms: u64,
+    /// The `cfg=` attribute of its registration, if any.
+    pub cfg: Option<u32>,
 }
 
 /// A broker's report.
@@ -75,7 +99,7 @@ fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, 
     let total = buf.len();
     let mut e = Encoder::new(&mut buf[..]);
     let s = &r.stats;
-    e.array(4)?.u8(1)?.array(8)?;
+    e.array(4)?.u8(1)?.array(8 + REJECT_REASONS.len() as u64)?;
     for v in [
         s.received,
         s.acked,
@@ -88,14 +112,21 @@ fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, 
     ] {
         e.u64(v)?;
     }
+    for v in s.rejected {
+        e.u64(v)?;
+    }
     e.u64(r.total_edges)?.array(edges as u64)?;
     for x in r.edges.iter().take(edges) {
-        e.array(5)?
+        e.array(6)?
             .u32(x.id)?
             .str(&x.name)?
             .str(&x.region)?
             .bool(x.registered)?
             .u64(x.seen_ago_ms)?;
+        match x.cfg {
+            Some(c) => e.u32(c)?,
+            None => e.null()?,
+        };
     }
     Ok(total - e.writer().len())
 }
@@ -143,7 +174,12 @@ impl BrokerReport {
         for v in c.iter_mut() {
             *v = d.u64().map_err(bad)?;
         }
-        skip(&mut d, n - 8).map_err(bad)?;
+        let mut rejected = [0u64; REJECT_REASONS.len()];
+        let extra = (n - 8).min(REJECT_REASONS.len() as u64) as usize;
+        for v in rejected.iter_mut().take(extra) {
+            *v = d.u64().map_err(bad)?;
+        }
+        skip(&mut d, n - 8 - extra as u64).map_err(bad)?;
         let total_edges = d.u64().map_err(bad)?;
         let m = d
             .array()
@@ -158,14 +194,23 @@ impl BrokerReport {
             if k < 5 {
                 return Err("bad broker-report: an edge has fewer than 5 fields".into());
             }
-            edges.push(ReportEdge {
+            let mut edge = ReportEdge {
                 id: d.u32().map_err(bad)?,
                 name: d.str().map_err(bad)?.to_string(),
                 region: d.str().map_err(bad)?.to_string(),
                 registered: d.bool().map_err(bad)?,
                 seen_ago_ms: d.u64().map_err(bad)?,
-            });
-            skip(&mut d, k - 5).map_err(bad)?;
+                cfg: None,
+            };
+            if k >= 6 {
+                if d.datatype().map_err(bad)? == Type::Null {
+                    d.skip().map_err(bad)?;
+                } else {
+                    edge.cfg = Some(d.u32().map_err(bad)?);
+                }
+            }
+            edges.push(edge);
+            skip(&mut d, k.saturating_sub(6)).map_err(bad)?;
         }
         skip(&mut d, outer - 4).map_err(bad)?;
         if d.position() != bytes.len() || d.datatype().ok() == Some(Type::Break) {
@@ -181,6 +226,7 @@ impl BrokerReport {
                 dropped_quota: c[5],
                 relayed: c[6],
                 relay_timeouts: c[7],
+                rejected,
             },
             total_edges,
             edges,
@@ -206,6 +252,7 @@ mod tests {
             region: "eu-west".into(),
             registered: i % 2 == 0,
             seen_ago_ms: u64::from(i) * 1000,
+            cfg: (i % 3 == 0).then_some(i + 7),
         }
     }
 
@@ -221,6 +268,7 @@ mod tests {
                 dropped_quota: 6,
                 relayed: 7,
                 relay_timeouts: 8,
+                rejected: [9, 10, 11, 12, 13, 14, 15, 16, 17],
             },
             total_edges: 3,
             edges: (0..3).map(edge).collect(),

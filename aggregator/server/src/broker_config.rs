@@ -12,11 +12,18 @@
 //! hold_ms = 30000
 //! relay_timeout_ms = 20000
 //! report_interval_ms = 30000
+//! peers = []
+//! max_edges = 0
 //!
 //! [broker.reliability]
 //! ack_timeout_ms = 2000
 //! ack_random_factor = 1.5
 //! max_retransmit = 4
+//!
+//! [broker.rate_limit]
+//! rate_per_s = 2000
+//! burst = 4000
+//! max_sources = 65536
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -24,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{parse_toml, read_file, ConfigError, ReliabilityConfig};
+use crate::config::{parse_toml, read_file, ConfigError, RateLimitConfig, ReliabilityConfig};
 
 /// The name of the queue's SQLite file inside [`BrokerSection::data_dir`].
 pub const QUEUE_FILE: &str = "queue.sqlite";
@@ -69,8 +76,19 @@ pub struct BrokerSection {
     /// `GET /api/v1/brokers`), ms; a new registration brings the next report forward to within
     /// a second. 0 turns reports off. Default 30000.
     pub report_interval_ms: u64,
+    /// `peers`: other brokers (`IP:port`, as edges reach them) this one sends edges to when it
+    /// is draining (after SIGUSR1) or full (`max_edges`): their registrations and batches are
+    /// answered 5.03 with the diagnostic payload `alt=<peer>,...`, and edges fail over to the
+    /// next broker of their own list at once. Default empty (a plain 5.03: edges retry later).
+    pub peers: Vec<SocketAddr>,
+    /// `max_edges`: edges this broker serves at most (those its registry knows); a new edge
+    /// beyond is turned away as above. 0 (default): no limit.
+    pub max_edges: usize,
     /// `[broker.reliability]`: RFC 7252 §4.8 parameters for both sides.
     pub reliability: ReliabilityConfig,
+    /// `[broker.rate_limit]`: datagrams accepted from the edges per source IP address (see
+    /// [`RateLimitConfig`]; same defaults as `serve`'s `[coap.rate_limit]`).
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for BrokerSection {
@@ -83,7 +101,10 @@ impl Default for BrokerSection {
             hold_ms: 30_000,
             relay_timeout_ms: 20_000,
             report_interval_ms: 30_000,
+            peers: Vec::new(),
+            max_edges: 0,
             reliability: ReliabilityConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -150,6 +171,13 @@ impl BrokerFile {
                 "must differ from broker.listen",
             ));
         }
+        if let Some(p) = b.peers.iter().find(|p| **p == b.listen) {
+            return Err(invalid(
+                "broker.peers",
+                p.to_string(),
+                "must not name this broker's own listen address",
+            ));
+        }
         let rel = &b.reliability;
         if rel.ack_timeout_ms == 0 {
             return Err(invalid(
@@ -206,7 +234,10 @@ mod tests {
                 "data_dir",
                 "hold_ms",
                 "listen",
+                "max_edges",
                 "max_queue_bytes",
+                "peers",
+                "rate_limit",
                 "relay_timeout_ms",
                 "reliability",
                 "report_interval_ms",

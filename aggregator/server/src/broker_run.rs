@@ -160,7 +160,15 @@ pub fn run_broker(
         Box::new(queue),
         seed,
     )
-    .map_err(|e| BrokerRunError::Coap(e.to_string()))?;
+    .map_err(|e| BrokerRunError::Coap(e.to_string()))?
+    .with_rate_limit(config.rate_limit.limit(), crate::config::rate_key)
+    .with_peers(
+        config.peers.iter().map(ToString::to_string).collect(),
+        config.max_edges,
+    );
+    // SIGUSR1: drain (turn every edge away to the peers) until restart.
+    let drain = Arc::new(AtomicBool::new(false));
+    qos_host::signal::on_usr1(drain.clone());
     tracing::info!(
         listen = %listen,
         upstream = %config.upstream,
@@ -197,7 +205,7 @@ pub fn run_broker(
     threads.push(
         std::thread::Builder::new()
             .name("broker".into())
-            .spawn(move || broker_loop(broker, down, up, rx, &flag))
+            .spawn(move || broker_loop(broker, down, up, rx, &flag, &drain))
             .map_err(|source| BrokerRunError::Spawn {
                 name: "broker",
                 source,
@@ -250,6 +258,7 @@ fn broker_loop(
     up: UdpSocket,
     rx: Receiver<Datagram>,
     shutdown: &AtomicBool,
+    drain: &AtomicBool,
 ) {
     let start = Instant::now();
     let mono = || start.elapsed().as_millis() as u64;
@@ -275,6 +284,10 @@ fn broker_loop(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        if drain.load(Ordering::Relaxed) && !broker.draining() {
+            broker.set_draining(true);
+            tracing::warn!("broker draining (SIGUSR1): edges are sent to its peers");
+        }
         while let Some((side, from, bytes)) = next.take() {
             let now = mono();
             match side {
@@ -311,12 +324,14 @@ fn broker_loop(
                     upstream_failures = s.upstream_failures,
                     dropped_refused = s.dropped_refused,
                     dropped_quota = q.dropped_quota,
+                    redirected = s.redirected,
                     rejected = s.rejected_malformed
                         + s.rejected_bad_batch
                         + s.rejected_content_format
                         + s.rejected_registration
                         + s.rejected_not_found
-                        + s.rejected_method,
+                        + s.rejected_method
+                        + s.rejected_rate_limited,
                     edges = broker.registry().edges().count(),
                     registered = broker.registry().registered(now),
                     "broker counters"

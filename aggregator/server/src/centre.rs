@@ -8,8 +8,7 @@
 //!   `edge-config`, whose ETag is a hash of the content (the same configuration always has the
 //!   same ETag, so storing it again does not make edges reload).
 //! - [`decode_report`]: CDDL `config-report = [v: 1, etag: uint, accepted: bool, reason: tstr]`,
-//!   read tolerantly (elements after `reason` are ignored) until the edge side's type lands in
-//!   `qos-wire`.
+//!   decoded with the edge's own type ([`qos_wire::config::ConfigReport`]), strictly.
 //! - [`Centre`]: what the CoAP thread and the HTTP workers share: the configuration store, the
 //!   embedded directory ([`Registry`]), the address each edge's last batch came from, what each
 //!   broker forwarded and last reported ([`BrokerReport`]), and the [`Order`]s the HTTP API
@@ -22,8 +21,6 @@ use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use minicbor::data::Type;
-use minicbor::Decoder;
 use qos_broker::{BrokerReport, Registry, ReportEdge};
 use qos_coap::Code;
 use qos_probe_config::ProbeSet;
@@ -35,8 +32,8 @@ use crate::store::{StoreError, BUSY_TIMEOUT};
 /// Largest compiled configuration: it must fit in one CoAP message with its header and
 /// options (block-wise transfer is not offered).
 pub const MAX_CONFIG_BYTES: usize = 1024;
-/// Longest `reason` of a report that is stored (longer ones are cut).
-pub const MAX_REASON: usize = 256;
+/// Longest `reason` of a report (the wire's bound; a longer one is refused with the report).
+pub const MAX_REASON: usize = qos_wire::config::MAX_REASON;
 
 /// A configuration compiled from TOML.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,46 +79,17 @@ pub struct ConfigReport {
     pub reason: String,
 }
 
-/// Decodes CDDL `config-report` (see the module docs).
+/// Decodes CDDL `config-report` with the edge's own type,
+/// [`qos_wire::config::ConfigReport`]: strictly (exactly four elements, version 1, a reason of
+/// at most 96 bytes), like every other record on the wire; a newer edge says so with a new
+/// version, which is refused with its number rather than half-read.
 pub fn decode_report(bytes: &[u8]) -> Result<ConfigReport, String> {
-    let bad = |e: minicbor::decode::Error| format!("bad config-report: {e}");
-    let mut d = Decoder::new(bytes);
-    let n = d.array().map_err(bad)?;
-    if n.is_some_and(|n| n < 4) {
-        return Err("bad config-report: expected [v, etag, accepted, reason]".into());
-    }
-    let v = d.u8().map_err(bad)?;
-    if v != 1 {
-        return Err(format!("bad config-report: version {v} (1 expected)"));
-    }
-    let etag = d.u32().map_err(bad)?;
-    let accepted = d.bool().map_err(bad)?;
-    let reason = d.str().map_err(bad)?;
-    let mut reason = reason.to_string();
-    if reason.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason.truncate(cut);
-    }
-    // Tolerant: later elements (a newer edge) are skipped, not refused.
-    match n {
-        Some(n) => {
-            for _ in 4..n {
-                d.skip().map_err(bad)?;
-            }
-        }
-        None => {
-            while d.datatype().map_err(bad)? != Type::Break {
-                d.skip().map_err(bad)?;
-            }
-        }
-    }
+    let r = qos_wire::config::ConfigReport::decode(bytes)
+        .map_err(|e| format!("bad config-report: {e}"))?;
     Ok(ConfigReport {
-        etag,
-        accepted,
-        reason,
+        etag: r.etag,
+        accepted: r.accepted,
+        reason: r.reason.to_string(),
     })
 }
 
@@ -190,9 +158,54 @@ impl ConfigStore {
         };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // The events of `crate::silence`: created here, outside the numbered migrations, as
+        // the table only grows and nothing else reads it.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS events (
+                 id     INTEGER PRIMARY KEY,
+                 at     INTEGER NOT NULL,   -- unix ms
+                 kind   TEXT NOT NULL,      -- broker_silent | broker_back
+                 broker TEXT NOT NULL,
+                 edges  TEXT NOT NULL,      -- JSON array of edge ids
+                 detail TEXT NOT NULL
+             );",
+        )
+        .map_err(open_err)?;
         Ok(ConfigStore {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Stores event `e`.
+    pub fn record_event(&self, e: &crate::silence::Event) -> Result<(), StoreError> {
+        let edges = serde_json::to_string(&e.edges).unwrap_or_else(|_| "[]".into());
+        lock(&self.conn).execute(
+            "INSERT INTO events (at, kind, broker, edges, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.at_ms as i64, e.kind, e.broker, edges, e.detail],
+        )?;
+        Ok(())
+    }
+
+    /// The last `limit` events, newest first, as JSON objects
+    /// `{"id","at","kind","broker","edges","detail"}`.
+    pub fn events(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare(
+            "SELECT id, at, kind, broker, edges, detail FROM events ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit], |r| {
+            let edges: String = r.get(4)?;
+            Ok(serde_json::json!({
+                "id": r.get::<_, i64>(0)?,
+                "at": r.get::<_, i64>(1)?,
+                "kind": r.get::<_, String>(2)?,
+                "broker": r.get::<_, String>(3)?,
+                "edges": serde_json::from_str::<serde_json::Value>(&edges)
+                    .unwrap_or(serde_json::Value::Null),
+                "detail": r.get::<_, String>(5)?,
+            }))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Compiles `toml` and stores it as edge `edge`'s configuration (replacing any), from
@@ -341,6 +354,8 @@ pub struct CentreState<A = SocketAddr> {
     pub senders: BTreeMap<A, BrokerSeen>,
     /// The last report (`POST /b`) of each broker, with when it arrived (unix ms).
     pub reports: BTreeMap<A, (u64, BrokerReport)>,
+    /// Brokers gone silent ([`crate::silence`]), with since when (unix ms).
+    pub silent: BTreeMap<A, u64>,
 }
 
 impl<A> Default for CentreState<A> {
@@ -350,6 +365,7 @@ impl<A> Default for CentreState<A> {
             via: BTreeMap::new(),
             senders: BTreeMap::new(),
             reports: BTreeMap::new(),
+            silent: BTreeMap::new(),
         }
     }
 }
@@ -383,6 +399,19 @@ impl<A: Copy + Ord> CentreState<A> {
                             .is_some_and(|r| r.address != addr)
                     })
             })
+    }
+
+    /// Whether a request about edge `edge` coming from `from` concerns an edge this process
+    /// knows: registered here (now or before), sent batches, listed by a broker's report, or
+    /// relayed by a broker (which holds the edge's registration itself).
+    pub fn knows(&self, edge: u32, from: A) -> bool {
+        self.registry.get(EdgeId(edge)).is_some()
+            || self.via.contains_key(&edge)
+            || self.is_broker(from)
+            || self
+                .reports
+                .values()
+                .any(|(_, r)| r.edges.iter().any(|e| e.id == edge))
     }
 
     /// What the broker at `addr` last reported about edge `edge`.
@@ -493,19 +522,30 @@ mod tests {
     }
 
     #[test]
-    fn reports_decode_tolerantly() {
-        // [1, 7, true, "ok"]
-        let r = decode_report(&[0x84, 0x01, 0x07, 0xf5, 0x62, b'o', b'k']).unwrap();
-        assert_eq!((r.etag, r.accepted, r.reason.as_str()), (7, true, "ok"));
-        // a fifth element is skipped; an indefinite array too
-        let r = decode_report(&[0x85, 0x01, 0x07, 0xf4, 0x60, 0x01]).unwrap();
-        assert!(!r.accepted);
-        let r = decode_report(&[0x9f, 0x01, 0x07, 0xf4, 0x60, 0x01, 0xff]).unwrap();
-        assert_eq!(r.etag, 7);
+    fn reports_decode_strictly() {
+        // [1, 7, true, ""]
+        let r = decode_report(&[0x84, 0x01, 0x07, 0xf5, 0x60]).unwrap();
+        assert_eq!((r.etag, r.accepted, r.reason.as_str()), (7, true, ""));
+        // what the edge encodes decodes
+        let mut buf = [0u8; 128];
+        let wire = qos_wire::config::ConfigReport {
+            etag: 9,
+            accepted: false,
+            reason: "too many rules",
+        };
+        let n = wire.encode(&mut buf).unwrap();
+        let r = decode_report(&buf[..n]).unwrap();
+        assert_eq!(
+            (r.etag, r.accepted, r.reason.as_str()),
+            (9, false, "too many rules")
+        );
+        // a fifth element, a short array, another version, trailing bytes: refused
+        assert!(decode_report(&[0x85, 0x01, 0x07, 0xf4, 0x60, 0x01]).is_err());
         assert!(decode_report(&[0x83, 0x01, 0x07, 0xf5]).is_err());
         assert!(decode_report(&[0x84, 0x02, 0x07, 0xf5, 0x60])
             .unwrap_err()
-            .contains("version 2"));
+            .starts_with("bad config-report"));
+        assert!(decode_report(&[0x84, 0x01, 0x07, 0xf5, 0x60, 0x00]).is_err());
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct CoapServer<A> {
     asked: Vec<(ExchangeId, Sender<OrderAnswer<A>>, Route<A>)>,
     /// Orders not sent yet (NSTART towards their peer).
     waiting: Vec<Order<A>>,
+    /// Token buckets per source ([`CoapServer::with_rate_limit`]) and the key of a source.
+    limiter: Option<qos_broker::ratelimit::SourceLimiter<A>>,
 }
 
 impl<A: Copy + Ord> CoapServer<A> {
@@ -103,7 +105,15 @@ impl<A: Copy + Ord> CoapServer<A> {
             centre: None,
             asked: Vec::new(),
             waiting: Vec::new(),
+            limiter: None,
         })
+    }
+
+    /// Drops (and counts as `rate_limited`) the datagrams of a source over `limit`; `key` maps
+    /// an address to its source (the driver: the IP address without the port).
+    pub fn with_rate_limit(mut self, limit: qos_broker::RateLimit, key: fn(A) -> A) -> Self {
+        self.limiter = (limit.rate_per_s > 0).then(|| (qos_broker::RateLimiter::new(limit), key));
+        self
     }
 
     /// Serves the centre's resources (`/c`, `/rd`) and carries out its [`Order`]s.
@@ -127,6 +137,12 @@ impl<A: Copy + Ord> CoapServer<A> {
     pub fn handle_datagram(&mut self, now: u64, unix_ms: u64, from: A, bytes: &[u8]) {
         let stats = self.ingest.stats().clone();
         stats.add_datagrams(1);
+        if let Some((limiter, key)) = &mut self.limiter {
+            if !limiter.allow(now, key(from)) {
+                stats.reject(RejectReason::RateLimited);
+                return;
+            }
+        }
         if bytes.len() > MAX_MESSAGE {
             stats.reject(RejectReason::Oversized);
             return;
@@ -186,10 +202,10 @@ impl<A: Copy + Ord> CoapServer<A> {
         }
         if let Some(centre) = self.centre.clone() {
             if m.path_is(CONFIG_PATH) {
-                return config(&centre, req, unix_ms);
+                return counted(&stats, config(&centre, req, unix_ms));
             }
             if m.path_is(qos_broker::REPORT_PATH) {
-                return broker_report(&centre, req, unix_ms);
+                return counted(&stats, broker_report(&centre, req, unix_ms));
             }
             let answer = qos_broker::directory::serve(
                 &mut centre.state().registry,
@@ -198,6 +214,11 @@ impl<A: Copy + Ord> CoapServer<A> {
                 m,
             );
             if let Some(answer) = answer {
+                if answer.code == Code::NOT_FOUND {
+                    stats.reject(RejectReason::UnknownEdge);
+                } else if answer.code.class() != 2 {
+                    stats.reject(RejectReason::BadRequest);
+                }
                 let mut r = Reply::new(answer.code, None, answer.body.clone());
                 r.location = Some(answer);
                 return r;
@@ -211,6 +232,7 @@ impl<A: Copy + Ord> CoapServer<A> {
         let m = &req.message;
         let stats = self.ingest.stats().clone();
         if m.code() != Code::POST {
+            stats.reject(RejectReason::BadRequest);
             return Reply::new(Code::METHOD_NOT_ALLOWED, None, b"POST only".to_vec());
         }
         if m.content_format() != Some(content_format::CBOR) {
@@ -318,8 +340,23 @@ impl<A: Copy + Ord> CoapServer<A> {
     }
 }
 
-/// `GET /c?id=` and `POST /c?id=`.
-fn config<A>(centre: &Centre<A>, req: &Request<'_, A>, unix_ms: u64) -> Reply {
+/// Counts an answer of `/c` or `/b` that refuses the request: 4.04 as `unknown_edge`, other
+/// 4.xx as `bad_request` (4.15 as `bad_content_format`).
+fn counted(stats: &crate::stats::IngestStats, r: Reply) -> Reply {
+    if r.code == Code::NOT_FOUND && !r.body.starts_with(b"no configuration") {
+        stats.reject(RejectReason::UnknownEdge);
+    } else if r.code == Code::UNSUPPORTED_CONTENT_FORMAT {
+        stats.reject(RejectReason::BadContentFormat);
+    } else if r.code.class() == 4 && r.code != Code::NOT_FOUND {
+        stats.reject(RejectReason::BadRequest);
+    }
+    r
+}
+
+/// `GET /c?id=` and `POST /c?id=`. The edge must be known
+/// ([`crate::centre::CentreState::knows`]) or have a configuration: 4.04 `unknown edge`
+/// otherwise.
+fn config<A: Copy + Ord>(centre: &Centre<A>, req: &Request<'_, A>, unix_ms: u64) -> Reply {
     let m = &req.message;
     let Some(edge) = edge_query(m) else {
         return Reply::new(
@@ -328,6 +365,16 @@ fn config<A>(centre: &Centre<A>, req: &Request<'_, A>, unix_ms: u64) -> Reply {
             b"query id=<edge id> needed".to_vec(),
         );
     };
+    // An edge is known when it spoke to this process or a broker, or holds a configuration.
+    let known = centre.state().knows(edge, req.from);
+    if !known && matches!(centre.configs.get(edge), Ok(None)) {
+        // Counted by the caller ([`counted`]) as `unknown_edge`.
+        return Reply::new(
+            Code::NOT_FOUND,
+            None,
+            format!("unknown edge {edge}: register first").into_bytes(),
+        );
+    }
     let unavailable = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "configuration store");
         Reply::new(

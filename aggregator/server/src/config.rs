@@ -49,10 +49,32 @@ pub struct Config {
     pub coap: CoapConfig,
     /// `[store]`: where and how records are kept.
     pub store: StoreConfig,
+    /// `[watch]`: when a silent broker becomes an event.
+    pub watch: WatchConfig,
     /// `[[edge_config]]`: central edge configurations stored at start (replacing what the API
     /// stored for the same edge). None by default.
     #[serde(rename = "edge_config", skip_serializing_if = "Vec::is_empty")]
     pub edge_configs: Vec<EdgeConfigEntry>,
+}
+
+/// `[watch]`: the centre's watch over its brokers ([`crate::silence`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// `broker_silent_after_ms`: a broker that reported (`POST /b`) or forwarded batches and
+    /// is then not heard from for this long raises ONE `broker_silent` event (stored, logged,
+    /// at `GET /api/v1/events`); the edges behind it are shown as its consequences, not as
+    /// events of their own. 0 disables the watch. Default 90000 (three of a broker's default
+    /// report intervals).
+    pub broker_silent_after_ms: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            broker_silent_after_ms: crate::silence::DEFAULT_SILENT_AFTER_MS,
+        }
+    }
 }
 
 /// `[[edge_config]]`: the central configuration of one edge, which the edge fetches with
@@ -103,6 +125,53 @@ pub struct CoapConfig {
     pub listen: SocketAddr,
     /// `[coap.reliability]`: retransmission parameters for confirmable messages.
     pub reliability: ReliabilityConfig,
+    /// `[coap.rate_limit]`: datagrams accepted per source IP address.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[coap.rate_limit]` / `[broker.rate_limit]`: a token bucket per source IP address, so one
+/// sender (flooding, broken or hostile) cannot starve the others. A datagram over its source's
+/// rate is dropped unread and counted (`rejected.rate_limited`); a CoAP sender retransmits, so
+/// a well-behaved peer over the limit is slowed, not lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `rate_per_s`: datagrams per second a source may send on average; 0 disables the limit.
+    /// Default 2000 (an edge sends a few per window; a broker forwards one batch per round
+    /// trip, carrying up to a hundred records).
+    pub rate_per_s: u32,
+    /// `burst`: datagrams a source may send at once, at least 1. Default 4000.
+    pub burst: u32,
+    /// `max_sources`: sources tracked at once, at least 1; beyond, idle ones are forgotten
+    /// first. Default 65536.
+    pub max_sources: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            rate_per_s: 2000,
+            burst: 4000,
+            max_sources: 65_536,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The limiter's settings.
+    pub fn limit(&self) -> qos_broker::RateLimit {
+        qos_broker::RateLimit {
+            rate_per_s: self.rate_per_s,
+            burst: self.burst.max(1),
+            max_sources: self.max_sources.max(1),
+        }
+    }
+}
+
+/// The key of a source in a rate limiter: its IP address (the port set to 0), so a sender
+/// cannot escape its bucket by changing ports.
+pub fn rate_key(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip(), 0)
 }
 
 /// Default for [`CoapConfig::listen`].
@@ -115,6 +184,7 @@ impl Default for CoapConfig {
         CoapConfig {
             listen: default_coap_listen(),
             reliability: ReliabilityConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }

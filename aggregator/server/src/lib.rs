@@ -27,6 +27,7 @@ pub mod http;
 pub mod ingest;
 pub mod rca;
 pub mod serve;
+pub mod silence;
 pub mod stats;
 pub mod store;
 

@@ -164,7 +164,8 @@ pub fn start_ingest(
         seed,
     )
     .map_err(|e| ServeError::Coap(e.to_string()))?
-    .with_centre(centre);
+    .with_centre(centre)
+    .with_rate_limit(coap.rate_limit.limit(), crate::config::rate_key);
     tracing::info!(listen = %local, "CoAP ingest listening");
     let thread = std::thread::Builder::new()
         .name("coap-ingest".into())
@@ -305,6 +306,20 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         stats: stats.clone(),
         database,
     };
+    if config.watch.broker_silent_after_ms > 0 {
+        let watch = crate::silence::start(
+            centre.clone(),
+            config.watch.broker_silent_after_ms,
+            shutdown.clone(),
+        )
+        .map_err(|source| ServeError::Spawn {
+            name: "silence-watch",
+            source,
+        })?;
+        handle
+            .listeners
+            .push(Listener::thread("silence-watch", watch));
+    }
     // Further listeners slot in here, each stopped by `shutdown` and joined by `stop`.
     handle.listeners.push(start_ingest(
         &config.coap,

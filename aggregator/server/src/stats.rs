@@ -26,11 +26,19 @@ pub enum RejectReason {
     BadContentFormat,
     /// The store failed; the batch was not acknowledged and nothing of it was written.
     StoreError,
+    /// The source address sent over its rate (`[coap.rate_limit]`); dropped unread.
+    RateLimited,
+    /// A request naming an edge this process does not know (never registered here, never sent
+    /// a batch, not reported by a broker), or a refresh of a registration it does not hold.
+    UnknownEdge,
+    /// A request that is not what its resource accepts: wrong method, missing or bad `id=`,
+    /// a `config-report` or `broker-report` that does not decode, bad registration parameters.
+    BadRequest,
 }
 
 impl RejectReason {
     /// Every reason, in rendering order. Adding a variant means adding it here.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Malformed,
         RejectReason::Truncated,
         RejectReason::UnsupportedVersion,
@@ -38,6 +46,9 @@ impl RejectReason {
         RejectReason::Oversized,
         RejectReason::BadContentFormat,
         RejectReason::StoreError,
+        RejectReason::RateLimited,
+        RejectReason::UnknownEdge,
+        RejectReason::BadRequest,
     ];
 
     /// The snake_case name used in JSON and logs.
@@ -50,6 +61,9 @@ impl RejectReason {
             RejectReason::Oversized => "oversized",
             RejectReason::BadContentFormat => "bad_content_format",
             RejectReason::StoreError => "store_error",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::UnknownEdge => "unknown_edge",
+            RejectReason::BadRequest => "bad_request",
         }
     }
 
@@ -63,6 +77,9 @@ impl RejectReason {
             RejectReason::Oversized => 4,
             RejectReason::BadContentFormat => 5,
             RejectReason::StoreError => 6,
+            RejectReason::RateLimited => 7,
+            RejectReason::UnknownEdge => 8,
+            RejectReason::BadRequest => 9,
         }
     }
 }

@@ -193,6 +193,7 @@ fn edges_list_every_edge_with_its_counters() {
         fields,
         [
             "broker",
+            "cfg",
             "dropped_at_edge",
             "duplicates",
             "first_seen",

@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM as a shutdown flag, without extra dependencies.
+//! SIGINT and SIGTERM as a shutdown flag (and SIGUSR1 as another flag), without extra
+//! dependencies.
 //!
 //! [`install`] registers a handler for both signals (through the C library's `signal(2)`,
 //! which std already links on Unix) that only stores `true` into the given flag — an atomic
@@ -20,6 +21,12 @@ pub fn install(flag: Arc<AtomicBool>) -> bool {
     imp::install(flag)
 }
 
+/// Makes SIGUSR1 set `flag` (e.g. "start draining"). Call once; later calls keep the first flag
+/// and return `false`. Does nothing (returns `false`) on platforms without SIGUSR1.
+pub fn on_usr1(flag: Arc<AtomicBool>) -> bool {
+    imp::on_usr1(flag)
+}
+
 #[cfg(unix)]
 #[allow(unsafe_code)]
 mod imp {
@@ -38,6 +45,31 @@ mod imp {
     }
 
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    static USR1: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    /// SIGUSR1: 10 on Linux, 30 on the BSDs and macOS.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const SIGUSR1: c_int = 10;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const SIGUSR1: c_int = 30;
+
+    extern "C" fn on_usr1_signal(_signum: c_int) {
+        // Only an atomic load of the initialised OnceLock and an atomic store.
+        if let Some(flag) = USR1.get() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    pub(super) fn on_usr1(flag: Arc<AtomicBool>) -> bool {
+        if USR1.set(flag).is_err() {
+            return false;
+        }
+        // SAFETY: as in `install`: a C handler doing async-signal-safe work only.
+        let previous = unsafe { signal(SIGUSR1, on_usr1_signal) };
+        if previous == SIG_ERR {
+            tracing::warn!(signum = SIGUSR1, "cannot install signal handler");
+        }
+        true
+    }
 
     extern "C" fn on_signal(_signum: c_int) {
         // Only async-signal-safe operations: an atomic load of the initialised OnceLock, an
@@ -72,6 +104,10 @@ mod imp {
     use std::sync::Arc;
 
     pub(super) fn install(_flag: Arc<AtomicBool>) -> bool {
+        false
+    }
+
+    pub(super) fn on_usr1(_flag: Arc<AtomicBool>) -> bool {
         false
     }
 }

@@ -13,7 +13,9 @@
 //!   `return_after_ms` (default 5 min), at the next batch: the first broker is the preferred
 //!   one (nearest), the others are fallbacks.
 //! - A 5.xx answer (the store is unavailable) retries the same batch at the same broker after
-//!   `retry_after_ms`. An answer that refuses the batch's content (4.00, 4.02, 4.13, 4.15:
+//!   `retry_after_ms`, except a 5.03 whose diagnostic payload starts with `alt=` (a broker
+//!   draining or over its load, naming alternates): the uplink fails over to the next broker
+//!   of its own list at once (it does not parse the addresses). An answer that refuses the batch's content (4.00, 4.02, 4.13, 4.15:
 //!   [`Code::rejects_content`], for instance a wire version the receiver does not speak) means
 //!   no receiver will accept it: the batch is dropped and counted in `dropped`, so the loss is
 //!   visible upstream, and the outbox moves on. Any other 4.xx (4.04, 4.05, ...) says the peer
@@ -320,6 +322,11 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             self.stats.failures += 1;
             self.fail_over(now);
             self.not_before = now + self.config.retry_after_ms;
+        } else if code == Code::SERVICE_UNAVAILABLE && payload.starts_with(b"alt=") {
+            // A broker draining or over its load names alternates: go to the next broker of
+            // our own list at once (the addresses are not parsed).
+            self.stats.failures += 1;
+            self.fail_over(now);
         } else if code.class() == 4 {
             self.stats.refused += 1;
             let dropped = self.outbox.drop_in_flight();
@@ -694,6 +701,30 @@ mod tests {
         assert_eq!(up.outbox().len(), 1, "kept");
         assert_eq!((up.stats().refused, up.outbox().stats().dropped), (0, 0));
         assert_eq!((up.stats().failovers, up.broker()), (1, 3));
+    }
+
+    #[test]
+    fn a_draining_broker_naming_alternates_is_left_at_once() {
+        let mut up = Up::new(
+            EdgeId(5),
+            &[B1, 3],
+            UplinkConfig::default(),
+            Outbox::new(Seq(0)),
+            7,
+        )
+        .unwrap();
+        let mut server = Server::new(CoapConfig::default(), 8).unwrap();
+        up.push_summary(&summary(1)).unwrap();
+        exchange(&mut up, &mut server, 0, |_| {
+            (Code::SERVICE_UNAVAILABLE, b"alt=127.0.0.1:5685".to_vec())
+        });
+        assert_eq!(up.outbox().len(), 1, "kept");
+        assert_eq!((up.stats().failovers, up.broker()), (1, 3));
+        assert_eq!(
+            up.poll_timeout().map(|t| t <= 1),
+            Some(true),
+            "sent again at once"
+        );
     }
 
     #[test]

@@ -367,13 +367,18 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
         let reg = st.registry.get(EdgeId(row.edge_id));
         let route = st.route(row.edge_id);
         // Registered here, or as its broker last reported.
-        let (name, region, registered) = match (route, reg) {
+        let (name, region, registered, cfg) = match (route, reg) {
             (Some(Route::Broker(b)), _) => match st.reported(b, row.edge_id) {
-                Some(e) => (e.name.clone(), e.region.clone(), e.registered),
-                None => (String::new(), String::new(), false),
+                Some(e) => (e.name.clone(), e.region.clone(), e.registered, e.cfg),
+                None => (String::new(), String::new(), false, None),
             },
-            (_, Some(r)) => (r.name.clone(), r.region.clone(), r.registered(now)),
-            _ => (String::new(), String::new(), false),
+            (_, Some(r)) => (
+                r.name.clone(),
+                r.region.clone(),
+                r.registered(now),
+                r.config_etag,
+            ),
+            _ => (String::new(), String::new(), false, None),
         };
         if let Value::Object(m) = v {
             if row.name.is_none() && !name.is_empty() {
@@ -384,6 +389,13 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
             }
             m.insert("broker".into(), route_name(route));
             m.insert("registered".into(), registered.into());
+            m.insert("cfg".into(), cfg.into());
+            // The consequence of a silent broker, not an event of its own.
+            if let Some(Route::Broker(b)) = route {
+                if st.silent.contains_key(&b) {
+                    m.insert("behind_silent_broker".into(), b.to_string().into());
+                }
+            }
         }
     }
     let known: BTreeSet<u32> = rows.iter().map(|r| r.edge_id).collect();
@@ -395,6 +407,7 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
             "up": r.registered(now),
             "broker": route_name(st.route(r.id.0)),
             "registered": r.registered(now),
+            "cfg": r.config_etag,
             "received": 0,
         }));
     }
@@ -421,6 +434,11 @@ pub fn brokers(centre: &Centre) -> Response {
                     "dropped_quota": s.dropped_quota,
                     "relayed": s.relayed,
                     "relay_timeouts": s.relay_timeouts,
+                    "rejected": qos_broker::report::REJECT_REASONS
+                        .iter()
+                        .zip(s.rejected)
+                        .map(|(k, n)| ((*k).to_string(), Value::from(n)))
+                        .collect::<serde_json::Map<_, _>>(),
                     "total_edges": r.total_edges,
                     "edges": r.edges.iter().map(|e| json!({
                         "id": e.id,
@@ -428,6 +446,7 @@ pub fn brokers(centre: &Centre) -> Response {
                         "region": e.region,
                         "registered": e.registered,
                         "seen_ago_ms": e.seen_ago_ms,
+                        "cfg": e.cfg,
                     })).collect::<Vec<_>>(),
                 })
             });

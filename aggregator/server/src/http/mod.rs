@@ -5,14 +5,16 @@
 //! |---|---|
 //! | `GET /api/v1/health` | `{"status":"ok","version":..,"uptime_s":..,"store":"ok"}`; 503 with `"status":"degraded"`, `"store":"error"` and `"store_error"` when the store does not answer |
 //! | `GET /api/v1/stats` | the ingest counters ([`crate::stats::StatsSnapshot::to_json`]) plus `"store":{"records":..,"edges":..}` (or `"store":{"error":..}`) and `uptime_s` |
-//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge","broker","registered"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`]; `broker` is `"direct"` (the edge talks to this process: it registered here from the address its batches come from, or that address is no broker), the address of the broker its last batch came from, or `null`; `registered` when it holds a current RFC 9176 registration here or, behind a broker, as that broker last reported; `name`/`region` come from the batches' store, that registration or that report. Edges that only registered are listed too |
+//! | `GET /metrics` | the same counters, per edge and per broker (from its reports), and the HTTP requests by status class, in the Prometheus text exposition format ([`metrics`]) |
+//! | `GET /api/v1/events` | `{"events":[{"id","at","kind","broker","edges":[ids],"detail"}]}`, newest first (at most 200): `broker_silent` when a broker that reported or forwarded is not heard from for `[watch] broker_silent_after_ms` — one event naming the edges behind it — and `broker_back` when it is heard from again ([`crate::silence`]) |
+//! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge","broker","registered","cfg"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`]; `broker` is `"direct"` (the edge talks to this process: it registered here from the address its batches come from, or that address is no broker), the address of the broker its last batch came from, or `null`; `registered` when it holds a current RFC 9176 registration here or, behind a broker, as that broker last reported; `name`/`region` come from the batches' store, that registration or that report; `cfg` is the `cfg=` attribute of that registration (the ETag of the central configuration in force on the edge) or `null`; `behind_silent_broker` (the broker's address) is present while the broker the edge's batches came through is silent (see `GET /api/v1/events`). Edges that only registered are listed too |
 //! | `PUT /api/v1/edges/{id}/config` | body: TOML in the edge's format (`window_s`, `[[probe]]`, `[[rule]]`; see `qos_probe_config::ProbeSet`); compiled to CDDL `edge-config` with an ETag that is a hash of its content, stored, served to the edge on `GET /c`. 200 with the `GET` answer; 400 `{"error":"invalid configuration","reason":..}` naming the value at fault (nothing stored) |
 //! | `GET /api/v1/edges/{id}/config` | `{"edge","etag","updated_at","source":"api"\|"config-file","window_s","probes":[{"id","kind","target","interval_ms","timeout_ms"}],"rules","applied","last_report":{"etag","accepted","reason","at","applied_etag","rejected_etag","rejected_reason"}\|null}`; 404 when none |
 //! | `DELETE /api/v1/edges/{id}/config` | 200 `{"edge","deleted":true}`; 404 when none (the edge then gets 4.04 on `GET /c` and keeps what it has) |
 //! | `POST /api/v1/edges/{id}/probe[?wait_ms=N]` | body: one probe in the edge's format, JSON (`Content-Type: application/json` or a body starting with `{`) or TOML (the keys of one `[[probe]]` table); `timeout_ms` at most [`centre_api::MAX_PROBE_TIMEOUT_MS`]. Sent as CoAP `POST /p` to the edge (or `POST /p?id=` to its broker); waits `timeout_ms` + [`centre_api::PROBE_WAIT_MARGIN_MS`] (or `wait_ms`, at most [`centre_api::MAX_WAIT_MS`]). 200 `{"edge","via","result":{"probe","at_ms","status":"ok"\|"failed","phases_us":{"dns",..},"error","error_after_us","detail","redirects"}}`; 400 invalid probe; 404 unknown edge; 504 no answer; 502 the edge refused it |
 //! | `GET /api/v1/edges/{id}/results[?probe=N][&wait_ms=N]` | the edge's recent raw results (CoAP `GET /r[?p=N]`), newest first: `{"edge","via","results":[..as above..]}`; waits [`centre_api::RESULTS_WAIT_MS`] by default; 404, 504, 502 as above |
 //! | `GET /api/v1/summaries?since=UNIX_S[&limit=N]` | the stored window summaries, oldest first, with phases and error classes (see [`series`]) |
-//! | `GET /api/v1/brokers` | `{"brokers":[{"address","edges":[ids],"last_batch","batches","records","report"}]}`: every broker: an address that reported itself (`POST /b`), or forwarded batches of several edges or of an edge registered here from another address (see `CentreState::is_broker`); `report` is its last `broker-report` or `null`: `{"at","received","acked","forwarded","queued","queued_bytes","dropped_quota","relayed","relay_timeouts","total_edges","edges":[{"id","name","region","registered","seen_ago_ms"}]}` |
+//! | `GET /api/v1/brokers` | `{"brokers":[{"address","edges":[ids],"last_batch","batches","records","report"}]}`: every broker: an address that reported itself (`POST /b`), or forwarded batches of several edges or of an edge registered here from another address (see `CentreState::is_broker`); `report` is its last `broker-report` or `null`: `{"at","received","acked","forwarded","queued","queued_bytes","dropped_quota","relayed","relay_timeouts","rejected":{"malformed",..,"rate_limited","unknown_edge"},"total_edges","edges":[{"id","name","region","registered","seen_ago_ms","cfg"}]}` |
 //! | `GET /api/v1/topology` | `{"nodes":[{"id","kind":"super-manager"\|"broker"\|"edge",..}],"links":[{"from","to"}]}`: edge → broker → super-manager, or edge → super-manager for edges that talk to it directly |
 //!
 //! An HTTP worker waits for the answer of `probe` and `results` requests: with the default two
@@ -37,6 +39,7 @@
 //! the ingest writer, and a slow API client never delays ingest.
 
 pub mod centre_api;
+pub mod metrics;
 pub mod parse;
 pub mod series;
 pub mod server;
@@ -68,6 +71,7 @@ struct Shared {
     stats: Arc<IngestStats>,
     started: Instant,
     centre: Option<Arc<Centre>>,
+    http: metrics::HttpCounters,
 }
 
 /// One worker's API: its own store reader plus the shared state.
@@ -78,7 +82,9 @@ struct Api {
 
 impl server::Handler for Api {
     fn handle(&mut self, request: &Request) -> Response {
-        route(request, self.store.as_ref(), &self.shared)
+        let response = route(request, self.store.as_ref(), &self.shared);
+        self.shared.http.count(response.status);
+        response
     }
 }
 
@@ -125,6 +131,7 @@ pub fn start_full(
         stats,
         started,
         centre,
+        http: metrics::HttpCounters::default(),
     });
     let handlers = readers
         .into_iter()
@@ -154,6 +161,9 @@ fn method_not_allowed(request: &Request, allow: &'static str) -> Response {
 fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
     let path = request.path();
     let not_found = || Response::json(404, &json!({"error": "no such resource", "path": path}));
+    if path == "/metrics" {
+        return prometheus(request, store, shared);
+    }
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
         return not_found();
     };
@@ -162,11 +172,16 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
     let uptime_s = shared.started.elapsed().as_secs();
     let centre = shared.centre.as_deref();
     match (segments.as_slice(), centre) {
-        (["health"] | ["stats"] | ["edges"] | ["summaries"] | ["brokers"] | ["topology"], _)
-            if !get =>
-        {
-            method_not_allowed(request, ALLOW)
-        }
+        (
+            ["health"]
+            | ["stats"]
+            | ["edges"]
+            | ["summaries"]
+            | ["brokers"]
+            | ["topology"]
+            | ["events"],
+            _,
+        ) if !get => method_not_allowed(request, ALLOW),
         (["health"], _) => health(store, uptime_s),
         (["stats"], _) => stats(store, shared, uptime_s),
         (["edges"], _) => match store.edges() {
@@ -181,6 +196,10 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
         },
         (["summaries"], _) => series::summaries(request, store, centre),
         (["brokers"], Some(c)) => centre_api::brokers(c),
+        (["events"], Some(c)) if get => match c.configs.events(200) {
+            Ok(list) => Response::json(200, &json!({ "events": list })),
+            Err(e) => store_unavailable(&e),
+        },
         (["topology"], Some(c)) => centre_api::topology(c),
         (["edges", id, what @ ("config" | "probe" | "results")], Some(c)) => {
             let Ok(edge) = id.parse::<u32>() else {
@@ -234,6 +253,27 @@ fn stats(store: &dyn StoreRead, shared: &Shared, uptime_s: u64) -> Response {
         map.insert("uptime_s".into(), uptime_s.into());
     }
     Response::json(200, &body)
+}
+
+/// `GET /metrics` ([`metrics`]).
+fn prometheus(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
+    if !matches!(request.method(), "GET" | "HEAD") {
+        return method_not_allowed(request, ALLOW);
+    }
+    let edges = match store.edges() {
+        Ok(rows) => rows,
+        Err(e) => return store_unavailable(&e),
+    };
+    let totals = store.totals().ok();
+    metrics::response(metrics::render(
+        &shared.stats.snapshot(),
+        totals.as_ref(),
+        &edges,
+        shared.centre.as_deref(),
+        &shared.http,
+        shared.started.elapsed().as_secs(),
+        now_ms(),
+    ))
 }
 
 fn store_unavailable(e: &crate::store::StoreError) -> Response {

@@ -1,0 +1,347 @@
+//! Ingest throughput on loopback (DESIGN.md §7; prints figures, asserts nothing about time):
+//!
+//! 1. raw UDP: a sender thread blasts fixed-size datagrams (the size of a one-summary CoAP
+//!    batch) at a receiver that only counts them: the loopback receive rate;
+//! 2. serve, one summary per CoAP datagram, through the real ingest thread
+//!    ([`serve::start_ingest`]: decode, dedup, SQLite commit, ack);
+//! 3. serve, batched: as many summaries per datagram as fit in one CoAP message;
+//! 4. through a broker ([`broker_run::run_broker`]: durable queue, then forwarded to 2's ingest).
+//!
+//! Senders of 2–4 are closed loops (at most `WINDOW` requests without an answer), so nothing
+//! is lost to full socket buffers; each run is bounded by a count of datagrams. Then the ratios
+//! to raw and the storage bytes per summary. The store runs with `synchronous = normal` (an
+//! acknowledged record survives a process kill; see the example configuration); set
+//! `QOS_BENCH_SYNC=full` for fsync at every commit.
+//!
+//! `cargo bench -p qos-aggregator --bench ingest` (`QOS_BENCH_N=0.1` scales the counts).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qos_aggregator::broker_config::BrokerSection;
+use qos_aggregator::centre::{Centre, ConfigStore};
+use qos_aggregator::config::{CoapConfig, RateLimitConfig, ReliabilityConfig, Synchronous};
+use qos_aggregator::serve::start_ingest;
+use qos_aggregator::stats::IngestStats;
+use qos_aggregator::store::SqliteStore;
+use qos_coap::{option, Code, MessageType, MessageWriter};
+use qos_wire::ids::{EdgeId, Seq};
+use qos_wire::summary::Summary;
+
+const BUCKETS: usize = 128;
+/// Requests in flight at most per sender.
+const WINDOW: u64 = 64;
+/// The largest CoAP message the ingest takes.
+const MAX_MESSAGE: usize = qos_aggregator::coap::MAX_MESSAGE;
+
+fn scale() -> f64 {
+    std::env::var("QOS_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0)
+}
+
+fn scaled(n: u64) -> u64 {
+    ((n as f64 * scale()) as u64).max(100)
+}
+
+fn summaries(n: usize) -> Vec<Summary<BUCKETS>> {
+    (0..n)
+        .map(|i| qos_wire::samples::http_summary::<BUCKETS>(i as u64 + 1, 60, (i % 3) as u32))
+        .collect()
+}
+
+/// A CON `POST /u` carrying `batch`.
+fn coap_post(mid: u16, batch: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_MESSAGE + 64];
+    let token = mid.to_be_bytes();
+    let mut w = MessageWriter::new(&mut buf, MessageType::Confirmable, Code::POST, mid, &token)
+        .expect("header");
+    w.uri_path("u").expect("path");
+    w.uint_option(option::CONTENT_FORMAT, 60).expect("cf");
+    w.payload(batch).expect("payload");
+    let n = w.finish();
+    buf.truncate(n);
+    buf
+}
+
+/// `count` datagrams for edge `edge`, each a batch of `per` summaries, numbered on.
+fn datagrams(edge: u32, count: u64, per: usize, pool: &[Summary<BUCKETS>]) -> Vec<Vec<u8>> {
+    let mut seq = Seq::first_of_epoch(1).0;
+    (0..count)
+        .map(|i| {
+            let chunk: Vec<Summary<BUCKETS>> = (0..per)
+                .map(|j| pool[(i as usize * per + j) % pool.len()].clone())
+                .collect();
+            let batch =
+                qos_wire::samples::batch(EdgeId(edge), Seq(seq), 0, &chunk).expect("a batch");
+            seq += per as u64;
+            let m = coap_post(i as u16, &batch);
+            assert!(m.len() <= MAX_MESSAGE, "a datagram of {} B", m.len());
+            m
+        })
+        .collect()
+}
+
+/// How many summaries fit in one datagram, whichever of the pool they are (the largest
+/// decide).
+fn per_datagram(pool: &[Summary<BUCKETS>]) -> usize {
+    let size = |s: &Summary<BUCKETS>| {
+        qos_wire::samples::batch(EdgeId(1), Seq(1), 0, std::slice::from_ref(s))
+            .unwrap()
+            .len()
+    };
+    let mut largest: Vec<Summary<BUCKETS>> = pool.to_vec();
+    largest.sort_by_key(|s| std::cmp::Reverse(size(s)));
+    let pool = &largest[..];
+    let mut k = 1;
+    loop {
+        let next: Vec<_> = pool.iter().take(k + 1).cloned().collect();
+        let b = qos_wire::samples::batch(EdgeId(1), Seq(1), 0, &next).unwrap();
+        if coap_post(0, &b).len() > MAX_MESSAGE || k + 1 >= pool.len() {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+/// Raw loopback: datagrams received per second by a counting receiver.
+fn raw_udp(size: usize, count: u64) -> f64 {
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let to = rx.local_addr().unwrap();
+    let sender = std::thread::spawn(move || {
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload = vec![0x42u8; size];
+        for _ in 0..count {
+            let _ = tx.send_to(&payload, to);
+        }
+    });
+    let mut buf = vec![0u8; 2048];
+    let mut got = 0u64;
+    let (mut first, mut last) = (None, Instant::now());
+    while got < count {
+        match rx.recv_from(&mut buf) {
+            Ok(_) => {
+                got += 1;
+                last = Instant::now();
+                first.get_or_insert(last);
+            }
+            Err(_) => break,
+        }
+    }
+    sender.join().unwrap();
+    let secs = first.map_or(1.0, |f| last.duration_since(f).as_secs_f64().max(1e-9));
+    println!(
+        "raw UDP loopback: {got} of {count} datagrams of {size} B received, {:.0} datagrams/s",
+        got as f64 / secs
+    );
+    got as f64 / secs
+}
+
+/// Sends `msgs` to `to` in a closed loop (at most [`WINDOW`] unanswered), then waits until
+/// `stored()` reaches `expect` (or stops moving for 5 s). Returns (stored, seconds).
+fn drive(to: SocketAddr, msgs: Vec<Vec<u8>>, expect: u64, stored: impl Fn() -> u64) -> (u64, f64) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let answers = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (sock, answers, done) = (sock.try_clone().unwrap(), answers.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !done.load(Ordering::Relaxed) {
+                if sock.recv_from(&mut buf).is_ok() {
+                    answers.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    for (i, m) in msgs.iter().enumerate() {
+        let mut waited = Instant::now();
+        while i as u64 >= answers.load(Ordering::Relaxed) + WINDOW {
+            std::thread::yield_now();
+            if waited.elapsed() > Duration::from_secs(2) {
+                // An answer lost: move the window on rather than stall.
+                answers.fetch_add(1, Ordering::Relaxed);
+                waited = Instant::now();
+            }
+        }
+        sock.send_to(m, to).unwrap();
+    }
+    let (mut last_n, mut last_change) = (stored(), Instant::now());
+    let end = loop {
+        let n = stored();
+        if n >= expect {
+            break Instant::now();
+        }
+        if n != last_n {
+            (last_n, last_change) = (n, Instant::now());
+        } else if last_change.elapsed() > Duration::from_secs(5) {
+            break last_change;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    (stored(), end.duration_since(start).as_secs_f64())
+}
+
+struct Ingest {
+    addr: SocketAddr,
+    stats: Arc<IngestStats>,
+    shutdown: Arc<AtomicBool>,
+    db: PathBuf,
+}
+
+fn start_serve_ingest(dir: &Path) -> Ingest {
+    std::fs::create_dir_all(dir).unwrap();
+    let db = dir.join("qos.sqlite");
+    let sync = match std::env::var("QOS_BENCH_SYNC").as_deref() {
+        Ok("full") => Synchronous::Full,
+        _ => Synchronous::Normal,
+    };
+    let store = SqliteStore::open(&db, sync).expect("store");
+    let centre = Arc::new(Centre::new(ConfigStore::open(&db).expect("config store")));
+    let stats = Arc::new(IngestStats::new());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let coap = CoapConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        reliability: ReliabilityConfig::default(),
+        rate_limit: RateLimitConfig {
+            rate_per_s: 0,
+            ..RateLimitConfig::default()
+        },
+    };
+    let listener = start_ingest(
+        &coap,
+        Box::new(store),
+        stats.clone(),
+        centre,
+        shutdown.clone(),
+    )
+    .expect("ingest");
+    let addr = listener.local_addr().expect("bound");
+    std::mem::forget(listener);
+    Ingest {
+        addr,
+        stats,
+        shutdown,
+        db,
+    }
+}
+
+/// Bytes of the database per stored summary (after a checkpoint).
+fn bytes_per_summary(db: &Path, summaries: u64) -> f64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    let (pages, size): (i64, i64) = (
+        conn.query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap(),
+        conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap(),
+    );
+    (pages * size) as f64 / summaries.max(1) as f64
+}
+
+fn main() {
+    let base = std::env::temp_dir().join(format!("qos-bench-ingest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let pool = summaries(64);
+    let per = per_datagram(&pool);
+    let one = datagrams(1, 1, 1, &pool);
+    let size = one[0].len();
+    println!(
+        "one summary: {size} B per CoAP datagram; {per} summaries fit in one datagram ({} B)",
+        datagrams(1, 1, per, &pool)[0].len()
+    );
+
+    let raw = raw_udp(size, scaled(300_000));
+
+    // 2. one summary per datagram
+    let single_n = scaled(30_000);
+    let ingest = start_serve_ingest(&base.join("single"));
+    let msgs = datagrams(1, single_n, 1, &pool);
+    let st = ingest.stats.clone();
+    let (stored, secs) = drive(ingest.addr, msgs, single_n, || st.snapshot().stored);
+    let single = stored as f64 / secs;
+    println!(
+        "serve, 1 summary/datagram: {stored} of {single_n} stored in {secs:.2} s: {single:.0} datagrams/s = {single:.0} summaries/s ({:.0} % of raw; goal >= 50 %)",
+        100.0 * single / raw
+    );
+    let snap = ingest.stats.snapshot();
+    println!(
+        "  (datagrams seen {}, rejected {:?})",
+        snap.received.datagrams,
+        snap.rejected
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
+    );
+    let bps_single = bytes_per_summary(&ingest.db, stored);
+    ingest.shutdown.store(true, Ordering::Relaxed);
+
+    // 3. batched
+    let batched_n = scaled(4_000);
+    let ingest = start_serve_ingest(&base.join("batched"));
+    let msgs = datagrams(2, batched_n, per, &pool);
+    let st = ingest.stats.clone();
+    let want = batched_n * per as u64;
+    let (stored, secs) = drive(ingest.addr, msgs, want, || st.snapshot().stored);
+    let batched = stored as f64 / secs;
+    println!(
+        "serve, {per} summaries/datagram: {stored} of {want} stored in {secs:.2} s: {batched:.0} summaries/s ({:.0} datagrams/s, {:.0} % of raw datagrams/s; goal >= 100000 summaries/s)",
+        batched / per as f64,
+        100.0 * batched / per as f64 / raw
+    );
+    let bps_batched = bytes_per_summary(&ingest.db, stored);
+
+    // 4. through a broker, to the batched ingest (a fresh edge id)
+    let broker_n = scaled(2_000);
+    let section = BrokerSection {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: ingest.addr,
+        data_dir: base.join("broker"),
+        max_queue_bytes: 1 << 30,
+        rate_limit: RateLimitConfig {
+            rate_per_s: 0,
+            ..RateLimitConfig::default()
+        },
+        ..BrokerSection::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let broker = qos_aggregator::broker_run::run_broker(&section, stop.clone()).expect("broker");
+    let msgs = datagrams(3, broker_n, per, &pool);
+    let before = ingest.stats.snapshot().stored;
+    let st = ingest.stats.clone();
+    let want = broker_n * per as u64;
+    let (stored, secs) = drive(broker.local_addr(), msgs, before + want, || {
+        st.snapshot().stored
+    });
+    let via = (stored - before) as f64 / secs;
+    println!(
+        "through a broker, {per} summaries/datagram: {} of {want} stored in {secs:.2} s: {via:.0} summaries/s ({:.0} datagrams/s, {:.0} % of raw datagrams/s)",
+        stored - before,
+        via / per as f64,
+        100.0 * via / per as f64 / raw
+    );
+    let _ = broker.stop();
+    ingest.shutdown.store(true, Ordering::Relaxed);
+
+    println!(
+        "storage: {bps_single:.0} B per summary (1 per datagram), {bps_batched:.0} B per summary (batched, incl. the broker run)"
+    );
+    println!(
+        "ratios to raw UDP ({raw:.0} datagrams/s): single {:.2}, batched datagrams {:.2}, broker datagrams {:.2}",
+        single / raw,
+        batched / per as f64 / raw,
+        via / per as f64 / raw
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
