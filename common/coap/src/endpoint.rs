@@ -26,6 +26,10 @@ pub const CONTROL_QUEUE: usize = 8;
 pub struct ExchangeId(u32);
 
 impl ExchangeId {
+    pub(crate) const fn from_raw(raw: u32) -> Self {
+        ExchangeId(raw)
+    }
+
     /// The raw number (unique per endpoint until it wraps after 2^32 exchanges).
     pub const fn raw(self) -> u32 {
         self.0
@@ -51,6 +55,10 @@ pub enum Event {
     Reset(ExchangeId),
     /// A separate response ([`Endpoint::respond_separate`]) was acknowledged.
     Delivered(ExchangeId),
+    /// The connection that carried the exchange failed or was closed before the answer came
+    /// (stream transports only, [`crate::tcp`]): the request may or may not have been
+    /// processed; send it again on a new connection.
+    Aborted(ExchangeId),
 }
 
 /// Whether a request is confirmable.
@@ -105,6 +113,16 @@ pub struct RequestHandle<A> {
 }
 
 impl<A: Copy> RequestHandle<A> {
+    /// The handle of a request received over a stream (no message ID, nothing to acknowledge).
+    pub(crate) fn stream(peer: A, token: Token) -> Self {
+        RequestHandle {
+            peer,
+            mid: 0,
+            token,
+            confirmable: false,
+            deferred: false,
+        }
+    }
     /// The client.
     pub fn peer(&self) -> A {
         self.peer
@@ -259,10 +277,10 @@ impl From<SlotError> for RespondError {
 
 /// SplitMix64: small, fast, good enough for message IDs, tokens and jitter (not for secrets).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
