@@ -110,6 +110,8 @@ pub struct RequestHandle<A> {
     token: Token,
     confirmable: bool,
     deferred: bool,
+    /// Received over a stream (RFC 8323) rather than as a datagram.
+    stream: bool,
 }
 
 impl<A: Copy> RequestHandle<A> {
@@ -121,7 +123,13 @@ impl<A: Copy> RequestHandle<A> {
             token,
             confirmable: false,
             deferred: false,
+            stream: true,
         }
+    }
+
+    /// Whether the request came over a stream (CoAP over TCP or TLS) rather than a datagram.
+    pub fn is_stream(&self) -> bool {
+        self.stream
     }
     /// The client.
     pub fn peer(&self) -> A {
@@ -985,6 +993,7 @@ impl<
             token: Token::from_slice(msg.token()).unwrap_or_default(),
             confirmable: con,
             deferred: false,
+            stream: false,
         }
     }
 

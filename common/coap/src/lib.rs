@@ -11,6 +11,8 @@
 //!   Release, Abort) and a stream endpoint with the same interface as [`Endpoint`]. The frame
 //!   codec itself ([`MessageWriter::new_frame`], [`Message::parse_frame`], [`msg::frame_len`])
 //!   is always built: it shares the option and payload code of datagrams.
+//! - `link` (feature `tcp`): [`Link`](crate::link::Link), datagram and stream endpoints behind
+//!   one interface, so applications are transport-neutral.
 //! - [`endpoint`]: the state machine: confirmable and non-confirmable requests, piggybacked
 //!   and separate responses, retransmission with exponential back-off, NSTART, tokens,
 //!   deduplication with a response cache, pings and resets.
@@ -83,6 +85,8 @@ pub mod error;
 pub mod msg;
 pub mod option;
 #[cfg(feature = "tcp")]
+pub mod link;
+#[cfg(feature = "tcp")]
 pub mod tcp;
 
 pub use config::Config;
@@ -92,5 +96,7 @@ pub use endpoint::{
 pub use error::{ConfigError, ParseError, RequestError, RespondError, WriteError};
 pub use msg::{Code, Message, MessageType, MessageWriter, Options, Token};
 pub use option::content_format;
+#[cfg(feature = "tcp")]
+pub use link::{Link, Transport};
 #[cfg(feature = "tcp")]
 pub use tcp::{StreamConfig, StreamEndpoint};

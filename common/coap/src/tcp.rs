@@ -54,6 +54,9 @@ pub const OPT_BAD_CSM_OPTION: u16 = 2;
 /// The Max-Message-Size assumed until the peer's CSM says otherwise (RFC 8323 §5.3.1).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1152;
 
+/// The bit set in every [`ExchangeId`] of a [`StreamEndpoint`].
+pub(crate) const STREAM_ID_BIT: u32 = 1 << 31;
+
 /// Settings of a [`StreamEndpoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -273,9 +276,11 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
         Token::from_slice(bytes.get(..n).unwrap_or(&[])).unwrap_or_default()
     }
 
+    /// Stream exchange IDs have the top bit set, so that they never equal a datagram
+    /// endpoint's (see [`crate::link::Link`]).
     fn next_exchange(&mut self) -> ExchangeId {
-        let id = ExchangeId::from_raw(self.next_id);
-        self.next_id = self.next_id.wrapping_add(1);
+        let id = ExchangeId::from_raw(STREAM_ID_BIT | self.next_id);
+        self.next_id = self.next_id.wrapping_add(1) & !STREAM_ID_BIT;
         id
     }
 
