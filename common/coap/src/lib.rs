@@ -82,10 +82,10 @@ extern crate std;
 pub mod config;
 pub mod endpoint;
 pub mod error;
-pub mod msg;
-pub mod option;
 #[cfg(feature = "tcp")]
 pub mod link;
+pub mod msg;
+pub mod option;
 #[cfg(feature = "tcp")]
 pub mod tcp;
 
@@ -94,9 +94,9 @@ pub use endpoint::{
     Endpoint, Event, ExchangeId, Incoming, Reliability, Request, RequestHandle, Stats,
 };
 pub use error::{ConfigError, ParseError, RequestError, RespondError, WriteError};
-pub use msg::{Code, Message, MessageType, MessageWriter, Options, Token};
-pub use option::content_format;
 #[cfg(feature = "tcp")]
 pub use link::{Link, Transport};
+pub use msg::{Code, Message, MessageType, MessageWriter, Options, Token};
+pub use option::content_format;
 #[cfg(feature = "tcp")]
 pub use tcp::{StreamConfig, StreamEndpoint};

@@ -89,8 +89,14 @@ fn is_stream_id(id: ExchangeId) -> bool {
     id.raw() & STREAM_ID_BIT != 0
 }
 
-impl<A: Copy + Eq, const E: usize, const D: usize, const M: usize, const R: usize, const P: usize>
-    Link<A, E, D, M, R, P>
+impl<
+        A: Copy + Eq,
+        const E: usize,
+        const D: usize,
+        const M: usize,
+        const R: usize,
+        const P: usize,
+    > Link<A, E, D, M, R, P>
 {
     /// Datagrams by default; the stream endpoint uses [`stream_config`] of `config`.
     pub fn new(config: Config, seed: u64) -> Result<Self, ConfigError> {
@@ -314,10 +320,14 @@ mod tests {
         client.connected(0, 2);
         server.connected(0, 1);
         let s = client
-            .request(0, 2, Reliability::Confirmable, Code::GET, |w| w.uri_path("a"))
+            .request(0, 2, Reliability::Confirmable, Code::GET, |w| {
+                w.uri_path("a")
+            })
             .unwrap();
         let d = client
-            .request(0, 3, Reliability::Confirmable, Code::GET, |w| w.uri_path("b"))
+            .request(0, 3, Reliability::Confirmable, Code::GET, |w| {
+                w.uri_path("b")
+            })
             .unwrap();
         assert_ne!(s, d);
         let mut out = std::vec::Vec::new();
@@ -325,7 +335,9 @@ mod tests {
             out.push((to, via, buf[..n].to_vec()));
         }
         assert_eq!(out.len(), 3, "CSM, the stream request, the datagram");
-        assert!(out.iter().any(|(to, via, _)| *to == 3 && *via == Transport::Datagram));
+        assert!(out
+            .iter()
+            .any(|(to, via, _)| *to == 3 && *via == Transport::Datagram));
         for (_, _, frame) in out.iter().filter(|(to, _, _)| *to == 2) {
             if let Some(Incoming::Request(r)) = server.handle_datagram(0, 1, frame) {
                 assert!(r.handle.is_stream());

@@ -362,7 +362,9 @@ fn frame_head(buf: &[u8]) -> Result<Option<FrameHead>, ParseError> {
     let body = match b0 >> 4 {
         13 => ext_value + 13,
         14 => ext_value + 269,
-        15 => ext_value.checked_add(65805).ok_or(ParseError::FrameLength)?,
+        15 => ext_value
+            .checked_add(65805)
+            .ok_or(ParseError::FrameLength)?,
         n => usize::from(n),
     };
     Ok(Some(FrameHead {
@@ -867,8 +869,7 @@ impl<'b> MessageWriter<'b> {
         let token_at = 1 + ext.len() + 1;
         let code = self.buf.get(self.code_at).copied().unwrap_or(0);
         // The head shrinks from its reserved room: move token and body down.
-        self.buf
-            .copy_within(FRAME_HEAD_ROOM..self.len, token_at);
+        self.buf.copy_within(FRAME_HEAD_ROOM..self.len, token_at);
         if let Some(b) = self.buf.get_mut(0) {
             *b = (nibble << 4) | tkl as u8;
         }

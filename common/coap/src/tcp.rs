@@ -346,10 +346,7 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
     /// Whether request `exchange` went out on a live connection and its answer is awaited.
     pub fn awaiting_separate(&self, exchange: ExchangeId) -> bool {
         self.slots.iter().any(|s| {
-            s.id == exchange
-                && s.kind == SlotKind::Request
-                && s.finished.is_none()
-                && !s.tx_pending
+            s.id == exchange && s.kind == SlotKind::Request && s.finished.is_none() && !s.tx_pending
         })
     }
 
@@ -381,7 +378,11 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
 
     /// Nothing to do over a stream (there is no empty ACK): always
     /// [`RespondError::NotConfirmable`], as stream requests are not confirmable.
-    pub fn defer(&mut self, _now: u64, _request: &mut RequestHandle<A>) -> Result<(), RespondError> {
+    pub fn defer(
+        &mut self,
+        _now: u64,
+        _request: &mut RequestHandle<A>,
+    ) -> Result<(), RespondError> {
         Err(RespondError::NotConfirmable)
     }
 
@@ -584,10 +585,14 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
             return Some(self.last_now);
         }
         let ka = self.config.keepalive_ms;
-        let keepalive = self.conns.iter().filter(|_| ka > 0).map(|c| match c.ping_at {
-            Some(at) => at.saturating_add(ka),
-            None => c.last_rx.saturating_add(ka),
-        });
+        let keepalive = self
+            .conns
+            .iter()
+            .filter(|_| ka > 0)
+            .map(|c| match c.ping_at {
+                Some(at) => at.saturating_add(ka),
+                None => c.last_rx.saturating_add(ka),
+            });
         self.slots
             .iter()
             .filter(|s| s.kind == SlotKind::Request)

@@ -128,12 +128,16 @@ fn lost_connection_aborts_sent_requests_and_keeps_unsent_ones() {
     c.connected(0, 2);
     s.connected(0, 1);
     let sent = c
-        .request(0, 2, Reliability::Confirmable, Code::POST, |w| w.payload(b"a"))
+        .request(0, 2, Reliability::Confirmable, Code::POST, |w| {
+            w.payload(b"a")
+        })
         .unwrap();
     pump(0, &mut c, &mut s, 1);
     c.disconnected(1, 2);
     let unsent = c
-        .request(1, 2, Reliability::Confirmable, Code::POST, |w| w.payload(b"b"))
+        .request(1, 2, Reliability::Confirmable, Code::POST, |w| {
+            w.payload(b"b")
+        })
         .unwrap();
     assert_eq!(c.poll_event(), Some(Event::Aborted(sent)));
     let mut buf = [0u8; 64];
@@ -158,7 +162,9 @@ fn request_timeout_and_release() {
     s.connected(0, 1);
     pump(0, &mut s, &mut c, 2);
     let id = c
-        .request(0, 2, Reliability::Confirmable, Code::GET, |w| w.uri_path("x"))
+        .request(0, 2, Reliability::Confirmable, Code::GET, |w| {
+            w.uri_path("x")
+        })
         .unwrap();
     let mut buf = [0u8; 64];
     while c.poll_transmit(0, &mut buf).is_some() {}
