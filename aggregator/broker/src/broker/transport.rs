@@ -53,6 +53,11 @@ impl<A: Copy + Eq> Broker<A> {
         Ok(broker)
     }
 
+    /// The upstream's address.
+    pub fn upstream_address(&self) -> A {
+        self.upstream
+    }
+
     /// The upstream's transport for requests.
     pub fn upstream_transport(&self) -> Transport {
         self.up.default_transport()
