@@ -301,7 +301,7 @@ impl Serve {
         for _ in 0..5 {
             let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
             let coap = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-            match Serve::try_start(dir, http, coap) {
+            match Serve::try_start(dir, http, coap, "") {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -312,9 +312,14 @@ impl Serve {
     /// Starts `serve` on the given addresses (e.g. again after a kill), retrying for a while if
     /// a port is still held.
     pub fn start_at(dir: &Path, http: SocketAddr, coap: SocketAddr) -> Serve {
+        Serve::start_at_with(dir, http, coap, "")
+    }
+
+    /// [`Serve::start_at`] with more sections (e.g. `[coap_tls]`) appended to the file.
+    pub fn start_at_with(dir: &Path, http: SocketAddr, coap: SocketAddr, extra: &str) -> Serve {
         let mut last = String::new();
         for _ in 0..10 {
-            match Serve::try_start(dir, http, coap) {
+            match Serve::try_start(dir, http, coap, extra) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -323,14 +328,19 @@ impl Serve {
         panic!("serve did not start on {http} / {coap}: {last}");
     }
 
-    fn try_start(dir: &Path, http: SocketAddr, coap: SocketAddr) -> Result<Serve, String> {
+    fn try_start(
+        dir: &Path,
+        http: SocketAddr,
+        coap: SocketAddr,
+        extra: &str,
+    ) -> Result<Serve, String> {
         let data_dir = dir.join("data");
         let config = dir.join("serve.toml");
         std::fs::write(
             &config,
             format!(
                 "[http]\nlisten = \"{http}\"\n\n[coap]\nlisten = \"{coap}\"\n\n\
-                 [store]\ndata_dir = {:?}\n",
+                 [store]\ndata_dir = {:?}\n\n{extra}\n",
                 data_dir.display().to_string()
             ),
         )
@@ -575,4 +585,5 @@ pub fn start_broker(
 }
 
 pub mod fake_edge;
+pub mod tls;
 pub use fake_edge::{Answer, FakeEdge};

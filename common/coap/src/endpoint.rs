@@ -26,6 +26,7 @@ pub const CONTROL_QUEUE: usize = 8;
 pub struct ExchangeId(u32);
 
 impl ExchangeId {
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) const fn from_raw(raw: u32) -> Self {
         ExchangeId(raw)
     }
@@ -116,6 +117,7 @@ pub struct RequestHandle<A> {
 
 impl<A: Copy> RequestHandle<A> {
     /// The handle of a request received over a stream (no message ID, nothing to acknowledge).
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
     pub(crate) fn stream(peer: A, token: Token) -> Self {
         RequestHandle {
             peer,
