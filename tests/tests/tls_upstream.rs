@@ -177,3 +177,51 @@ fn a_site_broker_reaches_serve_through_a_region_broker_over_tls() {
     let row = serve.edge_row(51).unwrap();
     assert_eq!(row["gaps"], 0, "{row}");
 }
+
+/// An implementation not written here, aiocoap, speaks CoAP over TCP (RFC 8323) with `serve`:
+/// CSM exchange, a request matched by token, Release.
+#[test]
+fn aiocoap_speaks_coap_over_tcp_with_serve() {
+    use std::process::Command;
+    let found = Command::new("aiocoap-client").arg("--help").output();
+    if found.is_err() {
+        if std::env::var_os("QOS_SKIP_EXTERNAL").is_some_and(|v| v == "1") {
+            eprintln!("aiocoap-client missing; skipped because QOS_SKIP_EXTERNAL=1");
+            return;
+        }
+        panic!(
+            "aiocoap-client (Python package aiocoap) is not installed: pip install aiocoap, \
+             or set QOS_SKIP_EXTERNAL=1 to skip this check"
+        );
+    }
+    let dir = fresh_dir(&base(), "aiocoap");
+    let tcp = local(free_tcp_port());
+    let serve = Serve::start_at_with(
+        &dir,
+        local(free_tcp_port()),
+        local(free_udp_port()),
+        &format!("[coap_tcp]\nlisten = \"{tcp}\"\n"),
+    );
+    let run = |uri: String| {
+        let out = Command::new("aiocoap-client")
+            .arg(&uri)
+            .output()
+            .expect("run aiocoap-client");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run(format!("coap+tcp://{tcp}/.well-known/core"));
+    assert!(ok && text.contains("</u>;rt=\"qos.uplink\""), "{text}");
+    let (_, text) = run(format!("coap+tcp://{tcp}/c?id=5"));
+    assert!(text.contains("4.04"), "{text}");
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    assert!(
+        log.contains("plain CoAP over TCP: no authentication"),
+        "warned"
+    );
+    drop(serve);
+}
