@@ -124,6 +124,9 @@ struct Conn<A> {
     last_rx: u64,
     /// A keep-alive ping went out at this time and nothing came back since.
     ping_at: Option<u64>,
+    /// Failed or released: waiting for the driver to close it; nothing more is sent on it
+    /// (but an Abort) and nothing more is taken from it.
+    closing: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +203,11 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
         self.conns.iter().any(|c| c.peer == peer)
     }
 
+    /// A connection to `peer` is up and not closing.
+    fn open(&self, peer: A) -> bool {
+        self.conns.iter().any(|c| c.peer == peer && !c.closing)
+    }
+
     /// The peer's Max-Message-Size, once its CSM arrived.
     pub fn peer_max_message_size(&self, peer: A) -> Option<usize> {
         self.conns
@@ -223,6 +231,7 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
                 peer_max: None,
                 last_rx: now,
                 ping_at: None,
+                closing: false,
             })
             .is_ok()
     }
@@ -255,6 +264,13 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
     }
 
     fn fail_connection(&mut self, peer: A, abort: bool, bad_option: Option<u16>) {
+        let Some(conn) = self.conns.iter_mut().find(|c| c.peer == peer) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        conn.closing = true;
         if abort {
             self.control.retain(|c| match c {
                 Control::Pong { to, .. } | Control::Ping { to, .. } => *to != peer,
@@ -429,7 +445,7 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
     ) -> Option<Incoming<'a, A>> {
         self.stats.rx = self.stats.rx.wrapping_add(1);
         self.handle_timeout(now);
-        let Some(ci) = self.conns.iter().position(|c| c.peer == from) else {
+        let Some(ci) = self.conns.iter().position(|c| c.peer == from && !c.closing) else {
             self.stats.unexpected = self.stats.unexpected.wrapping_add(1);
             return None;
         };
@@ -551,6 +567,9 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
             let Some(c) = self.conns.get(i).copied() else {
                 break;
             };
+            if c.closing {
+                continue;
+            }
             match c.ping_at {
                 Some(at) if now >= at.saturating_add(ka) => {
                     self.fail_connection(c.peer, true, None);
@@ -580,7 +599,7 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
             || self
                 .slots
                 .iter()
-                .any(|s| s.finished.is_some() || (s.tx_pending && self.is_connected(s.peer)));
+                .any(|s| s.finished.is_some() || (s.tx_pending && self.open(s.peer)));
         if ready {
             return Some(self.last_now);
         }
@@ -640,6 +659,7 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
                 && conns.iter().any(|c| {
                     c.peer == s.peer
                         && c.csm_sent
+                        && !c.closing
                         && s.len <= c.peer_max.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE)
                 })
         })?;

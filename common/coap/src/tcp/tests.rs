@@ -123,6 +123,35 @@ fn ping_is_answered_and_keepalive_detects_a_dead_peer() {
 }
 
 #[test]
+fn a_failed_connection_sends_one_abort_and_nothing_more() {
+    let (mut c, _) = pair();
+    c.connected(0, 2);
+    let mut buf = [0u8; 64];
+    while c.poll_transmit(0, &mut buf).is_some() {}
+    let ka = c.config().keepalive_ms;
+    c.request(ka, 2, Reliability::Confirmable, Code::GET, |w| {
+        w.uri_path("x")
+    })
+    .unwrap();
+    // Ping (and the request), then no answer: failed.
+    let mut codes = std::vec::Vec::new();
+    for now in [ka, 2 * ka, 3 * ka, 4 * ka] {
+        while let Some((_, n)) = c.poll_transmit(now, &mut buf) {
+            codes.push(Message::parse_frame(&buf[..n]).unwrap().code());
+            assert!(codes.len() < 10, "bounded: {codes:?}");
+        }
+    }
+    assert_eq!(codes, [PING, Code::GET, ABORT]);
+    assert_eq!(c.poll_disconnect(), Some(2));
+    assert_eq!(c.poll_disconnect(), None);
+    // Frames still arriving on it are not taken.
+    let mut w = MessageWriter::new_frame(&mut buf, Code::CONTENT, &[]).unwrap();
+    w.payload(b"late").unwrap();
+    let n = w.finish();
+    assert!(c.handle_datagram(4 * ka, 2, &buf[..n]).is_none());
+}
+
+#[test]
 fn lost_connection_aborts_sent_requests_and_keeps_unsent_ones() {
     let (mut c, mut s) = pair();
     c.connected(0, 2);
