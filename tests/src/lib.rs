@@ -318,9 +318,14 @@ impl Serve {
     /// Starts `serve` on the given addresses (e.g. again after a kill), retrying for a while if
     /// a port is still held.
     pub fn start_at(dir: &Path, http: SocketAddr, coap: SocketAddr) -> Serve {
+        Serve::start_at_with(dir, http, coap, "")
+    }
+
+    /// [`Serve::start_at`] with more sections (e.g. `[coap_tls]`) appended to the file.
+    pub fn start_at_with(dir: &Path, http: SocketAddr, coap: SocketAddr, extra: &str) -> Serve {
         let mut last = String::new();
         for _ in 0..10 {
-            match Serve::try_start(dir, http, coap, "") {
+            match Serve::try_start(dir, http, coap, extra) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -597,4 +602,5 @@ pub fn start_broker(
 }
 
 pub mod fake_edge;
+pub mod tls;
 pub use fake_edge::{Answer, FakeEdge};

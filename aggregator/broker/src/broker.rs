@@ -49,9 +49,8 @@
 //! upstream's NSTART with the batches and go first (they are small and someone waits for them).
 
 use qos_coap::{
-    content_format, option, Code, Config as CoapConfig, ConfigError, Endpoint, Event, ExchangeId,
-    Incoming, Message, MessageWriter, Reliability, Request, RequestError, RequestHandle,
-    WriteError,
+    content_format, option, Code, Config as CoapConfig, ConfigError, Event, ExchangeId, Incoming,
+    Link, Message, MessageWriter, Reliability, Request, RequestError, RequestHandle, WriteError,
 };
 use qos_wire::ids::EdgeId;
 use qos_wire::registration::{CONFIG_PATH, DIRECTORY_PATH, PROBE_PATH, RESULTS_PATH};
@@ -70,11 +69,14 @@ pub const WELL_KNOWN_CORE: &str =
 /// The resources served to the upstream, in link format.
 pub const UPSTREAM_LINKS: &str = "</p>;rt=\"qos.probe\";ct=60,</r>;rt=\"qos.results\";ct=60";
 
-/// Endpoint towards the edges: 64 exchanges, 1024 deduplication entries.
-pub type DownstreamEndpoint<A> = Endpoint<A, 64, 1024, MAX_MESSAGE, 64>;
+/// Endpoint towards the edges (and child brokers): 64 exchanges, 1024 deduplication entries,
+/// 64 stream connections (see [`transport`]).
+pub type DownstreamEndpoint<A> = Link<A, 64, 1024, MAX_MESSAGE, 64, 64>;
 /// Endpoint towards the upstream: one batch in flight, relayed `/c` requests, and separate
-/// responses to the upstream's `/p` and `/r`.
-pub type UpstreamEndpoint<A> = Endpoint<A, 32, 64, MAX_MESSAGE, 64>;
+/// responses to the upstream's `/p` and `/r`; over datagrams or one stream connection.
+pub type UpstreamEndpoint<A> = Link<A, 32, 64, MAX_MESSAGE, 64, 1>;
+
+pub mod transport;
 
 /// Settings of a [`Broker`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -824,14 +826,14 @@ impl<A: Copy + Eq> Broker<A> {
     pub fn poll(&mut self, now: u64) {
         self.down.handle_timeout(now);
         while let Some(ev) = self.down.poll_event() {
-            if let Event::Timeout(id) | Event::Reset(id) = ev {
+            if let Event::Timeout(id) | Event::Reset(id) | Event::Aborted(id) = ev {
                 self.edge_failed(now, id);
             }
         }
         self.up.handle_timeout(now);
         while let Some(ev) = self.up.poll_event() {
             let failed = match ev {
-                Event::Timeout(id) | Event::Reset(id) => id,
+                Event::Timeout(id) | Event::Reset(id) | Event::Aborted(id) => id,
                 _ => continue,
             };
             if matches!(self.in_flight, Some((id, _)) if id == failed) {

@@ -41,4 +41,6 @@ pub use sqlite_queue::SqliteQueue;
 #[cfg(test)]
 mod relay_tests;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod tests;

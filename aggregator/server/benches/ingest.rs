@@ -316,7 +316,11 @@ fn main() {
         ..BrokerSection::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let broker = qos_aggregator::broker_run::run_broker(&section, stop.clone()).expect("broker");
+    let file = qos_aggregator::broker_config::BrokerFile {
+        broker: section,
+        ..Default::default()
+    };
+    let broker = qos_aggregator::broker_run::run_broker(&file, stop.clone()).expect("broker");
     let msgs = datagrams(3, broker_n, per, &pool);
     let before = ingest.stats.snapshot().stored;
     let st = ingest.stats.clone();

@@ -24,6 +24,22 @@
 //! rate_per_s = 2000
 //! burst = 4000
 //! max_sources = 65536
+//!
+//! # optional: the upstream over TLS (or "tcp" on loopback; default "udp")
+//! # [upstream]
+//! # transport = "tls"
+//! # address = "192.0.2.10:5684"
+//! # ca_file = "ca.pem"
+//! # cert_file = "broker.pem"
+//! # key_file = "broker.key"
+//! # server_name = "centre.example"
+//!
+//! # optional: accept child brokers over TLS (a region broker)
+//! # [downstream_tls]
+//! # listen = "0.0.0.0:5685"
+//! # cert_file = "region.pem"
+//! # key_file = "region.key"
+//! # client_ca_file = "brokers-ca.pem"
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -32,6 +48,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_toml, read_file, ConfigError, RateLimitConfig, ReliabilityConfig};
+use crate::stream_config::{TcpListen, TlsListen, UpstreamSection};
 
 /// The name of the queue's SQLite file inside [`BrokerSection::data_dir`].
 pub const QUEUE_FILE: &str = "queue.sqlite";
@@ -42,6 +59,15 @@ pub const QUEUE_FILE: &str = "queue.sqlite";
 pub struct BrokerFile {
     /// `[broker]`.
     pub broker: BrokerSection,
+    /// `[upstream]`: the transport to the upstream (UDP by default, or TCP/TLS, see
+    /// [`crate::stream_config`]).
+    pub upstream: UpstreamSection,
+    /// `[downstream_tls]`: also accept CoAP over TLS from child brokers (a region broker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downstream_tls: Option<TlsListen>,
+    /// `[downstream_tcp]`: also accept plain CoAP over TCP, loopback only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downstream_tcp: Option<TcpListen>,
 }
 
 /// `[broker]`: a stand-alone store-and-forward broker.
@@ -117,6 +143,11 @@ impl BrokerSection {
 }
 
 impl BrokerFile {
+    /// The upstream's address: `upstream.address`, else `broker.upstream`.
+    pub fn upstream_address(&self) -> SocketAddr {
+        self.upstream.address.unwrap_or(self.broker.upstream)
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<BrokerFile, ConfigError> {
         BrokerFile::parse(&read_file(path)?, path)
@@ -138,6 +169,10 @@ impl BrokerFile {
             reason,
         };
         let b = &self.broker;
+        self.upstream.validate(origin, b.upstream)?;
+        if let Some(t) = &self.downstream_tcp {
+            t.validate(origin, "downstream_tcp.listen")?;
+        }
         if b.data_dir.as_os_str().is_empty() {
             return Err(invalid(
                 "broker.data_dir",

@@ -1,10 +1,17 @@
-//! `qos-aggregator broker`: the UDP driver around the sans-IO [`qos_broker::Broker`].
+//! `qos-aggregator broker`: the UDP, TCP and TLS driver around the sans-IO
+//! [`qos_broker::Broker`].
 //!
 //! Two sockets: the downstream one bound to `broker.listen` (edges), the upstream one bound to
 //! an ephemeral port of the upstream's address family. A reader thread per socket hands
 //! datagrams over a channel to the broker thread, which waits on that channel until the broker's
 //! next deadline (at most 100 ms, so it notices the shutdown flag), and sends what the broker
-//! has to send. The queue is `broker.data_dir/queue.sqlite` ([`qos_broker::SqliteQueue`]);
+//! has to send.
+//!
+//! With `[upstream] transport = "tcp"` or `"tls"` there is no upstream socket: a connector
+//! thread ([`crate::stream_io::connect_loop`]) keeps one connection up, reconnecting with
+//! back-off, and hands frames and connection events over the same channel. With
+//! `[downstream_tls]` (or `[downstream_tcp]`) child brokers connect too; their frames reach the
+//! same broker state as the edges' datagrams, and answers go back on their connection. The queue is `broker.data_dir/queue.sqlite` ([`qos_broker::SqliteQueue`]);
 //! batches left there by an earlier run (or a kill) are forwarded first.
 //!
 //! Every 5 s, when something changed, the broker logs one line of counters (`received`,
@@ -18,10 +25,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use qos_broker::{Broker, BrokerConfig, QueueError, SqliteQueue, MAX_MESSAGE};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 
-use crate::broker_config::BrokerSection;
+use qos_broker::{Broker, BrokerConfig, QueueError, SqliteQueue, MAX_MESSAGE};
+use qos_coap::Transport;
+
+use crate::broker_config::BrokerFile;
 use crate::coap::coap_config;
+use crate::stream_io::{self, Accept, Report, StreamEvent};
 
 /// Longest wait before looking at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -66,6 +78,9 @@ pub enum BrokerRunError {
     /// The broker thread panicked.
     #[error("the broker thread stopped unexpectedly")]
     Died,
+    /// A TLS file could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running broker.
@@ -74,12 +89,24 @@ pub struct BrokerHandle {
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     listen: SocketAddr,
+    stream_listen: Vec<SocketAddr>,
+    refused: Arc<AtomicU64>,
 }
 
 impl BrokerHandle {
     /// The address edges send to.
     pub fn local_addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// The TLS (then TCP) listeners' addresses for child brokers, if configured.
+    pub fn stream_addrs(&self) -> &[SocketAddr] {
+        &self.stream_listen
+    }
+
+    /// TLS clients refused in the handshake.
+    pub fn tls_refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Blocks until the shutdown flag is set (or a thread dies), then joins.
@@ -120,15 +147,29 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<UdpSocket, BrokerRunErro
     UdpSocket::bind(addr).map_err(|source| BrokerRunError::Bind { what, addr, source })
 }
 
-/// Opens the queue, binds both sockets and starts the threads; returns once listening.
+/// Opens the queue, binds the sockets and listeners, starts the threads; returns once
+/// listening.
 pub fn run_broker(
-    config: &BrokerSection,
+    file: &BrokerFile,
     shutdown: Arc<AtomicBool>,
 ) -> Result<BrokerHandle, BrokerRunError> {
+    let config = &file.broker;
+    let upstream_addr = file.upstream_address();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerRunError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
+    let connect = file.upstream.connect()?;
+    let accepts: Vec<(&'static str, SocketAddr, Accept)> = file
+        .downstream_tls
+        .iter()
+        .map(|t| Ok(("broker-tls", t.listen, t.accept()?)))
+        .chain(
+            file.downstream_tcp
+                .iter()
+                .map(|t| Ok(("broker-tcp", t.listen, Accept::Plain))),
+        )
+        .collect::<Result<_, crate::tls::TlsError>>()?;
     let queue = SqliteQueue::open(&config.queue_path(), config.max_queue_bytes)?;
     let restored = qos_broker::Queue::stats(&queue);
     let down = bind("downstream", config.listen)?;
@@ -137,17 +178,24 @@ pub fn run_broker(
         addr: config.listen,
         source,
     })?;
-    let any: SocketAddr = match config.upstream {
+    let any: SocketAddr = match upstream_addr {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let up = bind("upstream", any)?;
+    let up = match connect {
+        None => Some(bind("upstream", any)?),
+        Some(_) => None,
+    };
     let coap = coap_config(&config.reliability);
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
-    let broker = Broker::new(
+    let transport = match connect {
+        None => Transport::Datagram,
+        Some(_) => Transport::Stream,
+    };
+    let broker = Broker::with_upstream_transport(
         BrokerConfig {
             downstream: coap,
             upstream: coap,
@@ -156,7 +204,9 @@ pub fn run_broker(
             report_interval_ms: config.report_interval_ms,
             ..BrokerConfig::default()
         },
-        config.upstream,
+        transport,
+        qos_coap::link::stream_config(&coap),
+        upstream_addr,
         Box::new(queue),
         seed,
     )
@@ -171,7 +221,8 @@ pub fn run_broker(
     qos_host::signal::on_usr1(drain.clone());
     tracing::info!(
         listen = %listen,
-        upstream = %config.upstream,
+        upstream = %upstream_addr,
+        transport = ?file.upstream.transport,
         queue = %config.queue_path().display(),
         queued = restored.len,
         queued_bytes = restored.bytes,
@@ -187,11 +238,12 @@ pub fn run_broker(
         })
     };
     let mut threads = Vec::new();
-    for (name, side, socket) in [
-        ("broker-rx-down", Side::Down, clone(&down, "downstream")?),
-        ("broker-rx-up", Side::Up, clone(&up, "upstream")?),
-    ] {
-        let tx: Sender<Datagram> = tx.clone();
+    let mut readers = vec![("broker-rx-down", Side::Down, clone(&down, "downstream")?)];
+    if let Some(up) = &up {
+        readers.push(("broker-rx-up", Side::Up, clone(up, "upstream")?));
+    }
+    for (name, side, socket) in readers {
+        let tx: Sender<Input> = tx.clone();
         let flag = shutdown.clone();
         threads.push(
             std::thread::Builder::new()
@@ -199,6 +251,47 @@ pub fn run_broker(
                 .spawn(move || reader(socket, side, tx, &flag))
                 .map_err(|source| BrokerRunError::Spawn { name, source })?,
         );
+    }
+    if let Some(connect) = connect {
+        let (tx, flag) = (tx.clone(), shutdown.clone());
+        let wrap: Report<Input> = Arc::new(|ev| Some(Input::Stream(Side::Up, ev)));
+        threads.push(
+            std::thread::Builder::new()
+                .name("broker-up-conn".into())
+                .spawn(move || {
+                    stream_io::connect_loop(upstream_addr, connect, MAX_MESSAGE, tx, wrap, flag)
+                })
+                .map_err(|source| BrokerRunError::Spawn {
+                    name: "broker-up-conn",
+                    source,
+                })?,
+        );
+    }
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut stream_listen = Vec::new();
+    for (name, addr, accept) in accepts {
+        if matches!(accept, Accept::Plain) {
+            tracing::warn!(listen = %addr, "plain CoAP over TCP for child brokers: no authentication (loopback only)");
+        }
+        let wrap: Report<Input> = Arc::new(|ev| Some(Input::Stream(Side::Down, ev)));
+        let (local, thread) = stream_io::listen(
+            name,
+            addr,
+            accept,
+            MAX_MESSAGE,
+            tx.clone(),
+            wrap,
+            refused.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|source| BrokerRunError::Bind {
+            what: "child-broker",
+            addr,
+            source,
+        })?;
+        tracing::info!(listen = %local, listener = name, "accepting child brokers");
+        stream_listen.push(local);
+        threads.push(thread);
     }
     drop(tx);
     let flag = shutdown.clone();
@@ -215,6 +308,8 @@ pub fn run_broker(
         shutdown,
         threads,
         listen,
+        stream_listen,
+        refused,
     })
 }
 
@@ -224,9 +319,13 @@ enum Side {
     Up,
 }
 
-type Datagram = (Side, SocketAddr, Vec<u8>);
+/// What the broker thread waits for.
+enum Input {
+    Datagram(Side, SocketAddr, Vec<u8>),
+    Stream(Side, StreamEvent),
+}
 
-fn reader(socket: UdpSocket, side: Side, tx: Sender<Datagram>, shutdown: &AtomicBool) {
+fn reader(socket: UdpSocket, side: Side, tx: Sender<Input>, shutdown: &AtomicBool) {
     if let Err(e) = socket.set_read_timeout(Some(SHUTDOWN_POLL)) {
         tracing::error!(error = %e, "broker socket: cannot set timeout");
         shutdown.store(true, Ordering::SeqCst);
@@ -237,7 +336,10 @@ fn reader(socket: UdpSocket, side: Side, tx: Sender<Datagram>, shutdown: &Atomic
     while !shutdown.load(Ordering::Relaxed) {
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
-                if tx.send((side, from, buf[..n].to_vec())).is_err() {
+                if tx
+                    .send(Input::Datagram(side, from, buf[..n].to_vec()))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -255,8 +357,8 @@ fn reader(socket: UdpSocket, side: Side, tx: Sender<Datagram>, shutdown: &Atomic
 fn broker_loop(
     mut broker: Broker<SocketAddr>,
     down: UdpSocket,
-    up: UdpSocket,
-    rx: Receiver<Datagram>,
+    up: Option<UdpSocket>,
+    rx: Receiver<Input>,
     shutdown: &AtomicBool,
     drain: &AtomicBool,
 ) {
@@ -271,6 +373,9 @@ fn broker_loop(
     let mut tx = vec![0u8; MAX_MESSAGE];
     let mut last_report = Instant::now();
     let mut reported = None;
+    // The upstream connection (stream transports) and the child brokers' connections.
+    let mut up_conn: Option<Sender<Vec<u8>>> = None;
+    let mut down_conns: HashMap<SocketAddr, Sender<Vec<u8>>> = HashMap::new();
     broker.poll(mono());
     while !shutdown.load(Ordering::Relaxed) {
         let now = mono();
@@ -288,24 +393,82 @@ fn broker_loop(
             broker.set_draining(true);
             tracing::warn!("broker draining (SIGUSR1): edges are sent to its peers");
         }
-        while let Some((side, from, bytes)) = next.take() {
+        while let Some(input) = next.take() {
             let now = mono();
-            match side {
-                Side::Down => broker.handle_downstream(now, unix_ms(), from, &bytes),
-                Side::Up => broker.handle_upstream(now, from, &bytes),
+            match input {
+                Input::Datagram(Side::Down, from, bytes) => {
+                    if down_conns.contains_key(&from) {
+                        // Same address as a child broker's TCP connection: not ours to mix.
+                        tracing::debug!(peer = %from, "datagram from a stream peer's address ignored");
+                    } else {
+                        broker.handle_downstream(now, unix_ms(), from, &bytes)
+                    }
+                }
+                Input::Datagram(Side::Up, from, bytes) => broker.handle_upstream(now, from, &bytes),
+                Input::Stream(Side::Up, ev) => match ev {
+                    StreamEvent::Connected { tx, .. } => {
+                        up_conn = Some(tx);
+                        broker.upstream_connected(now);
+                    }
+                    StreamEvent::Frame { frame, .. } => {
+                        let from = broker.upstream_address();
+                        broker.handle_upstream(now, from, &frame);
+                    }
+                    StreamEvent::Closed { .. } => {
+                        up_conn = None;
+                        broker.upstream_disconnected(now);
+                    }
+                },
+                Input::Stream(Side::Down, ev) => match ev {
+                    StreamEvent::Connected { peer, tx } => {
+                        if broker.downstream_connected(now, peer) {
+                            tracing::info!(%peer, "child broker connected");
+                            down_conns.insert(peer, tx);
+                        } else {
+                            tracing::warn!(%peer, "too many child broker connections; closed");
+                        }
+                    }
+                    StreamEvent::Frame { peer, frame } => {
+                        broker.handle_downstream(now, unix_ms(), peer, &frame)
+                    }
+                    StreamEvent::Closed { peer, .. } => {
+                        if down_conns.remove(&peer).is_some() {
+                            broker.downstream_disconnected(now, peer);
+                        }
+                    }
+                },
             }
             next = rx.try_recv().ok();
         }
         let now = mono();
         broker.poll(now);
+        while let Some(peer) = broker.poll_downstream_disconnect() {
+            down_conns.remove(&peer);
+            broker.downstream_disconnected(now, peer);
+        }
+        if broker.poll_upstream_disconnect() {
+            // Dropping the sender closes the connection; the connector reconnects.
+            up_conn = None;
+            broker.upstream_disconnected(now);
+        }
         while let Some((to, n)) = broker.poll_transmit_downstream(now, &mut tx) {
-            if let Err(e) = down.send_to(&tx[..n], to) {
+            if let Some(conn) = down_conns.get(&to) {
+                let _ = conn.send(tx[..n].to_vec());
+            } else if let Err(e) = down.send_to(&tx[..n], to) {
                 tracing::debug!(error = %e, peer = %to, "send to edge failed");
             }
         }
         while let Some((to, n)) = broker.poll_transmit_upstream(now, &mut tx) {
-            if let Err(e) = up.send_to(&tx[..n], to) {
-                tracing::debug!(error = %e, peer = %to, "send upstream failed");
+            match (&up, &up_conn) {
+                (Some(up), _) => {
+                    if let Err(e) = up.send_to(&tx[..n], to) {
+                        tracing::debug!(error = %e, peer = %to, "send upstream failed");
+                    }
+                }
+                (None, Some(conn)) => {
+                    let _ = conn.send(tx[..n].to_vec());
+                }
+                (None, None) => {}
             }
         }
         if last_report.elapsed() >= REPORT_EVERY {

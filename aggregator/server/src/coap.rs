@@ -27,8 +27,8 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use qos_coap::{
-    content_format, option, Code, Config as CoapConfig, ConfigError, Endpoint, Event, ExchangeId,
-    Incoming, Reliability, Request, RequestError,
+    content_format, option, Code, Config as CoapConfig, ConfigError, Event, ExchangeId, Incoming,
+    Link, Reliability, Request, RequestError,
 };
 use qos_wire::config::CONFIG_PATH;
 use qos_wire::uplink::{Batch, UPLINK_PATH};
@@ -75,8 +75,12 @@ fn edge_query(m: &qos_coap::Message<'_>) -> Option<u32> {
 }
 
 /// The endpoint of the super-manager: 64 concurrent exchanges, 1024 deduplication entries
-/// (each remembering up to 64 bytes of response, enough for an ack).
-pub type ServerEndpoint<A> = Endpoint<A, 64, 1024, MAX_MESSAGE, 64>;
+/// (each remembering up to 64 bytes of response, enough for an ack); datagrams, and up to 64
+/// stream connections of brokers (CoAP over TCP/TLS, [`streams`]).
+pub type ServerEndpoint<A> = Link<A, 64, 1024, MAX_MESSAGE, 64, 64>;
+
+#[path = "coap_streams.rs"]
+pub mod streams;
 
 /// Map the TOML reliability settings to the endpoint's.
 pub fn coap_config(r: &ReliabilityConfig) -> CoapConfig {
@@ -328,7 +332,7 @@ impl<A: Copy + Ord> CoapServer<A> {
     pub fn handle_timeout(&mut self, now: u64) {
         self.endpoint.handle_timeout(now);
         while let Some(ev) = self.endpoint.poll_event() {
-            if let Event::Timeout(x) | Event::Reset(x) = ev {
+            if let Event::Timeout(x) | Event::Reset(x) | Event::Aborted(x) = ev {
                 if let Some(i) = self.asked.iter().position(|(id, _, _)| *id == x) {
                     let (_, reply, _) = self.asked.swap_remove(i);
                     let _ = reply.send(OrderAnswer::NoAnswer);

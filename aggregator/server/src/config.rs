@@ -21,6 +21,13 @@
 //! data_dir = "./qos-data"
 //! synchronous = "full"
 //!
+//! # optional: CoAP over TLS from brokers (client certificates required)
+//! # [coap_tls]
+//! # listen = "0.0.0.0:5684"
+//! # cert_file = "centre.pem"
+//! # key_file = "centre.key"
+//! # client_ca_file = "brokers-ca.pem"
+//!
 //! # optional, any number:
 //! # [[edge_config]]
 //! # edge = 7
@@ -51,6 +58,13 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[watch]`: when a silent broker becomes an event.
     pub watch: WatchConfig,
+    /// `[coap_tls]`: also accept CoAP over TLS (RFC 8323) from brokers, with client
+    /// certificates ([`crate::stream_config`]). None by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coap_tls: Option<crate::stream_config::TlsListen>,
+    /// `[coap_tcp]`: also accept plain CoAP over TCP, loopback addresses only. None by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coap_tcp: Option<crate::stream_config::TcpListen>,
     /// `[[edge_config]]`: central edge configurations stored at start (replacing what the API
     /// stored for the same edge). None by default.
     #[serde(rename = "edge_config", skip_serializing_if = "Vec::is_empty")]
@@ -359,6 +373,9 @@ impl Config {
             value: value.to_string(),
             reason,
         };
+        if let Some(t) = &self.coap_tcp {
+            t.validate(origin, "coap_tcp.listen")?;
+        }
         if self.http.workers == 0 || self.http.workers > MAX_HTTP_WORKERS {
             return Err(invalid(
                 "http.workers",

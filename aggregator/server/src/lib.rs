@@ -16,6 +16,8 @@
 //!   is the `qos-rca` crate; this reads the case and prints the ranking as JSON);
 //! - [`broker_config`], [`broker_run`]: `qos-aggregator broker`, a stand-alone store-and-forward
 //!   broker (the logic is the `qos-broker` crate; this is its configuration and UDP driver).
+//! - [`stream_config`], [`stream_io`], [`tls`]: CoAP over TCP and TLS (RFC 8323) between
+//!   brokers and the super-manager: settings, the connection threads, rustls set-up.
 
 pub mod broker_config;
 pub mod broker_run;
@@ -30,6 +32,9 @@ pub mod serve;
 pub mod silence;
 pub mod stats;
 pub mod store;
+pub mod stream_config;
+pub mod stream_io;
+pub mod tls;
 
 /// The version of this build, as reported by `GET /api/v1/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -165,7 +165,7 @@ fn broker(config_path: Option<PathBuf>) -> ExitCode {
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     qos_host::signal::install(shutdown.clone());
-    match run_broker(&config.broker, shutdown).and_then(|handle| handle.wait()) {
+    match run_broker(&config, shutdown).and_then(|handle| handle.wait()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),
     }

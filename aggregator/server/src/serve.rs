@@ -29,6 +29,9 @@ use crate::ingest::Ingest;
 use crate::stats::IngestStats;
 use crate::store::{SqliteStore, Store, StoreError, StoreRead};
 
+#[path = "serve_streams.rs"]
+mod streams;
+
 /// How often [`ServeHandle::wait`] looks at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 
@@ -80,6 +83,9 @@ pub enum ServeError {
     /// The CoAP parameters are invalid.
     #[error("invalid [coap.reliability]: {0}")]
     Coap(String),
+    /// A TLS file of `[coap_tls]` could not be loaded (the message names it).
+    #[error("[coap_tls]: {0}")]
+    Tls(String),
     /// A listener thread ended by panicking.
     #[error("the {name} listener stopped unexpectedly")]
     ListenerFailed {
@@ -321,8 +327,8 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
             .push(Listener::thread("silence-watch", watch));
     }
     // Further listeners slot in here, each stopped by `shutdown` and joined by `stop`.
-    handle.listeners.push(start_ingest(
-        &config.coap,
+    handle.listeners.extend(streams::start(
+        config,
         Box::new(store),
         stats,
         centre,

@@ -26,6 +26,11 @@ pub const CONTROL_QUEUE: usize = 8;
 pub struct ExchangeId(u32);
 
 impl ExchangeId {
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
+    pub(crate) const fn from_raw(raw: u32) -> Self {
+        ExchangeId(raw)
+    }
+
     /// The raw number (unique per endpoint until it wraps after 2^32 exchanges).
     pub const fn raw(self) -> u32 {
         self.0
@@ -51,6 +56,10 @@ pub enum Event {
     Reset(ExchangeId),
     /// A separate response ([`Endpoint::respond_separate`]) was acknowledged.
     Delivered(ExchangeId),
+    /// The connection that carried the exchange failed or was closed before the answer came
+    /// (stream transports only, [`crate::tcp`]): the request may or may not have been
+    /// processed; send it again on a new connection.
+    Aborted(ExchangeId),
 }
 
 /// Whether a request is confirmable.
@@ -102,9 +111,28 @@ pub struct RequestHandle<A> {
     token: Token,
     confirmable: bool,
     deferred: bool,
+    /// Received over a stream (RFC 8323) rather than as a datagram.
+    stream: bool,
 }
 
 impl<A: Copy> RequestHandle<A> {
+    /// The handle of a request received over a stream (no message ID, nothing to acknowledge).
+    #[cfg_attr(not(feature = "tcp"), allow(dead_code))]
+    pub(crate) fn stream(peer: A, token: Token) -> Self {
+        RequestHandle {
+            peer,
+            mid: 0,
+            token,
+            confirmable: false,
+            deferred: false,
+            stream: true,
+        }
+    }
+
+    /// Whether the request came over a stream (CoAP over TCP or TLS) rather than a datagram.
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
     /// The client.
     pub fn peer(&self) -> A {
         self.peer
@@ -259,10 +287,10 @@ impl From<SlotError> for RespondError {
 
 /// SplitMix64: small, fast, good enough for message IDs, tokens and jitter (not for secrets).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -967,6 +995,7 @@ impl<
             token: Token::from_slice(msg.token()).unwrap_or_default(),
             confirmable: con,
             deferred: false,
+            stream: false,
         }
     }
 

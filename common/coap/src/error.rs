@@ -24,6 +24,8 @@ pub enum ParseError {
     OptionNumber,
     /// A message with code 0.00 that carries a token, options or a payload (RFC 7252 §4.1).
     NonEmptyEmpty,
+    /// A stream frame whose length fields disagree with the bytes given (RFC 8323 §3.2).
+    FrameLength,
 }
 
 impl fmt::Display for ParseError {
@@ -37,6 +39,7 @@ impl fmt::Display for ParseError {
             ParseError::EmptyPayload => "payload marker followed by an empty payload",
             ParseError::OptionNumber => "option number exceeds 65535",
             ParseError::NonEmptyEmpty => "empty message (0.00) with token, options or payload",
+            ParseError::FrameLength => "stream frame length disagrees with its Len field",
         })
     }
 }

@@ -7,6 +7,12 @@
 //! - [`option`]: option numbers, uint values, the Block1/Block2 value (RFC 7959), content
 //!   formats.
 //! - [`config`]: the transmission parameters of RFC 7252 §4.8 and their derived values.
+//! - `tcp` (feature `tcp`): CoAP over TCP and TLS (RFC 8323): signalling (CSM, Ping/Pong,
+//!   Release, Abort) and a stream endpoint with the same interface as [`Endpoint`]. The frame
+//!   codec itself ([`MessageWriter::new_frame`], [`Message::parse_frame`], [`msg::frame_len`])
+//!   is always built: it shares the option and payload code of datagrams.
+//! - `link` (feature `tcp`): [`Link`](crate::link::Link), datagram and stream endpoints behind
+//!   one interface, so applications are transport-neutral.
 //! - [`endpoint`]: the state machine: confirmable and non-confirmable requests, piggybacked
 //!   and separate responses, retransmission with exponential back-off, NSTART, tokens,
 //!   deduplication with a response cache, pings and resets.
@@ -76,13 +82,21 @@ extern crate std;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+#[cfg(feature = "tcp")]
+pub mod link;
 pub mod msg;
 pub mod option;
+#[cfg(feature = "tcp")]
+pub mod tcp;
 
 pub use config::Config;
 pub use endpoint::{
     Endpoint, Event, ExchangeId, Incoming, Reliability, Request, RequestHandle, Stats,
 };
 pub use error::{ConfigError, ParseError, RequestError, RespondError, WriteError};
+#[cfg(feature = "tcp")]
+pub use link::{Link, Transport};
 pub use msg::{Code, Message, MessageType, MessageWriter, Options, Token};
 pub use option::content_format;
+#[cfg(feature = "tcp")]
+pub use tcp::{StreamConfig, StreamEndpoint};

@@ -298,6 +298,99 @@ fn decode_option(buf: &[u8], pos: usize, prev: u16) -> Result<(RawOption, usize)
     ))
 }
 
+/// Checks the options and payload from `options_start` to the end of `buf` (the part shared by
+/// datagrams and stream frames); returns where the options end and the payload starts.
+fn parse_body(buf: &[u8], options_start: usize) -> Result<(usize, usize), ParseError> {
+    let mut pos = options_start;
+    let mut number = 0u16;
+    loop {
+        match buf.get(pos) {
+            None => return Ok((pos, pos)),
+            Some(&PAYLOAD_MARKER) => {
+                if pos + 1 == buf.len() {
+                    return Err(ParseError::EmptyPayload);
+                }
+                return Ok((pos, pos + 1));
+            }
+            Some(_) => {
+                let (opt, next) = decode_option(buf, pos, number)?;
+                number = opt.number;
+                pos = next;
+            }
+        }
+    }
+}
+
+/// The start of a stream frame (RFC 8323 §3.2): `Len | TKL`, extended length, code, token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameHead {
+    /// Bytes of options and payload.
+    body: usize,
+    /// Where the token starts (the code is the byte before).
+    token_at: usize,
+    tkl: usize,
+}
+
+impl FrameHead {
+    fn total(&self) -> usize {
+        self.token_at + self.tkl + self.body
+    }
+}
+
+/// Reads a frame's head; `Ok(None)` while `buf` is too short to hold it.
+fn frame_head(buf: &[u8]) -> Result<Option<FrameHead>, ParseError> {
+    let Some(&b0) = buf.first() else {
+        return Ok(None);
+    };
+    let tkl = usize::from(b0 & 0xf);
+    if tkl > MAX_TOKEN_LEN {
+        return Err(ParseError::TokenLength);
+    }
+    let ext = match b0 >> 4 {
+        13 => 1,
+        14 => 2,
+        15 => 4,
+        _ => 0,
+    };
+    let Some(len_bytes) = buf.get(1..1 + ext) else {
+        return Ok(None);
+    };
+    let mut ext_value = 0usize;
+    for b in len_bytes {
+        ext_value = (ext_value << 8) | usize::from(*b);
+    }
+    let body = match b0 >> 4 {
+        13 => ext_value + 13,
+        14 => ext_value + 269,
+        15 => ext_value
+            .checked_add(65805)
+            .ok_or(ParseError::FrameLength)?,
+        n => usize::from(n),
+    };
+    Ok(Some(FrameHead {
+        body,
+        token_at: 1 + ext + 1,
+        tkl,
+    }))
+}
+
+/// The total length of the stream frame (RFC 8323 §3.2) at the start of `buf`, once enough of
+/// it arrived to tell: `Ok(None)` while the length fields are incomplete. A driver reading a
+/// TCP or TLS stream appends to a buffer, and hands each complete frame (`buf[..n]` once
+/// `buf.len() >= n`) to [`Message::parse_frame`] or a stream endpoint.
+///
+/// ```
+/// use qos_coap::msg::frame_len;
+/// assert_eq!(frame_len(&[]), Ok(None));
+/// assert_eq!(frame_len(&[0x21, 0x01]), Ok(Some(5)));
+/// // Len nibble 13: one extended byte, body 13 + 2.
+/// assert_eq!(frame_len(&[0xd0]), Ok(None));
+/// assert_eq!(frame_len(&[0xd0, 2, 0x45]), Ok(Some(3 + 15)));
+/// ```
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, ParseError> {
+    Ok(frame_head(buf)?.map(|h| h.total()))
+}
+
 /// A validated, zero-copy view of a CoAP message.
 ///
 /// ```
@@ -315,6 +408,10 @@ fn decode_option(buf: &[u8], pos: usize, prev: u16) -> Result<(RawOption, usize)
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Message<'a> {
     buf: &'a [u8],
+    /// Where the code byte is: 1 in a datagram, after the length fields in a stream frame.
+    code_at: usize,
+    /// A stream frame (RFC 8323 §3.2): no type, no message ID.
+    stream: bool,
     /// Start of the options (after the token).
     options_start: usize,
     /// End of the options (the payload marker, or the end of the datagram).
@@ -344,30 +441,51 @@ impl<'a> Message<'a> {
         if code == 0 && buf.len() != HEADER_LEN {
             return Err(ParseError::NonEmptyEmpty);
         }
-        let mut pos = options_start;
-        let mut number = 0u16;
-        let (options_end, payload_start) = loop {
-            match buf.get(pos) {
-                None => break (pos, pos),
-                Some(&PAYLOAD_MARKER) => {
-                    if pos + 1 == buf.len() {
-                        return Err(ParseError::EmptyPayload);
-                    }
-                    break (pos, pos + 1);
-                }
-                Some(_) => {
-                    let (opt, next) = decode_option(buf, pos, number)?;
-                    number = opt.number;
-                    pos = next;
-                }
-            }
-        };
+        let (options_end, payload_start) = parse_body(buf, options_start)?;
         Ok(Message {
             buf,
+            code_at: 1,
+            stream: false,
             options_start,
             options_end,
             payload_start,
         })
+    }
+
+    /// Validates exactly one stream frame (CoAP over TCP or TLS, RFC 8323 §3.2) and returns a
+    /// view of it: `buf` must hold the whole frame and nothing more (split a byte stream with
+    /// [`frame_len`]). Options and payload are checked by the same code as a datagram's.
+    ///
+    /// ```
+    /// use qos_coap::{Code, Message};
+    /// // Len 2 (Uri-Path "q"), TKL 1, GET, token 0xAB.
+    /// let bytes = [0x21, 0x01, 0xab, 0xb1, b'q'];
+    /// let m = Message::parse_frame(&bytes).unwrap();
+    /// assert_eq!(m.code(), Code::GET);
+    /// assert_eq!(m.token(), &[0xab]);
+    /// assert!(m.path_is("q"));
+    /// assert!(m.is_stream());
+    /// ```
+    pub fn parse_frame(buf: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        let head = frame_head(buf)?.ok_or(ParseError::TooShort)?;
+        if head.total() != buf.len() {
+            return Err(ParseError::FrameLength);
+        }
+        let options_start = head.token_at + head.tkl;
+        let (options_end, payload_start) = parse_body(buf, options_start)?;
+        Ok(Message {
+            buf,
+            code_at: head.token_at - 1,
+            stream: true,
+            options_start,
+            options_end,
+            payload_start,
+        })
+    }
+
+    /// Whether this is a stream frame (RFC 8323) rather than a datagram (RFC 7252).
+    pub fn is_stream(&self) -> bool {
+        self.stream
     }
 
     /// The whole datagram.
@@ -379,24 +497,36 @@ impl<'a> Message<'a> {
         self.buf.get(i).copied().unwrap_or(0)
     }
 
-    /// The message type.
+    /// The message type. A stream frame has none (RFC 8323 §3.2): it reports
+    /// [`MessageType::NonConfirmable`].
     pub fn ty(&self) -> MessageType {
+        if self.stream {
+            return MessageType::NonConfirmable;
+        }
         MessageType::from_bits(self.byte(0) >> 4)
     }
 
     /// The code.
     pub fn code(&self) -> Code {
-        Code(self.byte(1))
+        Code(self.byte(self.code_at))
     }
 
-    /// The message ID.
+    /// The message ID; 0 for a stream frame, which has none.
     pub fn message_id(&self) -> u16 {
+        if self.stream {
+            return 0;
+        }
         u16::from_be_bytes([self.byte(2), self.byte(3)])
     }
 
     /// The token (0 to 8 bytes).
     pub fn token(&self) -> &'a [u8] {
-        self.buf.get(HEADER_LEN..self.options_start).unwrap_or(&[])
+        let start = if self.stream {
+            self.code_at + 1
+        } else {
+            HEADER_LEN
+        };
+        self.buf.get(start..self.options_start).unwrap_or(&[])
     }
 
     /// An empty message: code 0.00 (which parse guarantees has nothing but the header).
@@ -549,7 +679,15 @@ pub struct MessageWriter<'b> {
     len: usize,
     last_option: u16,
     in_payload: bool,
+    /// Where the code byte is.
+    code_at: usize,
+    /// A stream frame: the token length, and where the options start (the head is written,
+    /// and the body moved up against it, by `finish`).
+    stream: Option<(usize, usize)>,
 }
+
+/// Room reserved for a stream frame's head: `Len | TKL`, 4 extended length bytes, code.
+const FRAME_HEAD_ROOM: usize = 1 + 4 + 1;
 
 fn ext_parts(v: usize) -> (u8, [u8; 2], usize) {
     if v < 13 {
@@ -590,6 +728,44 @@ impl<'b> MessageWriter<'b> {
             len: end,
             last_option: 0,
             in_payload: false,
+            code_at: 1,
+            stream: None,
+        })
+    }
+
+    /// Starts a stream frame (CoAP over TCP or TLS, RFC 8323 §3.2): no type, no message ID.
+    /// Options and payload are written as for a datagram; [`finish`](Self::finish) writes the
+    /// length fields and returns the frame's length (the frame starts at `buf[0]`).
+    ///
+    /// ```
+    /// use qos_coap::{Code, Message, MessageWriter};
+    /// let mut buf = [0u8; 64];
+    /// let mut w = MessageWriter::new_frame(&mut buf, Code::GET, &[0xab]).unwrap();
+    /// w.uri_path("q").unwrap();
+    /// let n = w.finish();
+    /// assert_eq!(&buf[..n], &[0x21, 0x01, 0xab, 0xb1, b'q']);
+    /// assert!(Message::parse_frame(&buf[..n]).unwrap().path_is("q"));
+    /// ```
+    pub fn new_frame(
+        buf: &'b mut [u8],
+        code: Code,
+        token: &[u8],
+    ) -> Result<MessageWriter<'b>, WriteError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(WriteError::TokenTooLong);
+        }
+        let end = FRAME_HEAD_ROOM + token.len();
+        let out = buf.get_mut(..end).ok_or(WriteError::BufferTooSmall)?;
+        let (head, tok) = out.split_at_mut(FRAME_HEAD_ROOM);
+        head[FRAME_HEAD_ROOM - 1] = code.raw();
+        tok.copy_from_slice(token);
+        Ok(MessageWriter {
+            buf,
+            len: end,
+            last_option: 0,
+            in_payload: false,
+            code_at: FRAME_HEAD_ROOM - 1,
+            stream: Some((token.len(), end)),
         })
     }
 
@@ -605,7 +781,7 @@ impl<'b> MessageWriter<'b> {
 
     /// Changes the code in the header already written.
     pub fn set_code(&mut self, code: Code) {
-        if let Some(b) = self.buf.get_mut(1) {
+        if let Some(b) = self.buf.get_mut(self.code_at) {
             *b = code.raw();
         }
     }
@@ -677,9 +853,33 @@ impl<'b> MessageWriter<'b> {
         self.len
     }
 
-    /// Finishes the message; returns its length.
+    /// Finishes the message; returns its length. A stream frame gets its length fields here
+    /// and its body is moved up against them, so it starts at `buf[0]` too.
     pub fn finish(self) -> usize {
-        self.len
+        let Some((tkl, body_at)) = self.stream else {
+            return self.len;
+        };
+        let body = self.len - body_at;
+        let (nibble, ext): (u8, &[u8]) = match body {
+            0..=12 => (body as u8, &[]),
+            13..=268 => (13, &[(body - 13) as u8]),
+            269..=65804 => (14, &((body - 269) as u16).to_be_bytes()),
+            _ => (15, &((body - 65805) as u32).to_be_bytes()),
+        };
+        let token_at = 1 + ext.len() + 1;
+        let code = self.buf.get(self.code_at).copied().unwrap_or(0);
+        // The head shrinks from its reserved room: move token and body down.
+        self.buf.copy_within(FRAME_HEAD_ROOM..self.len, token_at);
+        if let Some(b) = self.buf.get_mut(0) {
+            *b = (nibble << 4) | tkl as u8;
+        }
+        if let Some(dst) = self.buf.get_mut(1..1 + ext.len()) {
+            dst.copy_from_slice(ext);
+        }
+        if let Some(b) = self.buf.get_mut(token_at - 1) {
+            *b = code;
+        }
+        token_at + tkl + body
     }
 }
 
