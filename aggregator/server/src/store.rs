@@ -666,18 +666,16 @@ fn insert_in(
     let now = to_sql_count(edge.received_at_ms);
     let edge_id = i64::from(edge.edge_id);
 
+    // Statements are cached: a group commit runs them for every batch.
     let previous: Option<Option<i64>> = tx
-        .query_row(
-            "SELECT last_seq FROM edges WHERE edge_id = ?1",
-            [edge_id],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT last_seq FROM edges WHERE edge_id = ?1")?
+        .query_row([edge_id], |row| row.get(0))
         .optional()?;
     if previous.is_none() {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO edges (edge_id, first_seen, last_seen) VALUES (?1, ?2, ?2)",
-            params![edge_id, now],
-        )?;
+        )?
+        .execute(params![edge_id, now])?;
     }
     let mut last_seq = previous.flatten().map(from_sql_u64);
 
@@ -741,7 +739,7 @@ fn insert_in(
         }
     }
 
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE edges SET
                 name = coalesce(?2, name),
                 region = coalesce(?3, region),
@@ -752,18 +750,18 @@ fn insert_in(
                 gaps = gaps + ?8,
                 dropped_at_edge = max(dropped_at_edge, ?9)
              WHERE edge_id = ?1",
-        params![
-            edge_id,
-            edge.name,
-            edge.region,
-            now,
-            last_seq.map(to_sql_u64),
-            to_sql_count(outcome.new),
-            to_sql_count(outcome.duplicates),
-            to_sql_count(outcome.gaps),
-            to_sql_count(edge.dropped_at_edge.unwrap_or(0)),
-        ],
-    )?;
+    )?
+    .execute(params![
+        edge_id,
+        edge.name,
+        edge.region,
+        now,
+        last_seq.map(to_sql_u64),
+        to_sql_count(outcome.new),
+        to_sql_count(outcome.duplicates),
+        to_sql_count(outcome.gaps),
+        to_sql_count(edge.dropped_at_edge.unwrap_or(0)),
+    ])?;
     Ok(outcome)
 }
 
