@@ -617,6 +617,9 @@ mod tests {
         samples::batch(EdgeId(edge), Seq(i), 0, &[s]).unwrap()
     }
 
+    /// An answer received: message ID, code, payload.
+    type Answer = (u16, Code, Vec<u8>);
+
     /// Sends `datagrams` to a socket nobody reads yet (so they wait there together), then
     /// runs the real receive loop on it and collects the answers (message ID, code, payload)
     /// until `expect` came or nothing more comes.
@@ -624,7 +627,7 @@ mod tests {
         db: &std::path::Path,
         datagrams: &[Vec<u8>],
         expect: usize,
-    ) -> (Vec<(u16, Code, Vec<u8>)>, Arc<IngestStats>) {
+    ) -> (Vec<Answer>, Arc<IngestStats>) {
         let server_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to: SocketAddr = server_sock.local_addr().unwrap();
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -702,9 +705,7 @@ mod tests {
         let expect = 40 + 3 + 2 + 2;
         let (answers, stats) = burst(&db, &out, expect);
         assert_eq!(answers.len(), expect, "{answers:?}");
-        let of = |mid: u16| -> Vec<&(u16, Code, Vec<u8>)> {
-            answers.iter().filter(|a| a.0 == mid).collect()
-        };
+        let of = |mid: u16| -> Vec<&Answer> { answers.iter().filter(|a| a.0 == mid).collect() };
         for i in 0..10u64 {
             for edge in 1..=4u32 {
                 let mid = (edge as u16) * 100 + i as u16;

@@ -230,10 +230,7 @@ pub(crate) fn coap_loop(
         }
         got.clear();
         let mut used = 0;
-        loop {
-            let Some(buf) = rx.get_mut(used..used + slot) else {
-                break;
-            };
+        while let Some(buf) = rx.get_mut(used..used + slot) {
             match socket.recv_from(buf) {
                 Ok((n, from)) => {
                     got.push((from, used..used + n));
