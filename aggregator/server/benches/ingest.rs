@@ -18,6 +18,14 @@
 //! acknowledged record survives a process kill; see the example configuration); set
 //! `QOS_BENCH_SYNC=full` for fsync at every commit.
 //!
+//! `serve` takes the datagrams waiting together as one group and stores their batches in one
+//! transaction (group commit). With one summary per datagram, timing counters in the receive
+//! loop (2 cores, shared) put the remaining cost at about 14 µs per datagram in the commit
+//! (groups of ~13 datagrams here: a fixed cost per commit, part of it the WAL
+//! auto-checkpoint, which a run without it showed as ~25 %), ~6 µs answering (one `sendto`
+//! each) and ~4.5 µs receiving and validating; a raw receive costs ~4 µs. So one summary per
+//! datagram stays bounded by the per-commit cost and the syscall per datagram each way.
+//!
 //! `cargo bench -p qos-aggregator --bench ingest` (`QOS_BENCH_N=0.1` scales the counts).
 
 use std::net::{SocketAddr, UdpSocket};
