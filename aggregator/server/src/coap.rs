@@ -28,14 +28,14 @@ use std::sync::Arc;
 
 use qos_coap::{
     content_format, option, Code, Config as CoapConfig, ConfigError, Event, ExchangeId, Incoming,
-    Link, Reliability, Request, RequestError,
+    Link, Reliability, Request, RequestError, RequestHandle,
 };
 use qos_wire::config::CONFIG_PATH;
-use qos_wire::uplink::{Batch, UPLINK_PATH};
+use qos_wire::uplink::{Ack, UPLINK_PATH};
 
 use crate::centre::{decode_report, Centre, Order, OrderAnswer, Route};
 use crate::config::ReliabilityConfig;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, Prepared, Rejection};
 use crate::stats::RejectReason;
 
 /// Largest CoAP message accepted (RFC 7252 §4.6); larger datagrams are refused as oversized.
@@ -139,18 +139,97 @@ impl<A: Copy + Ord> CoapServer<A> {
     /// Process one datagram received at `now` (monotonic ms) from `from`; `unix_ms` is the
     /// wall-clock time recorded with what is stored.
     pub fn handle_datagram(&mut self, now: u64, unix_ms: u64, from: A, bytes: &[u8]) {
+        if self.admit(now, from, bytes) {
+            self.process(now, unix_ms, from, bytes, None);
+        }
+    }
+
+    /// Process datagrams received together (group commit): every one is decoded and validated
+    /// and answered as by [`CoapServer::handle_datagram`], except that the valid uplink batches
+    /// are stored in ONE transaction and acknowledged only once it has committed (if it fails,
+    /// each gets 5.03 and nothing of the group is stored). A retransmission (same peer and
+    /// message ID) of a request of the group waiting for that commit is handled after the
+    /// answers, so it gets the cached response. What is to be sent is handed to `transmit` as
+    /// it is ready (the endpoint holds only a few exchanges at a time); `buf` is its scratch.
+    pub fn handle_datagrams(
+        &mut self,
+        now: u64,
+        unix_ms: u64,
+        datagrams: &[(A, &[u8])],
+        buf: &mut [u8],
+        transmit: &mut dyn FnMut(A, &[u8]),
+    ) {
+        let mut group = Vec::new();
+        let mut replay = Vec::new();
+        for &(from, bytes) in datagrams {
+            if !self.admit(now, from, bytes) {
+                continue;
+            }
+            let waiting = qos_coap::msg::peek_header(bytes).is_some_and(|(ty, mid)| {
+                ty == qos_coap::MessageType::Confirmable
+                    && group.iter().any(|(h, _): &(RequestHandle<A>, Prepared)| {
+                        h.peer() == from && h.message_id() == mid
+                    })
+            });
+            if waiting {
+                replay.push((from, bytes));
+                continue;
+            }
+            self.process(now, unix_ms, from, bytes, Some(&mut group));
+            self.flush(now, buf, transmit);
+        }
+        let (handles, batches): (Vec<_>, Vec<Prepared>) = group.into_iter().unzip();
+        let result = self.ingest.commit(&batches);
+        for (i, (handle, batch)) in handles.iter().zip(&batches).enumerate() {
+            let r = match &result {
+                Ok(acks) => self.acked(handle.peer(), batch, acks[i], unix_ms),
+                Err(e) => uplink_refused(e.clone()),
+            };
+            self.answer(now, handle, r);
+            self.flush(now, buf, transmit);
+        }
+        for (from, bytes) in replay {
+            self.process(now, unix_ms, from, bytes, None);
+            self.flush(now, buf, transmit);
+        }
+    }
+
+    /// Hands what the endpoint has to send to `transmit`.
+    fn flush(&mut self, now: u64, buf: &mut [u8], transmit: &mut dyn FnMut(A, &[u8])) {
+        while let Some((to, n)) = self.endpoint.poll_transmit(now, buf) {
+            transmit(to, &buf[..n]);
+        }
+    }
+
+    /// Counts a datagram; `false` (counted as refused) when its source is over its rate or it
+    /// is too large.
+    fn admit(&mut self, now: u64, from: A, bytes: &[u8]) -> bool {
         let stats = self.ingest.stats().clone();
         stats.add_datagrams(1);
         if let Some((limiter, key)) = &mut self.limiter {
             if !limiter.allow(now, key(from)) {
                 stats.reject(RejectReason::RateLimited);
-                return;
+                return false;
             }
         }
         if bytes.len() > MAX_MESSAGE {
             stats.reject(RejectReason::Oversized);
-            return;
+            return false;
         }
+        true
+    }
+
+    /// Handles an admitted datagram. With `group`, a valid uplink batch is only validated and
+    /// left there to be committed and answered by the caller.
+    fn process(
+        &mut self,
+        now: u64,
+        unix_ms: u64,
+        from: A,
+        bytes: &[u8],
+        group: Option<&mut Vec<(RequestHandle<A>, Prepared)>>,
+    ) {
+        let stats = self.ingest.stats().clone();
         let malformed_before = self.endpoint.stats().malformed;
         let incoming = self.endpoint.handle_datagram(now, from, bytes);
         if self.endpoint.stats().malformed != malformed_before {
@@ -172,9 +251,24 @@ impl<A: Copy + Ord> CoapServer<A> {
             }
             None => return,
         };
-        let r = self.route(&req, unix_ms);
-        let handle = req.handle;
-        let _ = self.endpoint.respond(now, &handle, r.code, |w| {
+        let r = match group {
+            Some(group) if req.message.path_is(UPLINK_PATH) => match self.check_uplink(&req) {
+                Err(r) => r,
+                Ok(payload) => match self.ingest.prepare(payload, unix_ms) {
+                    Ok(batch) => {
+                        group.push((req.handle, batch));
+                        return;
+                    }
+                    Err(e) => uplink_refused(e),
+                },
+            },
+            _ => self.route(&req, unix_ms),
+        };
+        self.answer(now, &req.handle, r);
+    }
+
+    fn answer(&mut self, now: u64, handle: &RequestHandle<A>, r: Reply) {
+        let _ = self.endpoint.respond(now, handle, r.code, |w| {
             if let Some(e) = r.etag {
                 w.option(option::ETAG, &e.to_be_bytes())?;
             }
@@ -232,46 +326,59 @@ impl<A: Copy + Ord> CoapServer<A> {
         Reply::new(Code::NOT_FOUND, None, Vec::new())
     }
 
-    fn uplink(&mut self, req: &Request<'_, A>, unix_ms: u64) -> Reply {
+    /// The payload of a `POST /u` with Content-Format 60, or the answer refusing it (counted).
+    fn check_uplink<'m>(&self, req: &Request<'m, A>) -> Result<&'m [u8], Reply> {
         let m = &req.message;
-        let stats = self.ingest.stats().clone();
+        let stats = self.ingest.stats();
         if m.code() != Code::POST {
             stats.reject(RejectReason::BadRequest);
-            return Reply::new(Code::METHOD_NOT_ALLOWED, None, b"POST only".to_vec());
+            return Err(Reply::new(
+                Code::METHOD_NOT_ALLOWED,
+                None,
+                b"POST only".to_vec(),
+            ));
         }
         if m.content_format() != Some(content_format::CBOR) {
             stats.reject(RejectReason::BadContentFormat);
-            return Reply::new(
+            return Err(Reply::new(
                 Code::UNSUPPORTED_CONTENT_FORMAT,
                 None,
                 b"Content-Format 60 (CBOR) expected".to_vec(),
-            );
+            ));
         }
-        match self.ingest.handle_batch(m.payload(), unix_ms) {
-            Ok(ack) => {
-                if let (Some(centre), Ok(batch)) = (&self.centre, Batch::decode(m.payload())) {
-                    let mut st = centre.state();
-                    st.via.insert(batch.edge.0, req.from);
-                    let seen = st.senders.entry(req.from).or_default();
-                    seen.edges.insert(batch.edge.0);
-                    seen.last_batch_ms = unix_ms;
-                    seen.batches += 1;
-                    seen.records += batch.len() as u64;
-                }
-                let mut buf = [0u8; 16];
-                match ack.encode(&mut buf) {
-                    Ok(n) => {
-                        Reply::new(Code::CHANGED, Some(content_format::CBOR), buf[..n].to_vec())
-                    }
-                    Err(_) => Reply::new(Code::INTERNAL_SERVER_ERROR, None, Vec::new()),
-                }
-            }
-            Err(r) if r.is_transient() => Reply::new(
-                Code::SERVICE_UNAVAILABLE,
-                None,
-                b"store unavailable".to_vec(),
-            ),
-            Err(r) => Reply::new(Code::BAD_REQUEST, None, r.detail.into_bytes()),
+        Ok(m.payload())
+    }
+
+    fn uplink(&mut self, req: &Request<'_, A>, unix_ms: u64) -> Reply {
+        let payload = match self.check_uplink(req) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let batch = match self.ingest.prepare(payload, unix_ms) {
+            Ok(b) => b,
+            Err(e) => return uplink_refused(e),
+        };
+        match self.ingest.commit(std::slice::from_ref(&batch)) {
+            Ok(acks) => self.acked(req.from, &batch, acks[0], unix_ms),
+            Err(e) => uplink_refused(e),
+        }
+    }
+
+    /// The 2.04 answer to a stored batch from `from`, noted in the centre's routes.
+    fn acked(&self, from: A, batch: &Prepared, ack: Ack, unix_ms: u64) -> Reply {
+        if let Some(centre) = &self.centre {
+            let mut st = centre.state();
+            st.via.insert(batch.edge(), from);
+            let seen = st.senders.entry(from).or_default();
+            seen.edges.insert(batch.edge());
+            seen.last_batch_ms = unix_ms;
+            seen.batches += 1;
+            seen.records += batch.len() as u64;
+        }
+        let mut buf = [0u8; 16];
+        match ack.encode(&mut buf) {
+            Ok(n) => Reply::new(Code::CHANGED, Some(content_format::CBOR), buf[..n].to_vec()),
+            Err(_) => Reply::new(Code::INTERNAL_SERVER_ERROR, None, Vec::new()),
         }
     }
 
@@ -341,6 +448,20 @@ impl<A: Copy + Ord> CoapServer<A> {
         }
         // Orders whose HTTP request gave up are dropped when their answer comes.
         self.send_orders(now);
+    }
+}
+
+/// The answer to a refused batch: 5.03 when the store failed (the edge sends it again), 4.00
+/// with the reason otherwise (the edge drops it).
+fn uplink_refused(r: Rejection) -> Reply {
+    if r.is_transient() {
+        Reply::new(
+            Code::SERVICE_UNAVAILABLE,
+            None,
+            b"store unavailable".to_vec(),
+        )
+    } else {
+        Reply::new(Code::BAD_REQUEST, None, r.detail.into_bytes())
     }
 }
 
@@ -452,5 +573,226 @@ fn broker_report<A: Copy + Ord>(centre: &Centre<A>, req: &Request<'_, A>, unix_m
             Reply::new(Code::CHANGED, None, Vec::new())
         }
         Err(why) => Reply::new(Code::BAD_REQUEST, None, why.into_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use qos_coap::{Message, MessageType, MessageWriter};
+    use qos_wire::ids::{EdgeId, Seq};
+    use qos_wire::samples;
+    use qos_wire::summary::Summary;
+
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::stats::IngestStats;
+    use crate::store::{SqliteReader, SqliteStore, StoreRead};
+
+    fn temp_db(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("qos-group-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("qos.sqlite")
+    }
+
+    /// A CON request with token = message ID.
+    fn con(mid: u16, path: &str, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; MAX_MESSAGE + 64];
+        let token = mid.to_be_bytes();
+        let mut w = MessageWriter::new(&mut buf, MessageType::Confirmable, Code::POST, mid, &token)
+            .unwrap();
+        w.uri_path(path).unwrap();
+        w.uint_option(option::CONTENT_FORMAT, 60).unwrap();
+        w.payload(payload).unwrap();
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    /// The `i`-th one-summary batch of `edge` (sequence numbers 0, 1, …).
+    fn batch(edge: u32, i: u64) -> Vec<u8> {
+        let s: Summary<128> = samples::http_summary(i + 1, 60, 0);
+        samples::batch(EdgeId(edge), Seq(i), 0, &[s]).unwrap()
+    }
+
+    /// An answer received: message ID, code, payload.
+    type Answer = (u16, Code, Vec<u8>);
+
+    /// Sends `datagrams` to a socket nobody reads yet (so they wait there together), then
+    /// runs the real receive loop on it and collects the answers (message ID, code, payload)
+    /// until `expect` came or nothing more comes.
+    fn burst(
+        db: &std::path::Path,
+        datagrams: &[Vec<u8>],
+        expect: usize,
+    ) -> (Vec<Answer>, Arc<IngestStats>) {
+        let server_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to: SocketAddr = server_sock.local_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        for d in datagrams {
+            client.send_to(d, to).unwrap();
+        }
+        let stats = Arc::new(IngestStats::new());
+        let store = SqliteStore::open(db, Synchronous::Full).unwrap();
+        let server = CoapServer::new(
+            CoapConfig::default(),
+            Ingest::new(Box::new(store), stats.clone()),
+            7,
+        )
+        .unwrap();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || crate::serve::coap_loop(server_sock, server, &shutdown))
+        };
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 2048];
+        while answers.len() < expect {
+            let Ok((n, _)) = client.recv_from(&mut buf) else {
+                break;
+            };
+            let m = Message::parse(&buf[..n]).unwrap();
+            answers.push((m.message_id(), m.code(), m.payload().to_vec()));
+        }
+        // Anything more (there should be nothing) within a short while.
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        while let Ok((n, _)) = client.recv_from(&mut buf) {
+            let m = Message::parse(&buf[..n]).unwrap();
+            answers.push((m.message_id(), m.code(), m.payload().to_vec()));
+        }
+        shutdown.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
+        (answers, stats)
+    }
+
+    fn acked(payload: &[u8]) -> u64 {
+        qos_wire::uplink::Ack::decode(payload).unwrap().acked.0
+    }
+
+    #[test]
+    fn a_burst_is_stored_and_acknowledged_exactly_once_per_batch() {
+        let db = temp_db("burst");
+        let mut out = Vec::new();
+        // 40 distinct batches from 4 edges, interleaved
+        for i in 0..10u64 {
+            for edge in 1..=4u32 {
+                let mid = (edge as u16) * 100 + i as u16;
+                out.push(con(mid, "u", &batch(edge, i)));
+            }
+        }
+        // CoAP retransmissions (same message ID) of 3 of them, while they wait for the commit
+        for mid in [100u16, 201, 302] {
+            let i = (mid % 100) as u64;
+            out.push(con(mid, "u", &batch(u32::from(mid / 100), i)));
+        }
+        // the same batches again under new message IDs (their ack was lost): acked, not stored
+        for (mid, edge, i) in [(900u16, 1u32, 0u64), (901, 2, 5)] {
+            out.push(con(mid, "u", &batch(edge, i)));
+        }
+        // malformed: not CoAP at all, an undecodable batch, a truncated batch
+        out.push(b"\xff\xff\xff".to_vec());
+        out.push(con(950, "u", b"\xff\x00"));
+        let b = batch(4, 99);
+        out.push(con(951, "u", &b[..b.len() - 3]));
+
+        let expect = 40 + 3 + 2 + 2;
+        let (answers, stats) = burst(&db, &out, expect);
+        assert_eq!(answers.len(), expect, "{answers:?}");
+        let of = |mid: u16| -> Vec<&Answer> { answers.iter().filter(|a| a.0 == mid).collect() };
+        for i in 0..10u64 {
+            for edge in 1..=4u32 {
+                let mid = (edge as u16) * 100 + i as u16;
+                let got = of(mid);
+                let retransmitted = [100, 201, 302].contains(&mid);
+                assert_eq!(got.len(), if retransmitted { 2 } else { 1 }, "mid {mid}");
+                for a in &got {
+                    assert_eq!(a.1, Code::CHANGED, "mid {mid}");
+                    assert_eq!(acked(&a.2), i, "mid {mid}");
+                }
+                if retransmitted {
+                    assert_eq!(got[0].2, got[1].2, "the cached response");
+                }
+            }
+        }
+        assert_eq!(acked(&of(900)[0].2), 0);
+        assert_eq!(acked(&of(901)[0].2), 5);
+        assert_eq!(of(950)[0].1, Code::BAD_REQUEST);
+        assert_eq!(of(951)[0].1, Code::BAD_REQUEST);
+
+        let reader = SqliteReader::open(&db).unwrap();
+        for edge in 1..=4u32 {
+            let seqs: Vec<u64> = reader
+                .records(edge)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+            assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "edge {edge}");
+        }
+        let s = stats.snapshot();
+        assert_eq!((s.stored, s.duplicates, s.acked), (40, 2, 42));
+        assert_eq!(s.rejected(RejectReason::Malformed), 2);
+        assert_eq!(s.rejected(RejectReason::Truncated), 1);
+        assert_eq!(s.rejected(RejectReason::StoreError), 0);
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_failed_commit_acknowledges_none_of_the_group() {
+        let db = temp_db("fail");
+        // A store that fails on a record of edge 99, in the middle of the group's transaction.
+        drop(SqliteStore::open(&db, Synchronous::Full).unwrap());
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER fail_99 BEFORE INSERT ON records WHEN NEW.edge_id = 99
+             BEGIN SELECT RAISE(ABORT, 'forced failure'); END;",
+        )
+        .unwrap();
+        let out = vec![
+            con(1, "u", &batch(1, 0)),
+            con(2, "u", &batch(2, 0)),
+            con(3, "u", &batch(99, 0)),
+            con(4, "u", &batch(3, 0)),
+            con(5, "u", b"\xff\x00"),
+        ];
+        let (answers, stats) = burst(&db, &out, 5);
+        assert_eq!(answers.len(), 5, "{answers:?}");
+        for (mid, code, _) in &answers {
+            let want = if *mid == 5 {
+                Code::BAD_REQUEST
+            } else {
+                Code::SERVICE_UNAVAILABLE
+            };
+            assert_eq!(*code, want, "mid {mid}");
+        }
+        let reader = SqliteReader::open(&db).unwrap();
+        assert_eq!(reader.totals().unwrap().records, 0, "nothing of the group");
+        let s = stats.snapshot();
+        assert_eq!((s.stored, s.acked), (0, 0));
+        assert_eq!(s.rejected(RejectReason::StoreError), 4);
+
+        // once the store works again, the edges' new attempts are stored
+        conn.execute_batch("DROP TRIGGER fail_99").unwrap();
+        let again: Vec<Vec<u8>> = [1u32, 2, 99, 3]
+            .iter()
+            .enumerate()
+            .map(|(i, &edge)| con(10 + i as u16, "u", &batch(edge, 0)))
+            .collect();
+        let (answers, _) = burst(&db, &again, 4);
+        assert_eq!(answers.len(), 4);
+        assert!(answers.iter().all(|a| a.1 == Code::CHANGED), "{answers:?}");
+        assert_eq!(reader.totals().unwrap().records, 4);
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
     }
 }

@@ -5,12 +5,17 @@
 //! records go to the store in one transaction, deduplicated by (edge, sequence number). Only
 //! when the store has committed is the cumulative acknowledgement returned — so anything the
 //! edge sees acknowledged is stored exactly once, and nothing is half-written.
+//!
+//! Group commit: the CoAP driver [`prepare`](Ingest::prepare)s every batch that arrived
+//! together (a malformed one is refused alone) and [`commit`](Ingest::commit)s the valid ones
+//! in one transaction; if that fails, none of them is acknowledged.
 
 use std::sync::Arc;
 
 use minicbor::Decoder;
 use qos_wire::codec::WireError;
 use qos_wire::event::Event;
+use qos_wire::ids::Seq;
 use qos_wire::metrics::MetricsSample;
 use qos_wire::outcome::ProbeResult;
 use qos_wire::summary::Summary;
@@ -108,14 +113,48 @@ impl Ingest {
 
     /// Handle the payload of one `POST /u` received at `now_ms` (Unix ms).
     pub fn handle_batch(&mut self, payload: &[u8], now_ms: u64) -> Result<Ack, Rejection> {
-        let r = self.batch(payload, now_ms);
+        let batch = self.prepare(payload, now_ms)?;
+        Ok(self.commit(std::slice::from_ref(&batch))?.remove(0))
+    }
+
+    /// Decodes and validates one `POST /u` payload received at `now_ms` (Unix ms), writing
+    /// nothing; a refusal is counted. Store the result with [`Ingest::commit`].
+    pub fn prepare(&mut self, payload: &[u8], now_ms: u64) -> Result<Prepared, Rejection> {
+        let r = self.decode(payload, now_ms);
         if let Err(e) = &r {
             self.stats.reject(e.reason);
         }
         r
     }
 
-    fn batch(&mut self, payload: &[u8], now_ms: u64) -> Result<Ack, Rejection> {
+    /// Stores prepared batches in one transaction (group commit) and returns their cumulative
+    /// acknowledgements, in order, once the store has committed. On error nothing is stored,
+    /// each batch is counted as a store error and none may be acknowledged.
+    pub fn commit(&mut self, batches: &[Prepared]) -> Result<Vec<Ack>, Rejection> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let view: Vec<(&EdgeKey, &[NewRecord])> =
+            batches.iter().map(|b| (&b.key, &b.records[..])).collect();
+        let outcomes = self.store.insert_batches(&view).map_err(|e| {
+            for _ in batches {
+                self.stats.reject(RejectReason::StoreError);
+            }
+            Rejection {
+                reason: RejectReason::StoreError,
+                detail: e.to_string(),
+            }
+        });
+        let outcomes = outcomes?;
+        for o in &outcomes {
+            self.stats.add_stored(o.new);
+            self.stats.add_duplicates(o.duplicates);
+        }
+        self.stats.add_acked(batches.len() as u64);
+        Ok(batches.iter().map(|b| Ack { acked: b.last }).collect())
+    }
+
+    fn decode(&mut self, payload: &[u8], now_ms: u64) -> Result<Prepared, Rejection> {
         let batch = Batch::decode(payload).map_err(|e| Rejection::wire(e, "batch"))?;
         self.stats.add_batches(1);
         let mut records = Vec::with_capacity(batch.len());
@@ -140,19 +179,36 @@ impl Ingest {
         self.stats.add_records(records.len() as u64);
         let mut key = EdgeKey::new(batch.edge.0, now_ms);
         key.dropped_at_edge = Some(batch.dropped);
-        let outcome = self
-            .store
-            .insert_batch(&key, &records)
-            .map_err(|e| Rejection {
-                reason: RejectReason::StoreError,
-                detail: e.to_string(),
-            })?;
-        self.stats.add_stored(outcome.new);
-        self.stats.add_duplicates(outcome.duplicates);
-        self.stats.add_acked(1);
-        Ok(Ack {
-            acked: batch.last_seq(),
+        Ok(Prepared {
+            key,
+            records,
+            last: batch.last_seq(),
         })
+    }
+}
+
+/// A decoded and validated batch, not stored yet ([`Ingest::prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    key: EdgeKey,
+    records: Vec<NewRecord>,
+    last: Seq,
+}
+
+impl Prepared {
+    /// The sending edge.
+    pub fn edge(&self) -> u32 {
+        self.key.edge_id
+    }
+
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
 }
 

@@ -140,9 +140,9 @@ impl Listener {
 /// Start the CoAP ingest: bind `coap.listen` (UDP) now, so a bind error fails `serve` at
 /// start-up with the address in the message, and spawn the thread that owns `store` (the only
 /// writer). The thread is a thin driver around [`CoapServer`]: it waits on the socket until the
-/// endpoint's next deadline (at most 100 ms, so it notices `shutdown`), hands each
-/// datagram over, and sends what the server has to send. A batch is acknowledged only after
-/// the store committed it.
+/// endpoint's next deadline (at most 100 ms, so it notices `shutdown`), takes that datagram
+/// and those already waiting behind it as one group ([`coap_loop`]), and sends what the server
+/// has to send. A batch is acknowledged only after the store committed it (with its group).
 pub fn start_ingest(
     coap: &CoapConfig,
     store: Box<dyn Store>,
@@ -187,7 +187,20 @@ pub fn start_ingest(
     })
 }
 
-fn coap_loop(socket: UdpSocket, mut server: CoapServer<SocketAddr>, shutdown: &AtomicBool) {
+/// Most datagrams handled as one group (one store transaction).
+pub const GROUP_MAX: usize = 256;
+/// Room for the datagrams of one group (each takes up to [`MAX_MESSAGE`] + 1 bytes).
+const GROUP_BYTES: usize = 256 * 1024;
+
+/// The CoAP receive loop: a blocking receive (until the endpoint's next deadline), then every
+/// datagram already waiting, without blocking (at most [`GROUP_MAX`] and [`GROUP_BYTES`]); the
+/// group is handed to [`CoapServer::handle_datagrams`], which stores its valid batches in one
+/// transaction and sends the acks once it has committed (group commit).
+pub(crate) fn coap_loop(
+    socket: UdpSocket,
+    mut server: CoapServer<SocketAddr>,
+    shutdown: &AtomicBool,
+) {
     let start = Instant::now();
     let mono = || start.elapsed().as_millis() as u64;
     let unix_ms = || {
@@ -197,8 +210,16 @@ fn coap_loop(socket: UdpSocket, mut server: CoapServer<SocketAddr>, shutdown: &A
             .unwrap_or(0)
     };
     // Room for one byte more than the largest message, to recognise oversized datagrams.
-    let mut rx = vec![0u8; MAX_MESSAGE + 1];
+    let slot = MAX_MESSAGE + 1;
+    let mut rx = vec![0u8; GROUP_BYTES.max(slot)];
     let mut tx = vec![0u8; MAX_MESSAGE];
+    let mut got: Vec<(SocketAddr, std::ops::Range<usize>)> = Vec::with_capacity(GROUP_MAX);
+    let mut timeout = None;
+    let mut send = |to: SocketAddr, bytes: &[u8]| {
+        if let Err(e) = socket.send_to(bytes, to) {
+            tracing::debug!(error = %e, peer = %to, "CoAP send failed");
+        }
+    };
     while !shutdown.load(Ordering::Relaxed) {
         let now = mono();
         let wait = server
@@ -206,26 +227,61 @@ fn coap_loop(socket: UdpSocket, mut server: CoapServer<SocketAddr>, shutdown: &A
             .map(|t| Duration::from_millis(t.saturating_sub(now)))
             .unwrap_or(SHUTDOWN_POLL)
             .clamp(Duration::from_millis(1), SHUTDOWN_POLL);
-        if let Err(e) = socket.set_read_timeout(Some(wait)) {
-            tracing::error!(error = %e, "CoAP socket: cannot set timeout");
-            return;
+        if timeout != Some(wait) {
+            if let Err(e) = socket.set_read_timeout(Some(wait)) {
+                tracing::error!(error = %e, "CoAP socket: cannot set timeout");
+                return;
+            }
+            timeout = Some(wait);
         }
-        match socket.recv_from(&mut rx) {
-            Ok((n, from)) => server.handle_datagram(mono(), unix_ms(), from, &rx[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            // ICMP errors of earlier sends surface here on Linux; they concern one peer only.
-            Err(e) => tracing::debug!(error = %e, "CoAP receive error"),
+        got.clear();
+        let mut used = 0;
+        while let Some(buf) = rx.get_mut(used..used + slot) {
+            match socket.recv_from(buf) {
+                Ok((n, from)) => {
+                    got.push((from, used..used + n));
+                    used += n;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                // ICMP errors of earlier sends surface here on Linux; they concern one peer only.
+                Err(e) => {
+                    tracing::debug!(error = %e, "CoAP receive error");
+                    break;
+                }
+            }
+            if got.len() == 1 {
+                // Something came: take what else is already waiting, without blocking.
+                if let Err(e) = socket.set_nonblocking(true) {
+                    tracing::debug!(error = %e, "CoAP socket: cannot drain");
+                    break;
+                }
+            }
+            if got.len() >= GROUP_MAX {
+                break;
+            }
+        }
+        if !got.is_empty() {
+            if let Err(e) = socket.set_nonblocking(false) {
+                tracing::error!(error = %e, "CoAP socket: cannot block again");
+                return;
+            }
+            let datagrams: Vec<(SocketAddr, &[u8])> = got
+                .iter()
+                .map(|(from, r)| (*from, &rx[r.clone()]))
+                .collect();
+            server.handle_datagrams(mono(), unix_ms(), &datagrams, &mut tx, &mut send);
         }
         let now = mono();
         server.handle_timeout(now);
         while let Some((to, n)) = server.poll_transmit(now, &mut tx) {
-            if let Err(e) = socket.send_to(&tx[..n], to) {
-                tracing::debug!(error = %e, peer = %to, "CoAP send failed");
-            }
+            send(to, &tx[..n]);
         }
     }
 }

@@ -336,6 +336,21 @@ pub trait Store: StoreRead {
         records: &[NewRecord],
     ) -> Result<BatchOutcome, StoreError>;
 
+    /// Stores several batches (of one or more edges) in ONE transaction (group commit), each
+    /// exactly as [`Store::insert_batch`] would in turn, and returns their outcomes in order.
+    ///
+    /// All or nothing: on error nothing of any batch is written, so none may be acknowledged.
+    /// The default stores them one by one (not atomic as a group, each batch still is).
+    fn insert_batches(
+        &mut self,
+        batches: &[(&EdgeKey, &[NewRecord])],
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        batches
+            .iter()
+            .map(|(edge, records)| self.insert_batch(edge, records))
+            .collect()
+    }
+
     /// A new read-only view of this store for another thread; it does not block this writer.
     fn open_reader(&self) -> Result<Box<dyn StoreRead>, StoreError>;
 }
@@ -616,86 +631,116 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now = to_sql_count(edge.received_at_ms);
-        let edge_id = i64::from(edge.edge_id);
+        let outcome = insert_in(&tx, edge, batch)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
 
-        let previous: Option<Option<i64>> = tx
-            .query_row(
-                "SELECT last_seq FROM edges WHERE edge_id = ?1",
-                [edge_id],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if previous.is_none() {
-            tx.execute(
-                "INSERT INTO edges (edge_id, first_seen, last_seen) VALUES (?1, ?2, ?2)",
-                params![edge_id, now],
-            )?;
-        }
-        let mut last_seq = previous.flatten().map(from_sql_u64);
+    fn insert_batches(
+        &mut self,
+        batches: &[(&EdgeKey, &[NewRecord])],
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcomes = batches
+            .iter()
+            .map(|(edge, records)| insert_in(&tx, edge, records))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit()?;
+        Ok(outcomes)
+    }
 
-        let mut outcome = BatchOutcome::default();
-        let mut stored = Vec::with_capacity(batch.len());
-        {
-            let mut insert_record = tx.prepare_cached(
-                "INSERT OR IGNORE INTO records (edge_id, seq, kind, at, received_at, body)
+    fn open_reader(&self) -> Result<Box<dyn StoreRead>, StoreError> {
+        Ok(Box::new(SqliteReader::open(&self.path)?))
+    }
+}
+
+/// The body of [`Store::insert_batch`] inside the caller's transaction `tx`; a later batch of
+/// the same edge in the same transaction sees the rows and `last_seq` of the earlier ones.
+fn insert_in(
+    tx: &rusqlite::Transaction<'_>,
+    edge: &EdgeKey,
+    batch: &[NewRecord],
+) -> Result<BatchOutcome, StoreError> {
+    let now = to_sql_count(edge.received_at_ms);
+    let edge_id = i64::from(edge.edge_id);
+
+    // Statements are cached: a group commit runs them for every batch.
+    let previous: Option<Option<i64>> = tx
+        .prepare_cached("SELECT last_seq FROM edges WHERE edge_id = ?1")?
+        .query_row([edge_id], |row| row.get(0))
+        .optional()?;
+    if previous.is_none() {
+        tx.prepare_cached(
+            "INSERT INTO edges (edge_id, first_seen, last_seen) VALUES (?1, ?2, ?2)",
+        )?
+        .execute(params![edge_id, now])?;
+    }
+    let mut last_seq = previous.flatten().map(from_sql_u64);
+
+    let mut outcome = BatchOutcome::default();
+    let mut stored = Vec::with_capacity(batch.len());
+    {
+        let mut insert_record = tx.prepare_cached(
+            "INSERT OR IGNORE INTO records (edge_id, seq, kind, at, received_at, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut insert_summary = tx.prepare_cached(
-                "INSERT INTO summaries (edge_id, seq, probe, window_start, window_len, ok, failed,
+        )?;
+        let mut insert_summary = tx.prepare_cached(
+            "INSERT INTO summaries (edge_id, seq, probe, window_start, window_len, ok, failed,
                                         total_p50_us, total_p95_us, total_p99_us)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for record in batch {
-                let seq = to_sql_u64(record.seq);
-                let inserted = insert_record.execute(params![
+        )?;
+        for record in batch {
+            let seq = to_sql_u64(record.seq);
+            let inserted = insert_record.execute(params![
+                edge_id,
+                seq,
+                record.kind,
+                record.at,
+                now,
+                record.body
+            ])?;
+            if inserted == 0 {
+                outcome.duplicates += 1;
+                continue;
+            }
+            outcome.new += 1;
+            stored.push(record.seq);
+            if let Some(s) = &record.summary {
+                insert_summary.execute(params![
                     edge_id,
                     seq,
-                    record.kind,
-                    record.at,
-                    now,
-                    record.body
+                    s.probe,
+                    s.window_start,
+                    s.window_len,
+                    s.ok,
+                    s.failed,
+                    s.total_p50_us.map(to_sql_count),
+                    s.total_p95_us.map(to_sql_count),
+                    s.total_p99_us.map(to_sql_count),
                 ])?;
-                if inserted == 0 {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                outcome.new += 1;
-                stored.push(record.seq);
-                if let Some(s) = &record.summary {
-                    insert_summary.execute(params![
-                        edge_id,
-                        seq,
-                        s.probe,
-                        s.window_start,
-                        s.window_len,
-                        s.ok,
-                        s.failed,
-                        s.total_p50_us.map(to_sql_count),
-                        s.total_p95_us.map(to_sql_count),
-                        s.total_p99_us.map(to_sql_count),
-                    ])?;
-                }
             }
         }
+    }
 
-        // Gaps: walk the newly stored numbers in order from the previous high-water mark.
-        stored.sort_unstable();
-        for seq in stored {
-            match last_seq {
-                Some(last) if seq <= last => {} // late (reordered) record: not a gap
-                Some(last) => {
-                    if epoch(seq) == epoch(last) && seq > last + 1 {
-                        outcome.gaps += 1;
-                    }
-                    last_seq = Some(seq);
+    // Gaps: walk the newly stored numbers in order from the previous high-water mark.
+    stored.sort_unstable();
+    for seq in stored {
+        match last_seq {
+            Some(last) if seq <= last => {} // late (reordered) record: not a gap
+            Some(last) => {
+                if epoch(seq) == epoch(last) && seq > last + 1 {
+                    outcome.gaps += 1;
                 }
-                None => last_seq = Some(seq),
+                last_seq = Some(seq);
             }
+            None => last_seq = Some(seq),
         }
+    }
 
-        tx.execute(
-            "UPDATE edges SET
+    tx.prepare_cached(
+        "UPDATE edges SET
                 name = coalesce(?2, name),
                 region = coalesce(?3, region),
                 last_seen = max(last_seen, ?4),
@@ -705,25 +750,19 @@ impl Store for SqliteStore {
                 gaps = gaps + ?8,
                 dropped_at_edge = max(dropped_at_edge, ?9)
              WHERE edge_id = ?1",
-            params![
-                edge_id,
-                edge.name,
-                edge.region,
-                now,
-                last_seq.map(to_sql_u64),
-                to_sql_count(outcome.new),
-                to_sql_count(outcome.duplicates),
-                to_sql_count(outcome.gaps),
-                to_sql_count(edge.dropped_at_edge.unwrap_or(0)),
-            ],
-        )?;
-        tx.commit()?;
-        Ok(outcome)
-    }
-
-    fn open_reader(&self) -> Result<Box<dyn StoreRead>, StoreError> {
-        Ok(Box::new(SqliteReader::open(&self.path)?))
-    }
+    )?
+    .execute(params![
+        edge_id,
+        edge.name,
+        edge.region,
+        now,
+        last_seq.map(to_sql_u64),
+        to_sql_count(outcome.new),
+        to_sql_count(outcome.duplicates),
+        to_sql_count(outcome.gaps),
+        to_sql_count(edge.dropped_at_edge.unwrap_or(0)),
+    ])?;
+    Ok(outcome)
 }
 
 #[cfg(test)]
@@ -924,6 +963,41 @@ mod tests {
         assert_eq!(row.gaps, 2);
         assert_eq!(row.last_seq, Some(10));
         assert_eq!(row.received, 7);
+    }
+
+    #[test]
+    fn a_group_is_stored_as_its_batches_in_turn_or_not_at_all() {
+        let dir = TempDir::new("group");
+        let mut store = open(&dir);
+        let (a, b) = (EdgeKey::new(3, 1), EdgeKey::new(4, 1));
+        let (r1, r2, r3, r4) = (recs(&[1, 2]), recs(&[2, 5]), recs(&[1]), recs(&[3]));
+        let out = store
+            .insert_batches(&[(&a, &r1), (&b, &r3), (&a, &r2), (&a, &r4)])
+            .unwrap();
+        let got: Vec<_> = out.iter().map(|o| (o.new, o.duplicates, o.gaps)).collect();
+        // the second batch of edge 3 sees the first: 2 is a duplicate, 5 a gap; 3 is late
+        assert_eq!(got, [(2, 0, 0), (1, 0, 0), (1, 1, 1), (1, 0, 0)]);
+        assert_eq!(seqs(&store, 3), [1, 2, 3, 5]);
+        let row = edge_row(&store, 3);
+        assert_eq!((row.received, row.duplicates, row.gaps), (4, 1, 1));
+        assert_eq!(row.last_seq, Some(5));
+
+        // A failure in the last batch undoes the whole group.
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER fail_9 BEFORE INSERT ON records WHEN NEW.edge_id = 9
+                 BEGIN SELECT RAISE(ABORT, 'forced'); END;",
+            )
+            .unwrap();
+        let c = EdgeKey::new(9, 2);
+        let (r5, r6) = (recs(&[6]), recs(&[1]));
+        assert!(store
+            .insert_batches(&[(&a, &r5), (&b, &r4), (&c, &r6)])
+            .is_err());
+        assert_eq!(seqs(&store, 3), [1, 2, 3, 5]);
+        assert_eq!(seqs(&store, 4), [1]);
+        assert_eq!(store.totals().unwrap().edges, 2, "no row for edge 9");
     }
 
     #[test]
