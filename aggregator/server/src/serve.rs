@@ -141,7 +141,7 @@ impl Listener {
 /// start-up with the address in the message, and spawn the thread that owns `store` (the only
 /// writer). The thread is a thin driver around [`CoapServer`]: it waits on the socket until the
 /// endpoint's next deadline (at most 100 ms, so it notices `shutdown`), takes that datagram
-/// and those already waiting behind it as one group ([`coap_loop`]), and sends what the server
+/// and those already waiting behind it as one group (`coap_loop`), and sends what the server
 /// has to send. A batch is acknowledged only after the store committed it (with its group).
 pub fn start_ingest(
     coap: &CoapConfig,

@@ -11,7 +11,7 @@
 //!   Release, Abort) and a stream endpoint with the same interface as [`Endpoint`]. The frame
 //!   codec itself ([`MessageWriter::new_frame`], [`Message::parse_frame`], [`msg::frame_len`])
 //!   is always built: it shares the option and payload code of datagrams.
-//! - `link` (feature `tcp`): [`Link`](crate::link::Link), datagram and stream endpoints behind
+//! - `link` (feature `tcp`): `Link`, datagram and stream endpoints behind
 //!   one interface, so applications are transport-neutral.
 //! - [`endpoint`]: the state machine: confirmable and non-confirmable requests, piggybacked
 //!   and separate responses, retransmission with exponential back-off, NSTART, tokens,
