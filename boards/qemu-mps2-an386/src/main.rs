@@ -1,6 +1,7 @@
 //! QoS edge sub-manager firmware for QEMU's mps2-an386 (Cortex-M4F, LAN9118 Ethernet).
 //!
-//! Board bring-up only: the SysTick time driver, the LAN9118, the embassy-net stack with DHCP;
+//! Board bring-up only: the SysTick time driver, the LAN9118, the embassy-net stack (the fixed
+//! address QEMU's user network gives, 10.0.2.15/24 via 10.0.2.2; DHCP with feature `dhcp`);
 //! then the edge application of `qos-edge-embassy` runs until its settings end it, and the
 //! firmware exits QEMU with its verdict. Logging is defmt over semihosting (decode with
 //! `defmt-print -e FIRMWARE`); the semihosting exit makes QEMU's exit status the firmware's.
@@ -30,6 +31,24 @@ impl Hooks for LogHooks {
     }
 }
 
+/// The network configuration: DHCP with feature `dhcp`, else the address QEMU's user network
+/// always assigns to its first guest (saves the DHCP client's flash).
+fn net_config() -> embassy_net::Config {
+    #[cfg(feature = "dhcp")]
+    {
+        embassy_net::Config::dhcpv4(Default::default())
+    }
+    #[cfg(not(feature = "dhcp"))]
+    {
+        use embassy_net::{Ipv4Address, Ipv4Cidr, StaticConfigV4};
+        embassy_net::Config::ipv4_static(StaticConfigV4 {
+            address: Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 15), 24),
+            gateway: Some(Ipv4Address::new(10, 0, 2, 2)),
+            dns_servers: Default::default(),
+        })
+    }
+}
+
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = cortex_m::Peripherals::take().unwrap();
@@ -46,7 +65,7 @@ async fn main(spawner: Spawner) {
     static RESOURCES: StaticCell<StackResources<4>> = StaticCell::new();
     let (stack, runner) = embassy_net::new(
         eth,
-        embassy_net::Config::dhcpv4(Default::default()),
+        net_config(),
         RESOURCES.init(StackResources::new()),
         seed,
     );
@@ -55,11 +74,11 @@ async fn main(spawner: Spawner) {
         .await
         .is_err()
     {
-        defmt::error!("no DHCP lease within 10 s");
+        defmt::error!("no IPv4 configuration within 10 s");
         exit(1);
     }
     if let Some(c) = stack.config_v4() {
-        defmt::info!("dhcp: address {}, gateway {}", c.address, c.gateway);
+        defmt::info!("ipv4: address {}, gateway {}", c.address, c.gateway);
     }
     match qos_edge_embassy::run(stack, &config::settings(seed), &mut LogHooks).await {
         Ok(report) => exit(if report.delivered() { 0 } else { 1 }),
