@@ -12,7 +12,10 @@
 //! | `POST /api/v1/edges/{id}/probe[?wait_ms=N]` | body: one probe in the edge's format, JSON (`Content-Type: application/json` or a body starting with `{`) or TOML (the keys of one `[[probe]]` table); `timeout_ms` at most [`centre_api::MAX_PROBE_TIMEOUT_MS`]. Sent as CoAP `POST /p` to the edge (or `POST /p?id=` to its broker); waits `timeout_ms` + [`centre_api::PROBE_WAIT_MARGIN_MS`] (or `wait_ms`, at most [`centre_api::MAX_WAIT_MS`]). 200 `{"edge","via","result":{"probe","at_ms","status":"ok"\|"failed","phases_us":{"dns",..},"error","error_after_us","detail","redirects"}}`; 400 invalid probe; 404 unknown edge; 504 no answer; 502 the edge refused it |
 //! | `GET /api/v1/edges/{id}/results[?probe=N][&wait_ms=N]` | the edge's recent raw results (CoAP `GET /r[?p=N]`), newest first: `{"edge","via","results":[..as above..]}`; waits [`centre_api::RESULTS_WAIT_MS`] by default; 404, 504, 502 as above |
 //! | `GET /api/v1/brokers` | `{"brokers":[{"address","edges":[ids],"last_batch","batches","records","report"}]}`: every broker: an address that reported itself (`POST /b`), or forwarded batches of several edges or of an edge registered here from another address (see `CentreState::is_broker`); `report` is its last `broker-report` or `null`: `{"at","received","acked","forwarded","queued","queued_bytes","dropped_quota","relayed","relay_timeouts","total_edges","edges":[{"id","name","region","registered","seen_ago_ms"}]}` |
-//! | `GET /api/v1/topology` | `{"nodes":[{"id","kind":"super-manager"\|"broker"\|"edge",..}],"links":[{"from","to"}]}`: edge → broker → super-manager, or edge → super-manager for edges that talk to it directly |
+//! | `GET /api/v1/topology` | `{"nodes":[{"id","kind":"super-manager"\|"broker"\|"edge",..}],"links":[{"from","to"}],"service_map":{"services","components","links"}}`: edge → broker → super-manager, or edge → super-manager for edges that talk to it directly; `service_map` is the model's services → components → dependencies ([`services_api::service_map`]) |
+//!
+//! The services' endpoints (`services`, `incidents`, `slos`, `notifications`, `model`,
+//! `metrics`, `openapi.json`) are in [`services_api`].
 //!
 //! An HTTP worker waits for the answer of `probe` and `results` requests: with the default two
 //! workers, two such requests at once hold the API until they end (raise `http.workers`).
@@ -38,6 +41,7 @@
 pub mod centre_api;
 pub mod parse;
 pub mod server;
+pub mod services_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +70,7 @@ struct Shared {
     stats: Arc<IngestStats>,
     started: Instant,
     centre: Option<Arc<Centre>>,
+    services: Option<Arc<crate::services::Services>>,
 }
 
 /// One worker's API: its own store reader plus the shared state.
@@ -91,12 +96,13 @@ pub fn start(
     stats: Arc<IngestStats>,
     started: Instant,
     centre: Option<Arc<Centre>>,
+    services: Option<Arc<crate::services::Services>>,
 ) -> Result<HttpServer, HttpError> {
     let options = ServerOptions {
         max_body_bytes: MAX_BODY_BYTES,
         ..ServerOptions::default()
     };
-    start_full(listen, readers, stats, started, options, centre)
+    start_full(listen, readers, stats, started, options, centre, services)
 }
 
 /// [`start`] with explicit limits and timeouts (tests lower the read timeout).
@@ -107,10 +113,10 @@ pub fn start_with(
     started: Instant,
     options: ServerOptions,
 ) -> Result<HttpServer, HttpError> {
-    start_full(listen, readers, stats, started, options, None)
+    start_full(listen, readers, stats, started, options, None, None)
 }
 
-/// [`start_with`] and a [`Centre`].
+/// [`start_with`] and a [`Centre`] and the [`crate::services::Services`].
 pub fn start_full(
     listen: SocketAddr,
     readers: Vec<Box<dyn StoreRead>>,
@@ -118,11 +124,13 @@ pub fn start_full(
     started: Instant,
     options: ServerOptions,
     centre: Option<Arc<Centre>>,
+    services: Option<Arc<crate::services::Services>>,
 ) -> Result<HttpServer, HttpError> {
     let shared = Arc::new(Shared {
         stats,
         started,
         centre,
+        services,
     });
     let handlers = readers
         .into_iter()
@@ -176,7 +184,11 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
             Err(e) => store_unavailable(&e),
         },
         (["brokers"], Some(c)) => centre_api::brokers(c),
-        (["topology"], Some(c)) => centre_api::topology(c),
+        (["topology"], Some(c)) => {
+            let mut body = centre_api::topology_json(c);
+            body["service_map"] = services_api::service_map(shared.services.as_deref());
+            Response::json(200, &body)
+        }
         (["edges", id, what @ ("config" | "probe" | "results")], Some(c)) => {
             let Ok(edge) = id.parse::<u32>() else {
                 return Response::json(
@@ -189,6 +201,9 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
                 "probe" => centre_api::probe(request, c, edge),
                 _ => centre_api::results(request, c, edge),
             }
+        }
+        (s, _) if services_api::handles(s) => {
+            services_api::route(request, s, shared.services.as_deref())
         }
         _ => not_found(),
     }
