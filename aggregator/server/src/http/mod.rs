@@ -66,7 +66,7 @@ pub const UP_WINDOW_MS: u64 = 180_000;
 const ALLOW: &str = "GET, HEAD";
 
 /// What every worker shares.
-struct Shared {
+pub(crate) struct Shared {
     stats: Arc<IngestStats>,
     started: Instant,
     centre: Option<Arc<Centre>>,
@@ -157,7 +157,7 @@ fn method_not_allowed(request: &Request, allow: &'static str) -> Response {
     .with_header("Allow", allow)
 }
 
-fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
+pub(crate) fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
     let path = request.path();
     let not_found = || Response::json(404, &json!({"error": "no such resource", "path": path}));
     let Some(rest) = path.strip_prefix(API_PREFIX) else {

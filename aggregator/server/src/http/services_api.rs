@@ -28,6 +28,32 @@ use crate::http::{Request, Response};
 use crate::services::series::{self, SeriesQuery, MAX_POINTS};
 use crate::services::{db, metrics, now_s, retention, Services, ServicesError};
 
+/// Every route the router answers under `/api/v1/` (method, path template), the existing ones
+/// and this module's; a test keeps it, the router and [`OPENAPI`] in step.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/health"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/edges"),
+    ("GET", "/api/v1/edges/{id}/config"),
+    ("PUT", "/api/v1/edges/{id}/config"),
+    ("DELETE", "/api/v1/edges/{id}/config"),
+    ("POST", "/api/v1/edges/{id}/probe"),
+    ("GET", "/api/v1/edges/{id}/results"),
+    ("GET", "/api/v1/brokers"),
+    ("GET", "/api/v1/topology"),
+    ("GET", "/api/v1/services"),
+    ("GET", "/api/v1/services/{name}"),
+    ("GET", "/api/v1/services/{name}/series"),
+    ("GET", "/api/v1/incidents"),
+    ("GET", "/api/v1/incidents/{id}"),
+    ("GET", "/api/v1/slos"),
+    ("GET", "/api/v1/notifications"),
+    ("GET", "/api/v1/model"),
+    ("PUT", "/api/v1/model"),
+    ("POST", "/api/v1/metrics"),
+    ("GET", "/api/v1/openapi.json"),
+];
+
 /// The OpenAPI document.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
@@ -517,4 +543,112 @@ pub fn service_map(s: Option<&Services>) -> Value {
         })
         .collect();
     json!({"services": services, "components": components, "links": links})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::centre::{Centre, ConfigStore};
+    use crate::config::{Config, Synchronous};
+    use crate::http::parse::parse_head;
+    use crate::stats::IngestStats;
+    use crate::store::{SqliteStore, Store};
+
+    fn request(method: &str, path: &str, body: &str) -> Request {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        Request {
+            head: parse_head(head.as_bytes()).unwrap(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn unknown_path(r: &Response) -> bool {
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        r.status == 404 && v["error"] == "no such resource"
+    }
+
+    /// Every route the router knows is in the OpenAPI document and vice versa; each is
+    /// answered (not as an unknown path, not 405), and other methods on documented paths get
+    /// 405 rather than 404.
+    #[test]
+    fn openapi_document_and_router_agree() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let routes: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(routes, documented);
+
+        let dir = std::env::temp_dir().join(format!("qos-openapi-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("qos.sqlite");
+        let store = SqliteStore::open(&db, Synchronous::Normal).unwrap();
+        let shared = crate::http::Shared {
+            stats: Arc::new(IngestStats::new()),
+            started: Instant::now(),
+            centre: Some(Arc::new(Centre::new(ConfigStore::open(&db).unwrap()))),
+            services: Some(Arc::new(
+                crate::services::Services::open(&db, &Config::default(), 1_764_000_000).unwrap(),
+            )),
+        };
+        let reader = store.open_reader().unwrap();
+        let paths: BTreeSet<&str> = ROUTES.iter().map(|(_, p)| *p).collect();
+        for (method, template) in ROUTES {
+            let path = template.replace("{id}", "1").replace("{name}", "shop");
+            let body = if *method == "POST" && path.ends_with("probe") {
+                "{\"kind\":\"tcp\",\"target\":\"127.0.0.1:1\",\"timeout_ms\":1}"
+            } else {
+                ""
+            };
+            let path = if path.ends_with("probe") || path.ends_with("results") {
+                format!("{path}?wait_ms=1")
+            } else {
+                path
+            };
+            let r = crate::http::route(&request(method, &path, body), reader.as_ref(), &shared);
+            assert!(
+                !unknown_path(&r) && r.status != 405,
+                "{method} {path}: {}",
+                r.status
+            );
+        }
+        for template in paths {
+            let path = template.replace("{id}", "1").replace("{name}", "shop");
+            let documented: Vec<&str> = ROUTES
+                .iter()
+                .filter(|(_, p)| *p == template)
+                .map(|(m, _)| *m)
+                .collect();
+            for method in ["GET", "PUT", "POST", "DELETE"] {
+                if documented.contains(&method) || (method == "GET" && documented.contains(&"HEAD"))
+                {
+                    continue;
+                }
+                let r = crate::http::route(&request(method, &path, ""), reader.as_ref(), &shared);
+                assert_eq!(r.status, 405, "{method} {path}");
+            }
+            // one level deeper is unknown
+            let r = crate::http::route(
+                &request("GET", &format!("{path}/zzz"), ""),
+                reader.as_ref(),
+                &shared,
+            );
+            assert!(matches!(r.status, 400 | 404), "{path}/zzz");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -555,3 +555,51 @@ pub fn store_model(
     )?;
     Ok(())
 }
+
+/// A stored-summary record of probe `probe` for the window at `start` of `len` seconds with
+/// `ok` successful runs of total time `total_us` (and `failed` failures): for tests,
+/// benchmarks and simulations that write straight to a store.
+pub fn summary_record(
+    seq: u64,
+    probe: u16,
+    start: u32,
+    len: u16,
+    ok: u32,
+    failed: u32,
+    total_us: u32,
+) -> crate::store::NewRecord {
+    use qos_wire::outcome::ErrorClass;
+    use qos_wire::phase::Phase;
+    let mut s = CentralSummary::new(qos_wire::ids::ProbeId(probe), start, len);
+    s.ok = ok;
+    s.failed = failed;
+    for i in 0..ok {
+        let us = total_us + i % 7 * (total_us / 100).max(1);
+        s.sketch.insert(us);
+        s.phases[Phase::Total as usize].add(us);
+        s.phases[Phase::Connect as usize].add(us / 4);
+    }
+    for _ in 0..failed {
+        s.phases[Phase::Connect as usize].add(total_us / 4);
+    }
+    if failed > 0 {
+        s.errors[ErrorClass::Timeout as usize] = failed;
+    }
+    let q = |q: f64| s.sketch.quantile(q).map(u64::from);
+    crate::store::NewRecord {
+        seq,
+        kind: 0,
+        at: start,
+        body: encode_summary(&s),
+        summary: Some(crate::store::SummaryColumns {
+            probe: u32::from(probe),
+            window_start: start,
+            window_len: u32::from(len),
+            ok,
+            failed,
+            total_p50_us: q(0.5),
+            total_p95_us: q(0.95),
+            total_p99_us: q(0.99),
+        }),
+    }
+}

@@ -144,3 +144,135 @@ fn roll_chunk(conn: &mut Connection, cutoff: i64, good_ratio: f64) -> Result<usi
     tx.commit()?;
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::db::summary_record;
+    use crate::services::series::{series, SeriesQuery};
+    use crate::store::{EdgeKey, SqliteStore, Store, Synchronous};
+
+    const MODEL: &str = r#"
+        [[component]]
+        name = "web"
+        kind = "web"
+        [[service]]
+        name = "shop"
+        depends_on = ["web"]
+        [[service.transaction]]
+        name = "home"
+        probes = [{ edge = 1, probe = 0, region = "eu" }]
+    "#;
+
+    #[test]
+    fn old_summaries_roll_up_hourly_and_series_read_them_alike() {
+        let dir = std::env::temp_dir().join(format!("qos-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("qos.sqlite");
+        let mut store = SqliteStore::open(&db, Synchronous::Normal).unwrap();
+        let now: u64 = 1_764_000_000 - 1_764_000_000 % 3600;
+        let day = 86_400;
+        // 20 days ago: 2 hours of 60 s windows, one bad window per hour; 1 day ago: 1 hour.
+        let mut recs = Vec::new();
+        let old = now - 20 * day;
+        for i in 0..120u32 {
+            let failed = if i % 60 == 7 { 10 } else { 0 };
+            recs.push(summary_record(
+                u64::from(i),
+                0,
+                old as u32 + i * 60,
+                60,
+                10,
+                failed,
+                20_000 + i * 10,
+            ));
+        }
+        for i in 0..60u32 {
+            recs.push(summary_record(
+                1000 + u64::from(i),
+                0,
+                (now - day) as u32 + i * 60,
+                60,
+                10,
+                0,
+                30_000,
+            ));
+        }
+        store
+            .insert_batch(&EdgeKey::new(1, now * 1000), &recs)
+            .unwrap();
+        let mut conn = rusqlite::Connection::open(&db).unwrap();
+        let model = qos_model::Model::from_toml(MODEL).unwrap();
+        let c = RetentionConfig::default();
+        let q = SeriesQuery {
+            from: old,
+            to: old + 7200,
+            step: 3600,
+            phase: None,
+            region: None,
+        };
+        let before = series(&conn, &model, "shop", &q, 0).unwrap();
+        assert_eq!(before["source"], "raw");
+
+        let out = run(&mut conn, now, &c, 0.9).unwrap();
+        assert_eq!(out.rolled_up, 120);
+        let raw_left: i64 = conn
+            .query_row("SELECT count(*) FROM summaries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(raw_left, 60);
+        let hours: i64 = conn
+            .query_row("SELECT count(*) FROM rollup_hourly", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(hours, 2);
+        let after = series(&conn, &model, "shop", &q, raw_cutoff(now, &c)).unwrap();
+        assert_eq!(after["source"], "hourly");
+        for (a, b) in before["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(after["points"].as_array().unwrap())
+        {
+            for k in [
+                "runs",
+                "failures",
+                "windows",
+                "bad_windows",
+                "p50_us",
+                "p95_us",
+                "p99_us",
+            ] {
+                assert_eq!(a[k], b[k], "{k}");
+            }
+            assert_eq!(
+                a["phases"]["total"]["mean_us"],
+                b["phases"]["total"]["mean_us"]
+            );
+        }
+        assert_eq!(after["points"][0]["bad_windows"], 1);
+        // a range over both reads both
+        let q2 = SeriesQuery {
+            from: old,
+            to: now,
+            step: 86_400,
+            phase: None,
+            region: None,
+        };
+        let both = series(&conn, &model, "shop", &q2, raw_cutoff(now, &c)).unwrap();
+        assert_eq!(both["source"], "hourly+raw");
+        let runs: u64 = both["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["runs"].as_u64().unwrap())
+            .sum();
+        assert_eq!(runs, 180 * 10 + 2 * 10);
+
+        // Running again changes nothing; far later the rollups go too.
+        assert_eq!(run(&mut conn, now, &c, 0.9).unwrap().rolled_up, 0);
+        let out = run(&mut conn, now + 400 * day, &c, 0.9).unwrap();
+        // the hour rolled up now is older than hourly_days as well
+        assert_eq!((out.rolled_up, out.hourly_deleted), (60, 3));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
