@@ -177,7 +177,7 @@ fn put_model(request: &Request, s: &Services) -> Response {
         || text.trim_start().starts_with('{');
     match s.put_model(text, if json { "json" } else { "toml" }, now_s()) {
         Ok(()) => get_model(s),
-        Err(ServicesError::Model(reason)) => bad(reason),
+        Err(ServicesError::Model(reason)) => bad(format!("invalid service model: {reason}")),
         Err(e) => store_err(&e),
     }
 }

@@ -557,7 +557,7 @@ pub fn store_model(
 }
 
 /// A stored-summary record of probe `probe` for the window at `start` of `len` seconds with
-/// `ok` successful runs of total time `total_us` (and `failed` failures): for tests,
+/// `ok` successful runs of total time `total_us` (and `failed` HTTP-status failures): for tests,
 /// benchmarks and simulations that write straight to a store.
 pub fn summary_record(
     seq: u64,
@@ -573,17 +573,20 @@ pub fn summary_record(
     let mut s = CentralSummary::new(qos_wire::ids::ProbeId(probe), start, len);
     s.ok = ok;
     s.failed = failed;
+    // Connect takes 2 ms, the server's answer (first byte) half of the total; failures are
+    // HTTP 5xx answers after the connection.
     for i in 0..ok {
         let us = total_us + i % 7 * (total_us / 100).max(1);
         s.sketch.insert(us);
         s.phases[Phase::Total as usize].add(us);
-        s.phases[Phase::Connect as usize].add(us / 4);
+        s.phases[Phase::Connect as usize].add(2_000);
+        s.phases[Phase::FirstByte as usize].add(us / 2);
     }
     for _ in 0..failed {
-        s.phases[Phase::Connect as usize].add(total_us / 4);
+        s.phases[Phase::Connect as usize].add(2_000);
     }
     if failed > 0 {
-        s.errors[ErrorClass::Timeout as usize] = failed;
+        s.errors[ErrorClass::HttpStatus as usize] = failed;
     }
     let q = |q: f64| s.sketch.quantile(q).map(u64::from);
     crate::store::NewRecord {

@@ -73,6 +73,9 @@ pub struct Engine {
     pub unplaced: u64,
     /// Summaries handed to the engine.
     pub ingested: u64,
+    /// Notifications found by a replay (incidents not stored before), sent with the next
+    /// evaluation's.
+    pending: Vec<Value>,
 }
 
 /// What the HTTP workers and the monitor thread share.
@@ -138,6 +141,7 @@ impl Services {
                 cursor,
                 unplaced: 0,
                 ingested: 0,
+                pending: Vec::new(),
             }),
         };
         {
@@ -188,13 +192,19 @@ impl Services {
         for p in db::points(&conn, None, None, from as f64, f64::MAX)? {
             m.record_metric(&p.component, &p.metric, p.at, p.value);
         }
-        let events = m.evaluate(now);
+        // Events of the replayed past were stored (and notified) when they happened; only
+        // incidents not stored yet (opened while serve was away) are new.
+        let _ = m.evaluate(now);
         let mut keep = Vec::new();
         for i in m.incidents() {
-            let id = self.incident_id(&conn, e, i)?;
+            let (id, new) = self.incident_id(&conn, e, i)?;
             keep.push(id);
+            if new && i.resolved_at.is_none() {
+                let body = json!({"type": "incident_opened", "incident": incident_body(i, id)});
+                db::insert_event(&conn, now, "incident_opened", Some(i.subject.name()), &body)?;
+                e.pending.push(body);
+            }
         }
-        let _ = events;
         db::close_stale_incidents(&conn, &keep, now)?;
         Ok(())
     }
@@ -204,7 +214,7 @@ impl Services {
         conn: &Connection,
         e: &mut Engine,
         i: &qos_model::Incident,
-    ) -> Result<i64, ServicesError> {
+    ) -> Result<(i64, bool), ServicesError> {
         let existing = match e.ids.get(&i.id) {
             Some(id) => Some(*id),
             None => db::find_open_incident(conn, i.subject.name(), i.opened_at)?,
@@ -236,7 +246,7 @@ impl Services {
             )?;
         }
         e.ids.insert(i.id, id);
-        Ok(id)
+        Ok((id, existing.is_none()))
     }
 
     /// Hands records stored since the last call to the engine; returns how many.
@@ -308,14 +318,14 @@ impl Services {
         now: u64,
     ) -> Result<Vec<Value>, ServicesError> {
         let conn = self.db();
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut e.pending);
         for ev in events {
             let (kind, subject, mut body) = event_json(ev);
             if let Event::IncidentOpened(i)
             | Event::IncidentUpdated(i)
             | Event::IncidentResolved(i) = ev
             {
-                let id = self.incident_id(&conn, e, i)?;
+                let (id, _) = self.incident_id(&conn, e, i)?;
                 body["incident"] = incident_body(i, id);
             }
             db::insert_event(&conn, now, kind, subject.as_deref(), &body)?;
