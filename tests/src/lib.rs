@@ -297,11 +297,16 @@ impl Serve {
     /// answers. A port taken between choosing and binding makes the process exit: then it is
     /// started again on other ports (up to 5 times).
     pub fn start(dir: &Path) -> Serve {
+        Serve::start_with(dir, "")
+    }
+
+    /// [`Serve::start`] with `extra` TOML appended to the configuration (e.g. `[model]`).
+    pub fn start_with(dir: &Path, extra: &str) -> Serve {
         let mut last = String::new();
         for _ in 0..5 {
             let http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
             let coap = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-            match Serve::try_start(dir, http, coap) {
+            match Serve::try_start(dir, http, coap, extra) {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -314,7 +319,7 @@ impl Serve {
     pub fn start_at(dir: &Path, http: SocketAddr, coap: SocketAddr) -> Serve {
         let mut last = String::new();
         for _ in 0..10 {
-            match Serve::try_start(dir, http, coap) {
+            match Serve::try_start(dir, http, coap, "") {
                 Ok(s) => return s,
                 Err(e) => last = e,
             }
@@ -323,14 +328,19 @@ impl Serve {
         panic!("serve did not start on {http} / {coap}: {last}");
     }
 
-    fn try_start(dir: &Path, http: SocketAddr, coap: SocketAddr) -> Result<Serve, String> {
+    fn try_start(
+        dir: &Path,
+        http: SocketAddr,
+        coap: SocketAddr,
+        extra: &str,
+    ) -> Result<Serve, String> {
         let data_dir = dir.join("data");
         let config = dir.join("serve.toml");
         std::fs::write(
             &config,
             format!(
                 "[http]\nlisten = \"{http}\"\n\n[coap]\nlisten = \"{coap}\"\n\n\
-                 [store]\ndata_dir = {:?}\n",
+                 [store]\ndata_dir = {:?}\n\n{extra}",
                 data_dir.display().to_string()
             ),
         )

@@ -90,9 +90,18 @@ pub struct SummaryRow {
     pub summary: Box<CentralSummary>,
 }
 
-/// Decode a summary body.
+/// The body of a stored record: `records.body` holds the record as received, `[kind, body]`
+/// (a two-element array); rollups hold a bare summary (an array of at least eight).
+pub fn record_body(stored: &[u8]) -> &[u8] {
+    match stored {
+        [0x82, kind, rest @ ..] if *kind < 24 => rest,
+        _ => stored,
+    }
+}
+
+/// Decode a stored summary (a record as received, or a bare summary).
 pub fn decode_summary(body: &[u8]) -> Option<Box<CentralSummary>> {
-    let mut d = minicbor::Decoder::new(body);
+    let mut d = minicbor::Decoder::new(record_body(body));
     CentralSummary::decode(&mut d).ok().map(Box::new)
 }
 
@@ -593,7 +602,8 @@ pub fn summary_record(
         seq,
         kind: 0,
         at: start,
-        body: encode_summary(&s),
+        // as received: `[kind, summary]`
+        body: [&[0x82, 0x00][..], &encode_summary(&s)].concat(),
         summary: Some(crate::store::SummaryColumns {
             probe: u32::from(probe),
             window_start: start,

@@ -406,7 +406,7 @@ fn event_json(ev: &Event) -> (&'static str, Option<String>, Value) {
 
 /// The points of a host-metrics record body, as metrics of `component`.
 pub fn host_points(component: &str, body: &[u8]) -> Vec<Point> {
-    let mut d = Decoder::new(body);
+    let mut d = Decoder::new(db::record_body(body));
     let Ok(s) = MetricsSample::decode(&mut d) else {
         return Vec::new();
     };
