@@ -161,11 +161,6 @@ pub fn import_csv(database: &Path, file: &Path) -> Result<(u64, u64), ImportErro
         path: file.to_path_buf(),
         source,
     };
-    let store = SqliteStore::open(database, Synchronous::Normal)?;
-    drop(store);
-    let mut conn = rusqlite::Connection::open(database).map_err(crate::store::StoreError::from)?;
-    conn.busy_timeout(crate::store::BUSY_TIMEOUT)
-        .map_err(crate::store::StoreError::from)?;
     let size = std::fs::metadata(file).map_err(read_err)?.len().max(1);
     let f = std::fs::File::open(file).map_err(read_err)?;
     let mut reader = std::io::BufReader::new(f);
@@ -177,6 +172,12 @@ pub fn import_csv(database: &Path, file: &Path) -> Result<(u64, u64), ImportErro
             path: file.to_path_buf(),
         });
     }
+    // The file is checked before the store is opened (and created, and migrated).
+    let store = SqliteStore::open(database, Synchronous::Normal)?;
+    drop(store);
+    let mut conn = rusqlite::Connection::open(database).map_err(crate::store::StoreError::from)?;
+    conn.busy_timeout(crate::store::BUSY_TIMEOUT)
+        .map_err(crate::store::StoreError::from)?;
     let (mut read, mut n, mut bad, mut lines) = (line.len() as u64, 0u64, 0u64, 1usize);
     let mut chunk = Vec::with_capacity(50_000);
     loop {
