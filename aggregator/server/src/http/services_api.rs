@@ -434,7 +434,6 @@ fn incident(s: &Services, id: &str) -> Response {
         .unwrap_or(opened)
         + 600.0;
     let start = opened - 1800.0;
-    let mut seen = BTreeSet::new();
     if let Some(steps) = body["drill_down"].as_array_mut() {
         for st in steps {
             if let Some(series) = st["series"].as_array_mut() {
@@ -442,13 +441,11 @@ fn incident(s: &Services, id: &str) -> Response {
                     let (Some(c), Some(m)) = (r["component"].as_str(), r["metric"].as_str()) else {
                         continue;
                     };
-                    let key = (c.to_string(), m.to_string());
                     let pts = match db::points(&conn, Some(c), Some(m), start, end) {
                         Ok(p) => p,
                         Err(e) => return store_err(&e),
                     };
                     r["points"] = json!(pts.iter().map(|p| [p.at, p.value]).collect::<Vec<_>>());
-                    seen.insert(key);
                 }
             }
         }

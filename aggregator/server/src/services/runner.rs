@@ -97,7 +97,11 @@ pub fn run(services: Arc<Services>, shutdown: Arc<AtomicBool>) {
         }
         if now >= next_retention {
             next_retention = now + RETENTION_EVERY_S;
-            let ratio = 0.9;
+            let ratio = services
+                .engine()
+                .monitor
+                .as_ref()
+                .map_or(0.9, |m| m.model().defaults().good_ratio);
             match retention::run(&mut services.db(), now, &config.retention, ratio) {
                 Ok(o) => tracing::info!(?o, "retention applied"),
                 Err(e) => tracing::warn!(error = %e, "retention failed"),
