@@ -165,3 +165,45 @@ pub fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn services_options_parse_and_bad_values_name_the_field() {
+        let c = parse(
+            "[model]\nfile = \"s.toml\"\n[[model.host]]\nedge = 1\ncomponent = \"h\"\n\
+             [[webhook]]\nurl = \"http://127.0.0.1:9/x\"\n\
+             [[scrape]]\nurl = \"http://127.0.0.1:9100/metrics\"\ncomponent = \"db\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.model.hosts[0].component, "h");
+        assert_eq!(c.scrapes[0].interval_s, 15);
+        assert_eq!(c.retention, RetentionConfig::default());
+        for (text, field) in [
+            ("[model]\nevaluate_s = 0\n", "model.evaluate_s"),
+            ("[retention]\nraw_days = 0\n", "retention.raw_days"),
+            (
+                "[retention]\nraw_days = 30\nhourly_days = 7\n",
+                "retention.hourly_days",
+            ),
+            ("[[webhook]]\nurl = \"https://x/\"\n", "webhook.url"),
+            (
+                "[[scrape]]\nurl = \"x\"\ncomponent = \"db\"\n",
+                "scrape.url",
+            ),
+            (
+                "[[scrape]]\nurl = \"http://a:1/\"\ncomponent = \"db\"\ninterval_s = 0\n",
+                "scrape.interval_s",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+    }
+}

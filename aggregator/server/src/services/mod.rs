@@ -420,3 +420,80 @@ pub fn host_points(component: &str, body: &[u8]) -> Vec<Point> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use qos_wire::codec::encode_into;
+    use qos_wire::ids::{EdgeId, Seq};
+    use qos_wire::samples;
+    use qos_wire::summary::Summary;
+    use qos_wire::uplink::{encode_batch_head, encode_record, RecordKind};
+
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::ingest::Ingest;
+    use crate::services::config::HostEntry;
+    use crate::stats::IngestStats;
+    use crate::store::SqliteStore;
+
+    const MODEL: &str = r#"
+        [[component]]
+        name = "web"
+        kind = "web"
+        depends_on = ["host-3"]
+        [[component]]
+        name = "host-3"
+        kind = "host"
+        [[service]]
+        name = "shop"
+        depends_on = ["web"]
+        [[service.transaction]]
+        name = "home"
+        probes = [{ edge = 3, probe = 1, region = "eu" }]
+    "#;
+
+    /// Batches as the CoAP ingest stores them reach the engine: summaries by edge and probe,
+    /// host metrics as the metrics of the edge's host component.
+    #[test]
+    fn ingested_batches_reach_the_engine() {
+        let dir = std::env::temp_dir().join(format!("qos-services-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("qos.sqlite");
+        std::fs::write(dir.join("m.toml"), MODEL).unwrap();
+        let store = SqliteStore::open(&db, Synchronous::Normal).unwrap();
+        let mut config = Config::default();
+        config.model.file = Some(dir.join("m.toml"));
+        config.model.hosts.push(HostEntry {
+            edge: 3,
+            component: "host-3".into(),
+        });
+        let services = Services::open(&db, &config, 1_764_000_000).unwrap();
+        let mut ingest = Ingest::new(Box::new(store), Arc::new(IngestStats::new()));
+        let sums: Vec<Summary<128>> = (0..3).map(|i| samples::http_summary(i, 10, 0)).collect();
+        let first = Seq::first_of_epoch(1);
+        let bytes = samples::batch(EdgeId(3), first, 0, &sums).unwrap();
+        ingest.handle_batch(&bytes, 1_764_000_100_000).unwrap();
+        let m = samples::metrics_sample();
+        let mut buf = vec![0u8; 1024];
+        let n = encode_into(&mut buf, |e| {
+            encode_batch_head(e, EdgeId(3), Seq(first.0 + 3), 0, 1)?;
+            encode_record(e, RecordKind::Metrics, |e| m.encode(e))
+        })
+        .unwrap();
+        ingest.handle_batch(&buf[..n], 1_764_000_101_000).unwrap();
+        assert_eq!(services.ingest_new().unwrap(), 4);
+        {
+            let e = services.engine();
+            assert_eq!((e.ingested, e.unplaced), (3, 0));
+        }
+        let points = db::points(&services.db(), Some("host-3"), None, 0.0, f64::MAX).unwrap();
+        assert_eq!(points.len(), m.len());
+        assert!(points.iter().any(|p| p.metric == "cpu_busy_permille"));
+        // nothing new: nothing read again
+        assert_eq!(services.ingest_new().unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
