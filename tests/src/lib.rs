@@ -300,7 +300,7 @@ impl Serve {
         Serve::start_with(dir, "")
     }
 
-    /// [`Serve::start`] with `extra` TOML appended to the configuration (e.g. a
+    /// [`Serve::start`] with `extra` TOML appended to the configuration (e.g. `[model]` or a
     /// `[coap.rate_limit]` table).
     pub fn start_with(dir: &Path, extra: &str) -> Serve {
         let mut last = String::new();

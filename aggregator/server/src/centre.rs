@@ -158,10 +158,11 @@ impl ConfigStore {
         };
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // The events of `crate::silence`: created here, outside the numbered migrations, as
-        // the table only grows and nothing else reads it.
+        // The broker events of `crate::silence` (table `broker_events`; the services' events
+        // are in `events`): created here, outside the numbered migrations, as the table only
+        // grows and nothing else reads it.
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS events (
+            "CREATE TABLE IF NOT EXISTS broker_events (
                  id     INTEGER PRIMARY KEY,
                  at     INTEGER NOT NULL,   -- unix ms
                  kind   TEXT NOT NULL,      -- broker_silent | broker_back
@@ -180,7 +181,7 @@ impl ConfigStore {
     pub fn record_event(&self, e: &crate::silence::Event) -> Result<(), StoreError> {
         let edges = serde_json::to_string(&e.edges).unwrap_or_else(|_| "[]".into());
         lock(&self.conn).execute(
-            "INSERT INTO events (at, kind, broker, edges, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO broker_events (at, kind, broker, edges, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![e.at_ms as i64, e.kind, e.broker, edges, e.detail],
         )?;
         Ok(())
@@ -191,7 +192,7 @@ impl ConfigStore {
     pub fn events(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
         let conn = lock(&self.conn);
         let mut st = conn.prepare(
-            "SELECT id, at, kind, broker, edges, detail FROM events ORDER BY id DESC LIMIT ?1",
+            "SELECT id, at, kind, broker, edges, detail FROM broker_events ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([limit], |r| {
             let edges: String = r.get(4)?;

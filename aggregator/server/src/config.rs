@@ -69,6 +69,16 @@ pub struct Config {
     /// stored for the same edge). None by default.
     #[serde(rename = "edge_config", skip_serializing_if = "Vec::is_empty")]
     pub edge_configs: Vec<EdgeConfigEntry>,
+    /// `[model]`: the service model and its engine ([`crate::services::config::ModelConfig`]).
+    pub model: crate::services::config::ModelConfig,
+    /// `[[webhook]]`: where incidents, SLO alerts and flapping are POSTed. None by default.
+    #[serde(rename = "webhook", skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::services::config::WebhookEntry>,
+    /// `[[scrape]]`: Prometheus text endpoints read as component metrics. None by default.
+    #[serde(rename = "scrape", skip_serializing_if = "Vec::is_empty")]
+    pub scrapes: Vec<crate::services::config::ScrapeEntry>,
+    /// `[retention]`: how long raw summaries and hourly rollups are kept.
+    pub retention: crate::services::config::RetentionConfig,
 }
 
 /// `[watch]`: the centre's watch over its brokers ([`crate::silence`]).
@@ -398,6 +408,7 @@ impl Config {
                 "expected a finite number of at least 1.0",
             ));
         }
+        crate::services::config::validate(self, origin)?;
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(invalid(
                 "store.data_dir",

@@ -11,6 +11,8 @@
 //! - [`coap`]: the CoAP resources of the super-manager over the shared endpoint (sans-IO);
 //! - [`stats`]: lock-free ingest counters and the reasons a datagram can be rejected;
 //! - [`http`]: the JSON API under `/api/v1/`;
+//! - [`services`]: the service model at run time: monitor, incidents, SLOs, component metrics
+//!   (push, import, scrape), retention and hourly rollups;
 //! - [`serve`]: wires configuration, store, counters and listeners together ([`serve::run_serve`]);
 //! - [`rca`]: `qos-aggregator rca`, offline root-cause analysis of a case directory (the engine
 //!   is the `qos-rca` crate; this reads the case and prints the ranking as JSON);
@@ -29,6 +31,7 @@ pub mod http;
 pub mod ingest;
 pub mod rca;
 pub mod serve;
+pub mod services;
 pub mod silence;
 pub mod stats;
 pub mod store;

@@ -88,6 +88,16 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         horizon: Option<f64>,
     },
+    /// Import component metrics from a CSV file of the data sets' layout
+    /// (`time,component,metric,value`) into the store of `serve`'s configuration.
+    Import {
+        /// The CSV file.
+        #[arg(long, value_name = "FILE")]
+        csv: PathBuf,
+        /// The configuration of `serve` (for `store.data_dir`); defaults without it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +123,7 @@ fn main() -> ExitCode {
             port_base,
             host_sim,
         }),
+        Command::Import { csv, config } => import(&csv, config),
         Command::Rca {
             case,
             at,
@@ -177,6 +188,27 @@ fn demo(options: DemoOptions) -> ExitCode {
     match run_demo(&options, shutdown) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e @ (DemoError::TooShort(_) | DemoError::PortBase(_))) => fail(&e, 2),
+        Err(e) => fail(&e, 1),
+    }
+}
+
+fn import(csv: &std::path::Path, config_path: Option<PathBuf>) -> ExitCode {
+    let config = match &config_path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return fail(&e, 2),
+    };
+    if let Err(e) = std::fs::create_dir_all(&config.store.data_dir) {
+        return fail(&e, 1);
+    }
+    match qos_aggregator::services::metrics::import_csv(&config.store.database_path(), csv) {
+        Ok((n, bad)) => {
+            println!("{{\"imported\":{n},\"rejected\":{bad}}}");
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&e, 1),
     }
 }

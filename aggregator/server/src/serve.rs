@@ -80,6 +80,9 @@ pub enum ServeError {
         /// What is wrong.
         reason: String,
     },
+    /// The service model could not be loaded or the engine not rebuilt.
+    #[error("{0}")]
+    Services(String),
     /// The CoAP parameters are invalid.
     #[error("invalid [coap.reliability]: {0}")]
     Coap(String),
@@ -344,6 +347,10 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         }
     }
 
+    let services = Arc::new(
+        crate::services::Services::open(&database, config, crate::services::now_s())
+            .map_err(|e| ServeError::Services(e.to_string()))?,
+    );
     let stats = Arc::new(IngestStats::new());
     let readers = (0..config.http.workers)
         .map(|_| store.open_reader())
@@ -354,6 +361,7 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         stats.clone(),
         started,
         Some(centre.clone()),
+        Some(services.clone()),
     )?;
     tracing::info!(
         "HTTP API on http://{}{} (health, stats, edges)",
@@ -383,6 +391,15 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
             .push(Listener::thread("silence-watch", watch));
     }
     // Further listeners slot in here, each stopped by `shutdown` and joined by `stop`.
+    let (sv, stop) = (services, shutdown.clone());
+    let monitor = std::thread::Builder::new()
+        .name("services".into())
+        .spawn(move || crate::services::runner::run(sv, stop))
+        .map_err(|source| ServeError::Spawn {
+            name: "services",
+            source,
+        })?;
+    handle.listeners.push(Listener::thread("services", monitor));
     handle.listeners.extend(streams::start(
         config,
         Box::new(store),

@@ -100,6 +100,9 @@ const MIGRATIONS: &[&str] = &[
         rejected_reason TEXT
     );
     ",
+    // 3: services: incidents, events, notification deliveries, component metrics, hourly
+    // rollups of aged summaries and the service model set through the API (crate::services).
+    crate::services::db::MIGRATION,
 ];
 
 /// The schema version this binary writes: the number of known migrations.
@@ -874,10 +877,16 @@ mod tests {
         assert_eq!(
             tables,
             [
+                "component_metrics",
                 "config_reports",
                 "edge_configs",
                 "edges",
+                "events",
+                "incidents",
+                "notifications",
                 "records",
+                "rollup_hourly",
+                "service_model",
                 "summaries"
             ]
         );

@@ -465,6 +465,11 @@ pub fn brokers(centre: &Centre) -> Response {
 
 /// `GET /api/v1/topology`: edges → broker → super-manager.
 pub fn topology(centre: &Centre) -> Response {
+    Response::json(200, &topology_json(centre))
+}
+
+/// The body of [`topology`].
+pub fn topology_json(centre: &Centre) -> Value {
     let st = centre.state();
     let mut nodes = vec![json!({"id": "super-manager", "kind": "super-manager"})];
     let mut links = Vec::new();
@@ -503,5 +508,5 @@ pub fn topology(centre: &Centre) -> Response {
             .push(json!({"id": format!("broker:{a}"), "kind": "broker", "address": a.to_string()}));
         links.push(json!({"from": format!("broker:{a}"), "to": "super-manager"}));
     }
-    Response::json(200, &json!({ "nodes": nodes, "links": links }))
+    json!({ "nodes": nodes, "links": links })
 }

@@ -15,7 +15,10 @@
 //! | `GET /api/v1/edges/{id}/results[?probe=N][&wait_ms=N]` | the edge's recent raw results (CoAP `GET /r[?p=N]`), newest first: `{"edge","via","results":[..as above..]}`; waits [`centre_api::RESULTS_WAIT_MS`] by default; 404, 504, 502 as above |
 //! | `GET /api/v1/summaries?since=UNIX_S[&limit=N]` | the stored window summaries, oldest first, with phases and error classes (see [`series`]) |
 //! | `GET /api/v1/brokers` | `{"brokers":[{"address","edges":[ids],"last_batch","batches","records","report"}]}`: every broker: an address that reported itself (`POST /b`), or forwarded batches of several edges or of an edge registered here from another address (see `CentreState::is_broker`); `report` is its last `broker-report` or `null`: `{"at","received","acked","forwarded","queued","queued_bytes","dropped_quota","relayed","relay_timeouts","rejected":{"malformed",..,"rate_limited","unknown_edge"},"total_edges","edges":[{"id","name","region","registered","seen_ago_ms","cfg"}]}` |
-//! | `GET /api/v1/topology` | `{"nodes":[{"id","kind":"super-manager"\|"broker"\|"edge",..}],"links":[{"from","to"}]}`: edge → broker → super-manager, or edge → super-manager for edges that talk to it directly |
+//! | `GET /api/v1/topology` | `{"nodes":[{"id","kind":"super-manager"\|"broker"\|"edge",..}],"links":[{"from","to"}],"service_map":{"services","components","links"}}`: edge → broker → super-manager, or edge → super-manager for edges that talk to it directly; `service_map` is the model's services → components → dependencies ([`services_api::service_map`]) |
+//!
+//! The services' endpoints (`services`, `incidents`, `slos`, `notifications`, `model`,
+//! `metrics`, `openapi.json`) are in [`services_api`].
 //!
 //! An HTTP worker waits for the answer of `probe` and `results` requests: with the default two
 //! workers, two such requests at once hold the API until they end (raise `http.workers`).
@@ -43,6 +46,7 @@ pub mod metrics;
 pub mod parse;
 pub mod series;
 pub mod server;
+pub mod services_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,11 +71,12 @@ pub const UP_WINDOW_MS: u64 = 180_000;
 const ALLOW: &str = "GET, HEAD";
 
 /// What every worker shares.
-struct Shared {
+pub(crate) struct Shared {
     stats: Arc<IngestStats>,
     started: Instant,
     centre: Option<Arc<Centre>>,
     http: metrics::HttpCounters,
+    services: Option<Arc<crate::services::Services>>,
 }
 
 /// One worker's API: its own store reader plus the shared state.
@@ -99,12 +104,13 @@ pub fn start(
     stats: Arc<IngestStats>,
     started: Instant,
     centre: Option<Arc<Centre>>,
+    services: Option<Arc<crate::services::Services>>,
 ) -> Result<HttpServer, HttpError> {
     let options = ServerOptions {
         max_body_bytes: MAX_BODY_BYTES,
         ..ServerOptions::default()
     };
-    start_full(listen, readers, stats, started, options, centre)
+    start_full(listen, readers, stats, started, options, centre, services)
 }
 
 /// [`start`] with explicit limits and timeouts (tests lower the read timeout).
@@ -115,10 +121,10 @@ pub fn start_with(
     started: Instant,
     options: ServerOptions,
 ) -> Result<HttpServer, HttpError> {
-    start_full(listen, readers, stats, started, options, None)
+    start_full(listen, readers, stats, started, options, None, None)
 }
 
-/// [`start_with`] and a [`Centre`].
+/// [`start_with`] and a [`Centre`] and the [`crate::services::Services`].
 pub fn start_full(
     listen: SocketAddr,
     readers: Vec<Box<dyn StoreRead>>,
@@ -126,12 +132,14 @@ pub fn start_full(
     started: Instant,
     options: ServerOptions,
     centre: Option<Arc<Centre>>,
+    services: Option<Arc<crate::services::Services>>,
 ) -> Result<HttpServer, HttpError> {
     let shared = Arc::new(Shared {
         stats,
         started,
         centre,
         http: metrics::HttpCounters::default(),
+        services,
     });
     let handlers = readers
         .into_iter()
@@ -158,7 +166,7 @@ fn method_not_allowed(request: &Request, allow: &'static str) -> Response {
     .with_header("Allow", allow)
 }
 
-fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
+pub(crate) fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response {
     let path = request.path();
     let not_found = || Response::json(404, &json!({"error": "no such resource", "path": path}));
     if path == "/metrics" {
@@ -200,7 +208,11 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
             Ok(list) => Response::json(200, &json!({ "events": list })),
             Err(e) => store_unavailable(&e),
         },
-        (["topology"], Some(c)) => centre_api::topology(c),
+        (["topology"], Some(c)) => {
+            let mut body = centre_api::topology_json(c);
+            body["service_map"] = services_api::service_map(shared.services.as_deref());
+            Response::json(200, &body)
+        }
         (["edges", id, what @ ("config" | "probe" | "results")], Some(c)) => {
             let Ok(edge) = id.parse::<u32>() else {
                 return Response::json(
@@ -213,6 +225,9 @@ fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Response 
                 "probe" => centre_api::probe(request, c, edge),
                 _ => centre_api::results(request, c, edge),
             }
+        }
+        (s, _) if services_api::handles(s) => {
+            services_api::route(request, s, shared.services.as_deref())
         }
         _ => not_found(),
     }
