@@ -39,6 +39,7 @@
 //! the ingest writer, and a slow API client never delays ingest.
 
 pub mod centre_api;
+pub mod dashboard;
 pub mod parse;
 pub mod server;
 pub mod services_api;
@@ -161,7 +162,7 @@ pub(crate) fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -
     let path = request.path();
     let not_found = || Response::json(404, &json!({"error": "no such resource", "path": path}));
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
-        return not_found();
+        return dashboard::serve(request).unwrap_or_else(not_found);
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let get = matches!(request.method(), "GET" | "HEAD");
