@@ -27,6 +27,7 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod rca;
+pub mod report;
 pub mod serve;
 pub mod services;
 pub mod stats;
