@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use qos_aggregator::config::Synchronous;
-use qos_aggregator::services::db::summary_record;
+use qos_aggregator::services::db::{summary_record, upsert_incident};
 use qos_aggregator::store::{EdgeKey, SqliteStore, Store};
 
 mod common;
@@ -81,6 +81,34 @@ fn fixture(dir: &TempDir) -> (std::path::PathBuf, u64) {
         store
             .insert_batch(&EdgeKey::new(edge, now * 1000), &recs)
             .unwrap();
+    }
+    drop(store);
+    // An incident on the last day (resolved after 3 h) whose top cause is the database, and one
+    // of another service.
+    let conn = rusqlite::Connection::open(c.store.database_path()).unwrap();
+    let at = first + 4 * DAY;
+    for subject in ["shop", "other"] {
+        let mut body = serde_json::json!({
+            "subject": {"kind": "service", "name": subject}, "affected": [subject],
+            "opened_at": at, "resolved_at": at + 3 * 3600, "worst": "down",
+            "causes": [{"component": "db", "score": 1.5}, {"component": "app", "score": 0.5}],
+        });
+        let end = Some(at + 3 * 3600);
+        let id =
+            upsert_incident(&conn, None, subject, at, at, end, "ok", Some("db"), &body).unwrap();
+        body["id"] = id.into();
+        upsert_incident(
+            &conn,
+            Some(id),
+            subject,
+            at,
+            at,
+            end,
+            "ok",
+            Some("db"),
+            &body,
+        )
+        .unwrap();
     }
     (config, first)
 }
@@ -199,6 +227,20 @@ fn csv_figures_match_the_inputs() {
         candidates.contains(&forecast),
         "{forecast} not in {candidates:?}"
     );
+    // The incident, its times and causes; not the other service's.
+    assert_eq!(
+        get("incident", "", "", "1", "opened"),
+        qos_aggregator::report::datetime(first + 4 * DAY)
+    );
+    assert_eq!(get("incident", "", "", "1", "cause_1"), "db");
+    assert_eq!(get("incident", "", "", "1", "cause_1_score"), "1.5");
+    assert_eq!(get("incident", "", "", "1", "cause_2"), "app");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r[1] == "incident" && r[6] == "opened")
+            .count(),
+        1
+    );
     // The load is flat: no target, then a target it never reaches.
     assert_eq!(
         get("trend", "", "", "load_runs_per_day", "forecast"),
@@ -254,6 +296,10 @@ fn html_is_self_contained_and_printable() {
     );
     assert_eq!(html.matches("<tr>").count(), html.matches("</tr>").count());
     assert!(html.contains("97.500 %"), "availability shown");
+    assert!(
+        html.contains("<td>#1</td>") && html.contains("db (1.50), app (0.50)"),
+        "incident shown"
+    );
     let rest = html.replace("http://www.w3.org/2000/svg", "");
     assert!(!rest.contains("http://") && !rest.contains("https://") && !rest.contains("src="));
 }
