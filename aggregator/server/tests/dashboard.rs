@@ -115,6 +115,8 @@ fn start_serve(dir: &TempDir) -> ServeHandle {
     c.model.file = Some(model);
     c.model.evaluate_s = 1;
     c.model.poll_ms = 100;
+    // A browser keeps several idle keep-alive connections, each holding a worker.
+    c.http.workers = 8;
     let now = qos_aggregator::services::now_s();
     let base = (now - now % 600) - 40 * 60;
     let fault = base + 32 * 60;
