@@ -21,7 +21,7 @@ section.service:last-child{break-after:auto;page-break-after:auto}
 table{border-collapse:collapse;margin:.4rem 0 1rem}th,td{border:1px solid #bbb;padding:.2rem .5rem;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#2e7d32}.bad{color:#c62828}.muted{color:#666}
-svg text{font-size:10px}
+svg text{font-size:10px}figure{margin:.5rem 0}figcaption{font-weight:bold}
 @page{size:A4;margin:15mm}
 @media print{body{margin:0}}";
 
@@ -43,7 +43,8 @@ fn line_chart(title: &str, days: &[(u64, Option<f64>)], target: Option<f64>, uni
     let x = |i: usize| l + (w - l - 8.0) * i as f64 / n;
     let y = |v: f64| 6.0 + (h - b - 6.0) * (1.0 - v / top);
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>",
+        "<figure><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>",
+        esc(title),
         esc(title),
         esc(title)
     );
@@ -76,7 +77,7 @@ fn line_chart(title: &str, days: &[(u64, Option<f64>)], target: Option<f64>, uni
     if let Some(t) = target {
         let _ = write!(s, "<line x1=\"{l}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#c62828\" stroke-dasharray=\"4 3\"/>", w - 8.0, y(t), y(t));
     }
-    s.push_str("</svg>");
+    s.push_str("</svg></figure>");
     s
 }
 
