@@ -153,7 +153,7 @@ async function viewIncident(id) {
 
 async function viewInfra() {
   const now = Date.now();
-  const [edges, brokers, topo] = await Promise.all([api("edges"), maybe("brokers", { brokers: [] }), maybe("topology", { nodes: [], links: [] })]);
+  const [edges, brokers] = await Promise.all([api("edges"), maybe("brokers", { brokers: [] })]);
   const out = [el("h2", { text: "Sub-managers and brokers" })];
   out.push(table("Edges (sub-managers)", ["id", "name", "region", "state", "connects via", "last seen", num("received"), num("gaps"), num("dropped at edge")],
     edges.edges.map((e) => [String(e.id), e.name, e.region, badge(e.up ? "ok" : "down"), e.broker ?? "–", ago(now - e.last_seen),
@@ -161,11 +161,14 @@ async function viewInfra() {
   out.push(table("Brokers", ["address", "edges", "last batch", num("batches"), num("backlog"), num("dropped (quota)"), num("forwarded")],
     brokers.brokers.map((b) => [b.address, b.edges.join(", "), when(b.last_batch), String(b.batches),
       b.report ? `${b.report.queued} (${b.report.queued_bytes} B)` : "–", b.report ? String(b.report.dropped_quota) : "–", b.report ? String(b.report.forwarded) : "–"]), { id: "brokers-table" }));
-  if (topo.nodes?.length) {
-    const nodes = topo.nodes.map((n) => ({ id: n.id, label: n.name ?? n.address ?? String(n.id), kind: n.kind, region: n.region,
-      status: n.kind === "edge" ? (edges.edges.find((e) => `edge:${e.id}` === n.id || e.id === n.edge)?.up === false ? "down" : "ok") : "ok" }));
-    out.push(graphChart({ title: "Who connects to whom", nodes, links: topo.links }));
-  }
+  if (!brokers.brokers.length) out.push(el("p", { class: "muted", text: "No broker has reported or forwarded batches." }));
+  // Edge → broker → super-manager, or edge → super-manager for edges that talk to it directly.
+  const nodes = [{ id: "sm", label: "super-manager", kind: "super-manager", status: "ok" },
+    ...brokers.brokers.map((b) => ({ id: `b:${b.address}`, label: b.address, kind: "broker", status: "ok" })),
+    ...edges.edges.map((e) => ({ id: `e:${e.id}`, label: e.name ?? `edge ${e.id}`, kind: `edge ${e.id}`, region: e.region, status: e.up ? "ok" : "down" }))];
+  const links = [...brokers.brokers.map((b) => ({ from: `b:${b.address}`, to: "sm" })),
+    ...edges.edges.map((e) => ({ from: `e:${e.id}`, to: e.broker && e.broker !== "direct" && brokers.brokers.some((b) => b.address === e.broker) ? `b:${e.broker}` : "sm" }))];
+  out.push(graphChart({ title: "Who connects to whom (edges, brokers, super-manager)", nodes, links }));
   return out;
 }
 

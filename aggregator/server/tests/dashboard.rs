@@ -477,6 +477,14 @@ fn dashboard_in_headless_chromium() {
     assert_eq!(rows[0][8], "3");
     assert_eq!(rows[1][1], "ohio-1");
     assert_eq!(rows[1][2], "us");
+    let links = d.js(
+        "return ['e:1', 'e:2', 'sm'].map(id => !!document.querySelector(`g.node[data-id='${id}']`));",
+    );
+    assert_eq!(
+        links,
+        json!([true, true, true]),
+        "edges and the super-manager drawn"
+    );
     d.screenshot(&shots.join("3-edges.png"));
 
     // SLOs: the budget shown is the API's.
