@@ -441,6 +441,30 @@ fn dashboard_in_headless_chromium() {
     let text = d.js("return document.querySelector('main').innerText;");
     assert!(text.as_str().unwrap().contains("shop"));
     d.screenshot(&shots.join("1-service-map.png"));
+    // Keyboard: Enter on the focused service node opens its drill-down.
+    let node = d.call(
+        "POST",
+        &d.s("element"),
+        Some(&json!({"using": "css selector", "value": "g.node[data-id='service:shop']"})),
+    );
+    let node = node
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.call(
+        "POST",
+        &d.s(&format!("element/{node}/value")),
+        Some(&json!({"text": "\u{E007}"})),
+    );
+    d.wait(
+        "the drill-down opened by keyboard",
+        "return location.hash === '#/service/shop' && document.querySelector('main h2')?.textContent.startsWith('Service shop') || null;",
+    );
 
     // The incident: ranked causes, evidence and the drill-down with its charts.
     d.go(&format!("{base}#/incident/{id}"));
