@@ -56,7 +56,7 @@ fn rca_per_incident(run: usize) -> f64 {
     c.model.file = Some(file);
     let dbp = c.store.database_path();
     let mut store = SqliteStore::open(&dbp, Synchronous::Normal).unwrap();
-    let base: u64 = 1_764_000_000 /* a whole hour */;
+    let base: u64 = 1_764_000_000; // a whole hour
     let services = Services::open(&dbp, &c, base).unwrap();
     let fault = base + 45 * 60;
     let mut points = Vec::new();
@@ -145,7 +145,7 @@ fn drill_down_30_days() -> (f64, f64, u64, u64) {
     let dir = tempdir("drill");
     let dbp = dir.join("qos.sqlite");
     let mut store = SqliteStore::open(&dbp, Synchronous::Normal).unwrap();
-    let now: u64 = 1_764_000_000 /* a whole hour */;
+    let now: u64 = 1_764_000_000; // a whole hour
     let from = now - 30 * 86_400;
     let mut seq = 0u64;
     for edge in [1u32, 2] {

@@ -30,6 +30,7 @@ pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod rca;
+pub mod report;
 pub mod serve;
 pub mod services;
 pub mod silence;

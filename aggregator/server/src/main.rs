@@ -88,6 +88,9 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         horizon: Option<f64>,
     },
+    /// A service's availability, response time by phase, incidents, SLO compliance and
+    /// trends over a period, from the store (read-only), as printable HTML or CSV.
+    Report(qos_aggregator::report::ReportArgs),
     /// Import component metrics from a CSV file of the data sets' layout
     /// (`time,component,metric,value`) into the store of `serve`'s configuration.
     Import {
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
             host_sim,
         }),
         Command::Import { csv, config } => import(&csv, config),
+        Command::Report(args) => report(&args),
         Command::Rca {
             case,
             at,
@@ -220,6 +224,30 @@ fn rca(case: &std::path::Path, at: f64, top: Option<usize>, config: &qos_rca::Co
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e, 2),
+    }
+}
+
+fn report(args: &qos_aggregator::report::ReportArgs) -> ExitCode {
+    use qos_aggregator::report;
+    let config = match &args.config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return fail(&e, 2),
+    };
+    match report::run(args, &config, qos_aggregator::services::now_s()) {
+        Ok((doc, warnings)) => {
+            for w in warnings {
+                eprintln!("qos-aggregator: warning: {w}");
+            }
+            if args.out.is_none() {
+                print!("{doc}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, report::exit_code(&e)),
     }
 }
 

@@ -42,6 +42,7 @@
 //! the ingest writer, and a slow API client never delays ingest.
 
 pub mod centre_api;
+pub mod dashboard;
 pub mod metrics;
 pub mod parse;
 pub mod series;
@@ -173,7 +174,7 @@ pub(crate) fn route(request: &Request, store: &dyn StoreRead, shared: &Shared) -
         return prometheus(request, store, shared);
     }
     let Some(rest) = path.strip_prefix(API_PREFIX) else {
-        return not_found();
+        return dashboard::serve(request).unwrap_or_else(not_found);
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let get = matches!(request.method(), "GET" | "HEAD");

@@ -171,7 +171,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let db = dir.join("qos.sqlite");
         let mut store = SqliteStore::open(&db, Synchronous::Normal).unwrap();
-        let now: u64 = 1_764_000_000 /* a whole hour */;
+        let now: u64 = 1_764_000_000; // a whole hour
         let day = 86_400;
         // 20 days ago: 2 hours of 60 s windows, one bad window per hour; 1 day ago: 1 hour.
         let mut recs = Vec::new();
