@@ -6,7 +6,7 @@
 //! Skipped, with the reason printed, when `/usr/bin/chromium` or `/usr/bin/chromedriver` is
 //! absent.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,67 +21,10 @@ use qos_aggregator::store::{EdgeKey, SqliteStore, Store};
 use serde_json::{json, Value};
 
 mod common;
-use common::{read_reply, Reply, TempDir};
+use common::{exchange_with, Reply, TempDir, SHOP_MODEL};
 
-const MODEL: &str = r#"
-[defaults]
-window_s = 60
-grace_s = 5
-resolve_after = 3
-
-[[component]]
-name = "dns-eu"
-kind = "dns"
-region = "eu"
-
-[[component]]
-name = "dns-us"
-kind = "dns"
-region = "us"
-
-[[component]]
-name = "path-eu"
-kind = "network_path"
-region = "eu"
-
-[[component]]
-name = "path-us"
-kind = "network_path"
-region = "us"
-
-[[component]]
-name = "web"
-kind = "web"
-depends_on = ["app"]
-
-[[component]]
-name = "app"
-kind = "app"
-depends_on = ["db"]
-
-[[component]]
-name = "db"
-kind = "database"
-
-[[service]]
-name = "shop"
-quorum = 2
-depends_on = ["dns-eu", "dns-us", "path-eu", "path-us", "web"]
-
-[service.slo]
-availability = 0.99
-
-[[service.transaction]]
-name = "home"
-probes = [{ edge = 1, probe = 0, region = "eu" }, { edge = 2, probe = 0, region = "us" }]
-"#;
-
-fn exchange(addr: SocketAddr, method: &str, target: &str, extra: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let request =
-        format!("{method} {target} HTTP/1.1\r\nHost: test\r\n{extra}Content-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    read_reply(&mut BufReader::new(stream), method == "HEAD")
+fn exchange(addr: SocketAddr, method: &str, target: &str, headers: &str) -> Reply {
+    exchange_with(addr, method, target, headers, "")
 }
 
 fn get(addr: SocketAddr, target: &str) -> Value {
@@ -106,7 +49,7 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 /// failing) and the database's latency metric jumping at the fault.
 fn start_serve(dir: &TempDir) -> ServeHandle {
     let model = dir.0.join("services.toml");
-    std::fs::write(&model, MODEL).unwrap();
+    std::fs::write(&model, SHOP_MODEL).unwrap();
     let mut c = Config::default();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.coap.listen = "127.0.0.1:0".parse().unwrap();

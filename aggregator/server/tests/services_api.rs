@@ -3,7 +3,7 @@
 //! (standing in for the ingest), placed in the past so the engine judges them at once.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,69 +16,10 @@ use qos_aggregator::store::{EdgeKey, SqliteStore, Store};
 use serde_json::Value;
 
 mod common;
-use common::{read_reply, Reply, TempDir};
-
-const MODEL: &str = r#"
-[defaults]
-window_s = 60
-grace_s = 5
-resolve_after = 3
-
-[[component]]
-name = "dns-eu"
-kind = "dns"
-region = "eu"
-
-[[component]]
-name = "dns-us"
-kind = "dns"
-region = "us"
-
-[[component]]
-name = "path-eu"
-kind = "network_path"
-region = "eu"
-
-[[component]]
-name = "path-us"
-kind = "network_path"
-region = "us"
-
-[[component]]
-name = "web"
-kind = "web"
-depends_on = ["app"]
-
-[[component]]
-name = "app"
-kind = "app"
-depends_on = ["db"]
-
-[[component]]
-name = "db"
-kind = "database"
-
-[[service]]
-name = "shop"
-quorum = 2
-depends_on = ["dns-eu", "dns-us", "path-eu", "path-us", "web"]
-
-[service.slo]
-availability = 0.99
-
-[[service.transaction]]
-name = "home"
-probes = [{ edge = 1, probe = 0, region = "eu" }, { edge = 2, probe = 0, region = "us" }]
-"#;
+use common::{exchange_with, Reply, TempDir, SHOP_MODEL};
 
 fn exchange(addr: SocketAddr, method: &str, target: &str, body: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    read_reply(&mut BufReader::new(stream), method == "HEAD")
+    exchange_with(addr, method, target, "", body)
 }
 
 fn get(addr: SocketAddr, target: &str) -> Value {
@@ -174,7 +115,7 @@ fn config(dir: &TempDir, model: &std::path::Path) -> Config {
 fn model_engine_incidents_metrics_webhooks_and_restart() {
     let dir = TempDir::new("services", "all");
     let model = dir.0.join("services.toml");
-    std::fs::write(&model, MODEL).unwrap();
+    std::fs::write(&model, SHOP_MODEL).unwrap();
     let (hook, hook_hits) = serve_text("ok");
     let (node, node_hits) = serve_text(NODE_EXPORTER);
     let (bad, bad_hits) = serve_text(MALFORMED);
@@ -410,7 +351,7 @@ fn model_engine_incidents_metrics_webhooks_and_restart() {
         addr,
         "PUT",
         "/api/v1/model",
-        &MODEL.replace("shop", "store"),
+        &SHOP_MODEL.replace("shop", "store"),
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["origin"], "api");

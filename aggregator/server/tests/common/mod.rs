@@ -87,3 +87,78 @@ pub fn read_reply(reader: &mut impl BufRead, head_only: bool) -> Reply {
     }
     reply
 }
+
+/// A service model shared by the services and dashboard tests: one service (`shop`) measured
+/// from two regions (edge 1 in `eu`, edge 2 in `us`, probe 0), behind per-region DNS and
+/// network paths and a web → app → db chain.
+pub const SHOP_MODEL: &str = r#"
+[defaults]
+window_s = 60
+grace_s = 5
+resolve_after = 3
+
+[[component]]
+name = "dns-eu"
+kind = "dns"
+region = "eu"
+
+[[component]]
+name = "dns-us"
+kind = "dns"
+region = "us"
+
+[[component]]
+name = "path-eu"
+kind = "network_path"
+region = "eu"
+
+[[component]]
+name = "path-us"
+kind = "network_path"
+region = "us"
+
+[[component]]
+name = "web"
+kind = "web"
+depends_on = ["app"]
+
+[[component]]
+name = "app"
+kind = "app"
+depends_on = ["db"]
+
+[[component]]
+name = "db"
+kind = "database"
+
+[[service]]
+name = "shop"
+quorum = 2
+depends_on = ["dns-eu", "dns-us", "path-eu", "path-us", "web"]
+
+[service.slo]
+availability = 0.99
+
+[[service.transaction]]
+name = "home"
+probes = [{ edge = 1, probe = 0, region = "eu" }, { edge = 2, probe = 0, region = "us" }]
+"#;
+
+/// One HTTP/1.1 request on a fresh connection: `headers` are extra header lines (each ending
+/// in `\r\n`), `body` is sent with its Content-Length.
+pub fn exchange_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &str,
+    body: &str,
+) -> Reply {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: test\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    read_reply(&mut std::io::BufReader::new(stream), method == "HEAD")
+}
