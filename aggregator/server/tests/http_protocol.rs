@@ -378,8 +378,9 @@ fn expect_100_continue_is_answered_before_the_body() {
 
 #[test]
 fn a_full_queue_is_answered_503() {
-    // One worker, one queue slot. The worker is held by an idle keep-alive connection; a second
-    // connection waits in the queue; a third finds it full.
+    // One worker, one queue slot. The worker is held by a connection in the middle of its
+    // request head (an idle one would yield to the queue); a second connection waits in the
+    // queue; a third finds it full.
     let options = ServerOptions {
         queue_capacity: 1,
         ..api_defaults()
@@ -389,7 +390,10 @@ fn a_full_queue_is_answered_503() {
     held.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
     let mut held_reader = BufReader::new(held.try_clone().unwrap());
+    // Answered: the worker has it; then the next head starts and stalls.
     assert_eq!(read_reply(&mut held_reader, false).status, 200);
+    held.write_all(b"GET /api/v1/health HTTP/1.1\r\nHo")
+        .unwrap();
     let queued = connect(server.addr());
     let refused = connect(server.addr());
     let mut reader = BufReader::new(refused);
@@ -416,4 +420,48 @@ fn stop_closes_idle_keep_alive_connections() {
     // The connection is idle and kept alive; stopping must not wait for its read timeout.
     server.stop();
     assert!(closed(&mut reader));
+}
+
+#[test]
+fn idle_keep_alive_connections_yield_their_workers_to_waiting_clients() {
+    // Two workers, two browser-like keep-alive connections idle after a request, and a read
+    // timeout far beyond the safety timeout: without yielding, the third client would wait for
+    // an idle connection to time out and its read would fail.
+    let options = ServerOptions {
+        read_timeout: Duration::from_secs(3600),
+        ..api_defaults()
+    };
+    let server = Server::start("yield", 2, options);
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect(server.addr());
+        s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let reply = read_reply(&mut reader, false);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("Connection"), Some("keep-alive"));
+        idle.push(reader);
+    }
+    // Both workers are now held by idle connections; another client is still served.
+    for _ in 0..3 {
+        assert!(healthy(server.addr()));
+    }
+    // It was served because an idle connection was closed for it: a further request on each
+    // idle connection is either answered (still open) or meets the server's close.
+    let mut gone = 0;
+    for mut reader in idle {
+        let _ = reader
+            .get_mut()
+            .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = reader.read_to_end(&mut answer);
+        if answer.is_empty() {
+            gone += 1;
+        } else {
+            assert!(answer.starts_with(b"HTTP/1.1 200 "), "{answer:?}");
+        }
+    }
+    assert!(gone >= 1, "no idle connection gave its worker up");
+    server.stop();
 }

@@ -20,7 +20,13 @@
 //! - every protocol error is answered with a JSON body `{"error": ..}` and the connection is
 //!   closed gracefully (write side shut, then a bounded drain of what the client still sends,
 //!   so the answer is not destroyed by a TCP reset);
-//! - a handler that panics costs its request a `500`, not the worker.
+//! - a handler that panics costs its request a `500`, not the worker;
+//! - a connection with no request under way yields its worker to connections waiting in the
+//!   queue: a kept-alive connection idle between requests is closed as soon as another
+//!   connection waits (HTTP lets a server close an idle persistent connection at any time;
+//!   clients retry on a new one), a fresh one that has sent nothing after
+//!   [`FRESH_IDLE_YIELD`]. Without this, as many idle browser connections as workers would
+//!   starve every other client until their read timeout.
 //!
 //! [`HttpServer::stop`] stops accepting (waking the blocked `accept` with a connection to
 //! itself), lets requests in progress finish, closes idle keep-alive connections and joins every
@@ -29,7 +35,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -49,6 +55,9 @@ const LINGER_BYTES: usize = 256 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long [`HttpServer::stop`] tries to connect to the listener to wake it.
 const WAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a new connection may stay silent while other connections wait for a worker
+/// before it is closed (a kept-alive connection between requests yields at once).
+pub const FRESH_IDLE_YIELD: Duration = Duration::from_secs(1);
 
 /// Limits and timeouts of the server. [`ServerOptions::default`] is what `serve` uses; tests
 /// lower the timeouts.
@@ -251,16 +260,24 @@ enum ReadEnd {
     Timeout,
     /// The server is stopping.
     Stopping,
+    /// Idle while other connections wait: the worker is handed over.
+    Yield,
     /// The peer closed or the socket failed.
     Closed,
 }
 
-/// One `read` into `out` before `deadline`, giving up early when `stopping` is set.
+/// When an idle connection gives its worker up: once `.1` has passed while the counter `.0`
+/// of connections waiting for a worker is not zero.
+type YieldWhen<'a> = Option<(&'a AtomicUsize, Instant)>;
+
+/// One `read` into `out` before `deadline`, giving up early when `stopping` is set or when
+/// `yield_when` says so.
 fn read_some(
     stream: &mut TcpStream,
     out: &mut [u8],
     deadline: Instant,
     stopping: &AtomicBool,
+    yield_when: YieldWhen<'_>,
 ) -> Result<usize, ReadEnd> {
     loop {
         let now = Instant::now();
@@ -277,6 +294,11 @@ fn read_some(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if stopping.load(Ordering::SeqCst) {
                     return Err(ReadEnd::Stopping);
+                }
+                if let Some((waiting, after)) = yield_when {
+                    if Instant::now() >= after && waiting.load(Ordering::SeqCst) > 0 {
+                        return Err(ReadEnd::Yield);
+                    }
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -310,6 +332,8 @@ struct Connection<'a> {
     buf: Vec<u8>,
     options: &'a ServerOptions,
     stopping: &'a AtomicBool,
+    /// Connections accepted and waiting for a worker.
+    waiting: &'a AtomicUsize,
 }
 
 /// What to do after a request.
@@ -323,7 +347,7 @@ impl Connection<'_> {
         let _ = self.stream.set_nodelay(true);
         for served in 1..=self.options.max_requests_per_connection.max(1) {
             let last = served >= self.options.max_requests_per_connection;
-            match self.one_request(handler, last) {
+            match self.one_request(handler, last, served > 1) {
                 Some(Next::KeepAlive) => {}
                 Some(Next::Close) => break,
                 None => return, // peer gone, nothing more to say
@@ -334,8 +358,8 @@ impl Connection<'_> {
 
     /// Reads, answers and logs one request. `None` when the connection is to be dropped without
     /// a word (peer closed, idle timeout, shutdown).
-    fn one_request(&mut self, handler: &mut dyn Handler, last: bool) -> Option<Next> {
-        let head = match self.read_head() {
+    fn one_request(&mut self, handler: &mut dyn Handler, last: bool, kept: bool) -> Option<Next> {
+        let head = match self.read_head(kept) {
             Ok(Some(head)) => head,
             Ok(None) => return None,
             Err(e) => return self.refuse(&e, false),
@@ -394,9 +418,17 @@ impl Connection<'_> {
     }
 
     /// Reads the next head (its bytes are consumed from `buf`). `Ok(None)`: closed, idle
-    /// timeout, or shutdown. Errors are to be answered.
-    fn read_head(&mut self) -> Result<Option<Head>, RequestError> {
-        let deadline = Instant::now() + self.options.read_timeout;
+    /// timeout, shutdown, or yielded to a waiting connection while no byte of the head had
+    /// arrived (`kept`: the connection already served a request, so it yields at once).
+    /// Errors are to be answered.
+    fn read_head(&mut self, kept: bool) -> Result<Option<Head>, RequestError> {
+        let start = Instant::now();
+        let deadline = start + self.options.read_timeout;
+        let yield_after = if kept {
+            start
+        } else {
+            start + FRESH_IDLE_YIELD
+        };
         let mut chunk = [0u8; 2048];
         let mut scanned = 0;
         loop {
@@ -410,11 +442,14 @@ impl Connection<'_> {
             }
             scanned = self.buf.len();
             let room = (MAX_HEAD_BYTES - self.buf.len()).min(chunk.len());
+            let idle = self.buf.iter().all(|&b| b == b'\r' || b == b'\n');
+            let yield_when = idle.then_some((self.waiting, yield_after));
             match read_some(
                 &mut self.stream,
                 &mut chunk[..room],
                 deadline,
                 self.stopping,
+                yield_when,
             ) {
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(ReadEnd::Timeout) if self.buf.iter().any(|&b| b != b'\r' && b != b'\n') => {
@@ -451,6 +486,7 @@ impl Connection<'_> {
                 &mut chunk[..room],
                 deadline,
                 self.stopping,
+                None,
             ) {
                 Ok(n) => body.extend_from_slice(&chunk[..n]),
                 Err(ReadEnd::Timeout) => {
@@ -473,7 +509,7 @@ impl Connection<'_> {
         let mut chunk = [0u8; 4096];
         let mut drained = 0;
         while drained < LINGER_BYTES {
-            match read_some(&mut self.stream, &mut chunk, deadline, self.stopping) {
+            match read_some(&mut self.stream, &mut chunk, deadline, self.stopping, None) {
                 Ok(n) => drained += n,
                 Err(_) => break,
             }
@@ -505,17 +541,29 @@ fn refuse_busy(mut stream: TcpStream) {
     }
 }
 
-fn accept_loop(listener: &TcpListener, queue: &SyncSender<TcpStream>, stopping: &AtomicBool) {
+fn accept_loop(
+    listener: &TcpListener,
+    queue: &SyncSender<TcpStream>,
+    stopping: &AtomicBool,
+    waiting: &AtomicUsize,
+) {
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             return;
         }
         match conn {
-            Ok(stream) => match queue.try_send(stream) {
-                Ok(()) => {}
-                Err(TrySendError::Full(stream)) => refuse_busy(stream),
-                Err(TrySendError::Disconnected(_)) => return,
-            },
+            Ok(stream) => {
+                // Counted before it is visible to a worker, which counts it out.
+                waiting.fetch_add(1, Ordering::SeqCst);
+                match queue.try_send(stream) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(stream)) => {
+                        waiting.fetch_sub(1, Ordering::SeqCst);
+                        refuse_busy(stream);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "HTTP accept failed");
                 std::thread::sleep(ACCEPT_BACKOFF);
@@ -529,18 +577,23 @@ fn worker_loop(
     handler: &mut dyn Handler,
     options: &ServerOptions,
     stopping: &AtomicBool,
+    waiting: &AtomicUsize,
 ) {
     while !stopping.load(Ordering::SeqCst) {
         let next = match queue.lock() {
             Ok(queue) => queue.recv_timeout(STOP_POLL),
             Err(_) => return,
         };
+        if next.is_ok() {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+        }
         match next {
             Ok(stream) if !stopping.load(Ordering::SeqCst) => Connection {
                 stream,
                 buf: Vec::with_capacity(MAX_HEAD_BYTES),
                 options,
                 stopping,
+                waiting,
             }
             .serve(handler),
             Ok(_) | Err(RecvTimeoutError::Disconnected) => return,
@@ -584,6 +637,7 @@ impl HttpServer {
         let (sender, receiver) = mpsc::sync_channel(options.queue_capacity);
         let receiver = Arc::new(Mutex::new(receiver));
         let options = Arc::new(options);
+        let waiting = Arc::new(AtomicUsize::new(0));
         let mut server = HttpServer {
             addr,
             stopping: Arc::new(AtomicBool::new(false)),
@@ -591,18 +645,22 @@ impl HttpServer {
             workers: Vec::new(),
         };
         for (i, mut handler) in handlers.into_iter().enumerate() {
-            let (queue, options, stopping) =
-                (receiver.clone(), options.clone(), server.stopping.clone());
+            let (queue, options, stopping, waiting) = (
+                receiver.clone(),
+                options.clone(),
+                server.stopping.clone(),
+                waiting.clone(),
+            );
             let worker = std::thread::Builder::new()
                 .name(format!("http-{i}"))
-                .spawn(move || worker_loop(&queue, &mut handler, &options, &stopping))
+                .spawn(move || worker_loop(&queue, &mut handler, &options, &stopping, &waiting))
                 .map_err(HttpError::Spawn)?; // `server` is dropped here, stopping the others
             server.workers.push(worker);
         }
         let stopping = server.stopping.clone();
         let accept = std::thread::Builder::new()
             .name("http-accept".into())
-            .spawn(move || accept_loop(&listener, &sender, &stopping))
+            .spawn(move || accept_loop(&listener, &sender, &stopping, &waiting))
             .map_err(HttpError::Spawn)?;
         server.listener = Some(accept);
         Ok(server)
