@@ -3,12 +3,17 @@
 //!
 //! Nothing here asserts on durations: the script's own `--duration` decides when faults happen;
 //! the test reads the demo's progress lines and serve's API, and waits with generous deadlines.
+//! The incidents are serve's: the test polls `GET /api/v1/incidents` (what the dashboard
+//! shows) while the demo runs and checks them against the faults' times.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -26,25 +31,59 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn get(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let mut s = TcpStream::connect(addr).unwrap();
+fn try_get(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (_, body) = raw.split_once("\r\n\r\n").unwrap();
-    serde_json::from_str(body).unwrap()
+    s.read_to_string(&mut raw).ok()?;
+    let (_, body) = raw.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+fn get(addr: SocketAddr, path: &str) -> serde_json::Value {
+    try_get(addr, path).unwrap_or_else(|| panic!("GET {path} failed"))
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Polls serve's `GET /api/v1/incidents` once a second until stopped; the latest version of
+/// every incident seen, by id.
+fn watch_incidents(
+    http: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<BTreeMap<i64, serde_json::Value>> {
+    std::thread::spawn(move || {
+        let mut seen = BTreeMap::new();
+        while !stop.load(Ordering::SeqCst) {
+            if let Some(doc) = try_get(http, "/api/v1/incidents?limit=100") {
+                for i in doc["incidents"].as_array().into_iter().flatten() {
+                    seen.insert(i["id"].as_i64().unwrap(), i.clone());
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        seen
+    })
 }
 
 struct Demo {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    /// Lines with the Unix time they were read at.
+    lines: mpsc::Receiver<(f64, String)>,
     seen: Vec<String>,
+    times: Vec<f64>,
     http: SocketAddr,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Demo {
@@ -71,7 +110,7 @@ impl Demo {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 println!("demo| {line}");
-                if tx.send(line).is_err() {
+                if tx.send((unix_now(), line)).is_err() {
                     break;
                 }
             }
@@ -80,8 +119,9 @@ impl Demo {
             child,
             lines,
             seen: Vec::new(),
+            times: Vec::new(),
             http,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -90,7 +130,8 @@ impl Demo {
         let deadline = Instant::now() + PATIENCE;
         while Instant::now() < deadline {
             match self.lines.recv_timeout(Duration::from_secs(1)) {
-                Ok(line) => {
+                Ok((t, line)) => {
+                    self.times.push(t);
                     self.seen.push(line.clone());
                     if line.contains(needle) {
                         return line;
@@ -104,11 +145,14 @@ impl Demo {
     }
 
     /// Reads the rest of the output and the exit status.
-    fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+    fn finish(mut self) -> Finished {
         let deadline = Instant::now() + PATIENCE;
         loop {
             match self.lines.recv_timeout(Duration::from_secs(1)) {
-                Ok(line) => self.seen.push(line),
+                Ok((t, line)) => {
+                    self.times.push(t);
+                    self.seen.push(line);
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     assert!(Instant::now() < deadline, "the demo does not end");
@@ -116,7 +160,40 @@ impl Demo {
             }
         }
         let status = self.child.wait().unwrap();
-        (status, self.seen)
+        Finished {
+            status,
+            lines: self.seen,
+            times: self.times,
+            _dir: self.dir,
+        }
+    }
+}
+
+struct Finished {
+    status: std::process::ExitStatus,
+    lines: Vec<String>,
+    times: Vec<f64>,
+    _dir: TempDir,
+}
+
+impl Finished {
+    /// When the first line containing `needle` was read.
+    fn time_of(&self, needle: &str) -> Option<f64> {
+        let i = self.lines.iter().position(|l| l.contains(needle))?;
+        Some(self.times[i])
+    }
+
+    fn all(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// The report files the demo printed.
+    fn reports(&self) -> Vec<PathBuf> {
+        self.lines
+            .iter()
+            .filter_map(|l| l.split_once("report of the demo's period: "))
+            .map(|(_, p)| PathBuf::from(p.trim()))
+            .collect()
     }
 }
 
@@ -160,26 +237,19 @@ fn survivors(pids: &BTreeSet<u32>, parent: u32) -> Vec<String> {
     left
 }
 
-/// The first `top cause:` line after the line containing `from` and before the one
-/// containing `to`.
-fn cause_between(lines: &[String], from: &str, to: &str) -> Option<String> {
-    let start = lines.iter().position(|l| l.contains(from))?;
-    let end = lines
-        .iter()
-        .position(|l| l.contains(to))
-        .unwrap_or(lines.len());
-    lines[start..end]
-        .iter()
-        .find(|l| l.contains("top cause:"))
-        .cloned()
+/// The component of an incident's top-ranked cause.
+fn top(i: &serde_json::Value) -> &str {
+    i["causes"][0]["component"].as_str().unwrap_or("none")
 }
 
 #[test]
 fn a_short_demo_shows_each_fault_with_its_cause_and_leaves_nothing_behind() {
-    let mut demo = Demo::start("short", &["--duration", "40"]);
+    let mut demo = Demo::start("short", &["--duration", "120"]);
     let pid = demo.child.id();
     let url = demo.wait_line("dashboard: http://");
     assert!(url.contains(&format!("http://{}/", demo.http)), "{url}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = watch_incidents(demo.http, stop.clone());
 
     // The edges' summaries arrive in serve, each edge with its region.
     demo.wait_line("summaries arriving in serve from all 4 edges");
@@ -193,36 +263,114 @@ fn a_short_demo_shows_each_fault_with_its_cause_and_leaves_nothing_behind() {
     assert_eq!(regions, BTreeSet::from(["east", "west"]));
     let summaries = get(demo.http, "/api/v1/summaries?since=0&limit=10");
     assert!(!summaries["summaries"].as_array().unwrap().is_empty());
+    // serve has the demo's service model.
+    let services = get(demo.http, "/api/v1/services");
+    let names: BTreeSet<&str> = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["lookup", "shop"]), "{services}");
 
-    let (status, lines) = demo.finish();
-    assert!(status.success(), "exit status {status}");
+    let done = demo.finish();
+    stop.store(true, Ordering::SeqCst);
+    let incidents = poller.join().unwrap();
+    assert!(done.status.success(), "exit status {}", done.status);
+    let all = done.all();
 
+    // Each fault yields an incident of serve's, opened while the fault was on (its first
+    // window may begin up to one window, 2 s, before), whose top cause is the faulty
+    // component, that serve's API showed (the dashboard's source) and that resolved; the demo
+    // printed it with that cause.
     let expected = [
-        ("fault 1/4:", "fault 2/4:", "top cause: db "),
-        ("fault 2/4:", "fault 3/4:", "top cause: dns-west "),
-        ("fault 3/4:", "fault 4/4:", "top cause: path-east "),
+        ("fault 1/4:", "fault 1/4 over", "db"),
+        ("fault 2/4:", "fault 2/4 over", "dns-west"),
+        ("fault 3/4:", "fault 3/4 over", "path-east"),
     ];
     for (from, to, cause) in expected {
-        let line = cause_between(&lines, from, to)
-            .unwrap_or_else(|| panic!("no incident ranked after {from:?}:\n{}", lines.join("\n")));
+        let start = done.time_of(from).expect(from) - 3.0;
+        let end = done.time_of(to).expect(to);
+        let during: Vec<&serde_json::Value> = incidents
+            .values()
+            .filter(|i| {
+                let at = i["opened_at"].as_f64().unwrap();
+                at >= start && at < end
+            })
+            .collect();
+        let first = during.first().unwrap_or_else(|| {
+            panic!("no incident in serve during {from:?}: {incidents:#?}\n{all}")
+        });
+        assert_eq!(top(first), cause, "{from}: {first:#}");
         assert!(
-            line.contains(cause),
-            "after {from:?} expected {cause:?}, got {line}"
+            !first["causes"][0]["evidence"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{first:#}"
+        );
+        assert!(first["resolved_at"].as_u64().is_some(), "{first:#}");
+        for i in &during {
+            assert_eq!(top(i), cause, "every incident of {from}: {i:#}");
+        }
+        let id = first["id"].as_i64().unwrap();
+        let mine = format!("incident {id} ");
+        assert!(
+            done.lines
+                .iter()
+                .any(|l| l.contains(&format!("incident {id} opened: "))),
+            "{all}"
+        );
+        let last = done
+            .lines
+            .iter()
+            .rfind(|l| l.contains(&mine) && l.contains("top cause: "))
+            .unwrap_or_else(|| panic!("no top cause printed for {mine}:\n{all}"));
+        assert!(last.contains(&format!("top cause: {cause} (")), "{last}");
+        assert!(
+            done.lines
+                .iter()
+                .any(|l| l.contains(&format!("incident {id} resolved after"))),
+            "{all}"
         );
     }
+    // The broker's kill: serve's one silence event for it, the failover, the return, and not
+    // one summary lost.
     for needle in [
         "broker-1 killed with SIGKILL",
+        "serve event broker_silent: broker-1 ",
         "failed over: batches now arrive through broker-2",
         "broker-1 is back",
+        "; 0 sequence gaps",
         "demo stopped",
     ] {
-        assert!(
-            lines.iter().any(|l| l.contains(needle)),
-            "no {needle:?} in:\n{}",
-            lines.join("\n")
-        );
+        assert!(all.contains(needle), "no {needle:?} in:\n{all}");
     }
-    let pids = child_pids(&lines);
+
+    // The report of the demo's period, as HTML and CSV, with the incidents and their causes.
+    let reports = done.reports();
+    assert_eq!(reports.len(), 2, "{all}");
+    for path in &reports {
+        let text = std::fs::read_to_string(path).unwrap();
+        let csv = path.extension().unwrap() == "csv";
+        for (_, _, cause) in expected {
+            // The incident's top cause: its own CSV row, or first in the HTML's causes cell.
+            let needle = if csv {
+                format!(",cause_1,{cause}\r\n")
+            } else {
+                format!("<td>{cause} (")
+            };
+            assert!(
+                text.contains(&needle),
+                "{} lacks {needle:?}",
+                path.display()
+            );
+        }
+    }
+    assert!(reports.iter().any(|p| p.extension().unwrap() == "html"));
+    assert!(reports.iter().any(|p| p.extension().unwrap() == "csv"));
+
+    let pids = child_pids(&done.lines);
     assert_eq!(
         pids.len(),
         7,
@@ -241,10 +389,20 @@ fn sigint_stops_the_demo_and_its_children() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let (status, lines) = demo.finish();
-    assert!(status.success(), "exit status {status}");
-    assert!(lines.iter().any(|l| l.contains("demo stopped")));
-    let pids = child_pids(&lines);
+    let done = demo.finish();
+    assert!(done.status.success(), "exit status {}", done.status);
+    assert!(done.lines.iter().any(|l| l.contains("demo stopped")));
+    // Interrupted, it still writes the report of its period.
+    let reports = done.reports();
+    assert_eq!(reports.len(), 2, "{}", done.all());
+    for path in &reports {
+        assert!(
+            std::fs::metadata(path).unwrap().len() > 0,
+            "{}",
+            path.display()
+        );
+    }
+    let pids = child_pids(&done.lines);
     assert_eq!(pids.len(), 6, "{pids:?}");
     assert_eq!(survivors(&pids, pid), Vec::<String>::new());
 }

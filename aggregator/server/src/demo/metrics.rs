@@ -1,32 +1,26 @@
 //! Component metrics of the demo's services: raw counters and gauges per component, their
-//! Prometheus text exposition (`GET /metrics` on a loopback port), and the demo's own series
-//! store, sampled every [`SAMPLE_EVERY`], which feeds root-cause analysis.
-//!
-//! The super-manager has no push endpoint for component metrics yet; once it has one, the
-//! sampler pushes there instead of (or besides) keeping [`SeriesStore`].
+//! Prometheus text exposition (`GET /metrics` on a loopback port), and the sampler, which
+//! derives series from them every [`SAMPLE_EVERY`] and pushes them to serve
+//! (`POST /api/v1/metrics`), where the engine's root-cause analysis reads them.
 //!
 //! A component declares its raw metrics (counters only grow, gauges are levels) and how each
 //! series is derived from two consecutive readings ([`Derive`]): a rate, a mean (Δsum/Δcount),
 //! or a level.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often the sampler reads every component.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
-/// Points kept per series (4 h at [`SAMPLE_EVERY`]); older points are dropped.
-pub const MAX_POINTS: usize = 28_800;
 
 /// Samples of one family: (component, value) per component.
 type Family = (Kind, Vec<(String, f64)>);
-/// Points of one series: (Unix seconds, value), oldest first.
-type Points = VecDeque<(f64, f64)>;
 
 /// One raw metric: a counter or a gauge, read atomically.
 #[derive(Debug, Default)]
@@ -122,53 +116,18 @@ pub fn prometheus(components: &[Arc<dyn Component>]) -> String {
     out
 }
 
-/// The demo's series store: (component, metric) → points (Unix seconds, value).
-#[derive(Debug, Default)]
-pub struct SeriesStore {
-    series: Mutex<BTreeMap<(String, String), Points>>,
-}
-
-impl SeriesStore {
-    /// Appends one point.
-    pub fn push(&self, component: &str, metric: &str, t: f64, v: f64) {
-        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let points = map
-            .entry((component.to_string(), metric.to_string()))
-            .or_default();
-        if points.len() >= MAX_POINTS {
-            points.pop_front();
-        }
-        points.push_back((t, v));
-    }
-
-    /// Every series with its points in `[from, to]`, as RCA input.
-    pub fn window(&self, from: f64, to: f64) -> Vec<qos_rca::Series> {
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter()
-            .map(|((component, metric), points)| qos_rca::Series {
-                component: component.clone(),
-                metric: metric.clone(),
-                points: points
-                    .iter()
-                    .copied()
-                    .filter(|&(t, _)| t >= from && t <= to)
-                    .collect(),
-            })
-            .filter(|s| !s.points.is_empty())
-            .collect()
-    }
-}
-
-/// Reads every component every [`SAMPLE_EVERY`] and stores the derived series, until
-/// `shutdown`.
+/// Reads every component every [`SAMPLE_EVERY`] and pushes the derived series to serve's
+/// `POST /api/v1/metrics` at `api` (CSV, one request per round), until `shutdown`. A round that
+/// cannot be delivered is dropped (and counted in the returned thread's result).
 pub fn start_sampler(
     components: Vec<Arc<dyn Component>>,
-    store: Arc<SeriesStore>,
+    api: SocketAddr,
     shutdown: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<JoinHandle<u64>> {
     std::thread::Builder::new()
         .name("demo-sampler".into())
         .spawn(move || {
+            let mut dropped = 0;
             let mut last: Vec<(Instant, Vec<u64>)> = components
                 .iter()
                 .map(|c| (Instant::now(), values(c.as_ref())))
@@ -176,19 +135,24 @@ pub fn start_sampler(
             while !shutdown.load(Ordering::Relaxed) {
                 std::thread::sleep(SAMPLE_EVERY);
                 let t = super::unix_now();
+                let mut csv = String::from("time,component,metric,value\n");
                 for (c, (at, before)) in components.iter().zip(last.iter_mut()) {
                     let now = Instant::now();
                     let after = values(c.as_ref());
                     let dt = now.duration_since(*at).as_secs_f64().max(1e-3);
                     for &(name, rule) in c.series() {
                         if let Some(v) = derive(rule, before, &after, dt) {
-                            store.push(c.name(), name, t, v);
+                            let _ = writeln!(csv, "{t:.3},{},{name},{v}", c.name());
                         }
                     }
                     *at = now;
                     *before = after;
                 }
+                if super::api::post(api, "/api/v1/metrics", "text/csv", &csv).is_err() {
+                    dropped += 1;
+                }
             }
+            dropped
         })
 }
 

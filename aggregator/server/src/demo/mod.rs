@@ -11,9 +11,12 @@
 //!   responder per region (`dns-east`, `dns-west`), a little user load; and per region a
 //!   network path ([`relay`], `path-east`, `path-west`) that the region's edges reach the
 //!   application and their DNS through;
-//! - component metrics ([`metrics`]) at `GET /metrics` (Prometheus text), sampled into the
-//!   demo's series store, and the incident detector ([`detect`]) that ranks causes with
-//!   `qos_rca`;
+//! - component metrics ([`metrics`]) at `GET /metrics` (Prometheus text), sampled and pushed
+//!   to serve (`POST /api/v1/metrics`);
+//! - serve's service model of it all ([`model`]: `config/model.toml`, named by serve's
+//!   `config/serve.toml`), so that serve's engine opens incidents and ranks their causes; the
+//!   demo prints them from serve's API ([`incidents`]) — the same incidents the dashboard
+//!   shows;
 //! - with `--host-sim BIN`, the host-sim board (the no_std edge on embassy's std platform) as
 //!   a fifth edge reporting straight to the super-manager.
 //!
@@ -23,10 +26,14 @@
 //! until SIGINT/SIGTERM; with it, the phases are scaled to fit. Children run in their own
 //! process groups and are stopped (SIGTERM, then SIGKILL) and reaped at the end; they also die
 //! with the demo if it is killed ([`procs`]).
+//!
+//! At the end, the report of the demo's period (`qos-aggregator report`, every service of the
+//! model) is written to `report.html` and `report.csv` in the data directory.
 
 pub mod api;
-pub mod detect;
+pub mod incidents;
 pub mod metrics;
+pub mod model;
 pub mod procs;
 pub mod relay;
 pub mod script;
@@ -40,7 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, Synchronous};
+use crate::config::{Config, ConfigError};
 use crate::serve::{run_serve, ServeError};
 
 /// The demo's regions, each with its preferred broker (index into the brokers).
@@ -120,6 +127,9 @@ pub enum DemoError {
     /// The super-manager could not start.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The configuration written for serve was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// `--duration` is too short for the script.
     #[error("--duration {0} is too short: the script needs at least {min} s", min = script::MIN_DURATION_S)]
     TooShort(u64),
@@ -329,28 +339,50 @@ pub fn run_demo(opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result<usize, 
             .iter()
             .map(|p| p.clone() as Arc<dyn metrics::Component>),
     );
-    let series = Arc::new(metrics::SeriesStore::default());
     let a = loopback(port(base, 3));
     let (metrics_addr, _) = metrics::start_exporter(a, components.clone(), shutdown.clone())
         .map_err(listen_err("metrics endpoint", a))?;
-    metrics::start_sampler(components, series.clone(), shutdown.clone())
-        .map_err(listen_err("metrics sampler", a))?;
 
-    // The super-manager, in this process.
-    let mut config = Config::default();
-    config.http.listen = opts.http;
-    config.coap.listen = loopback(port(base, 0));
-    config.store.data_dir = opts.data.join("serve");
-    config.store.synchronous = Synchronous::Normal;
+    // The super-manager, in this process, with the model of the demo's services.
+    let config_dir = opts.data.join("config");
+    let edge_list: Vec<(usize, &str)> = REGIONS
+        .iter()
+        .enumerate()
+        .flat_map(|(r, region)| {
+            (1..=EDGES_PER_REGION).map(move |n| (r * EDGES_PER_REGION + n, *region))
+        })
+        .collect();
+    let model_file = config_dir.join("model.toml");
+    write_file(&model_file, &model::model_toml(&edge_list))?;
+    let serve_file = config_dir.join("serve.toml");
+    write_file(
+        &serve_file,
+        &model::serve_toml(
+            opts.http,
+            loopback(port(base, 0)),
+            &opts.data.join("serve"),
+            &model_file,
+        ),
+    )?;
+    let config = Config::load(&serve_file)?;
     let serve_flag = Arc::new(AtomicBool::new(false));
     let serve = run_serve(&config, serve_flag.clone())?;
     let http = serve.http_addr();
     let coap = serve.coap_addr();
     console.say(&format!(
-        "dashboard: http://{http}/  (API: http://{http}/api/v1/edges, /api/v1/summaries, /api/v1/topology)"
+        "dashboard: http://{http}/  (API: http://{http}/api/v1/incidents, /api/v1/services, /api/v1/edges)"
     ));
     console.say(&format!(
-        "component metrics: http://{metrics_addr}/metrics  (db {db_addr}, app {app_addr}; data in {})",
+        "serve's configuration: {}; service model: {} (services {})",
+        serve_file.display(),
+        model_file.display(),
+        model::SERVICES.join(", ")
+    ));
+    let sampler = metrics::start_sampler(components, http, shutdown.clone())
+        .map_err(listen_err("metrics sampler", a))?;
+    console.say(&format!(
+        "component metrics: http://{metrics_addr}/metrics, pushed to serve every {} ms  (db {db_addr}, app {app_addr}; data in {})",
+        metrics::SAMPLE_EVERY.as_millis(),
         opts.data.display()
     ));
 
@@ -451,22 +483,8 @@ pub fn run_demo(opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result<usize, 
     }
 
     let watch = Arc::new(Mutex::new(watch::EdgeWatch::new(http, home)));
-    let kinds = [
-        (PROBE_HTTP, "http".to_string()),
-        (PROBE_DNS, "dns".to_string()),
-    ]
-    .into_iter()
-    .collect();
-    let mut topology = vec![edge("app", "db")];
-    for region in REGIONS {
-        topology.push(edge(&format!("path-{region}"), "app"));
-        topology.push(edge(&format!("path-{region}"), &format!("dns-{region}")));
-    }
-    let probing: std::collections::BTreeSet<u64> =
-        (1..=(REGIONS.len() * EDGES_PER_REGION) as u64).collect();
-    let detector: Box<dyn detect::IncidentSource + Send> = Box::new(detect::LocalDetector::new(
-        http, probing, kinds, series, topology, started,
-    ));
+    let detector: Box<dyn incidents::IncidentSource + Send> =
+        Box::new(incidents::ServeIncidents::new(http));
     let monitor_flag = Arc::new(AtomicBool::new(false));
     let monitor = {
         let (console, watch, flag) = (console.clone(), watch.clone(), monitor_flag.clone());
@@ -518,38 +536,70 @@ pub fn run_demo(opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result<usize, 
         ));
     }
     shutdown.store(true, Ordering::SeqCst);
+    let dropped = sampler.join().unwrap_or(0);
+    if dropped > 0 {
+        console.say(&format!(
+            "component metrics: {dropped} rounds could not be pushed to serve"
+        ));
+    }
     let serve_result = serve.stop();
+    write_report(&config, &opts.data, started, &console);
     script_result?;
     serve_result?;
     console.say("demo stopped; no child process left");
     Ok(incidents)
 }
 
+/// Writes the report of the demo's period (every service of the model) as `report.html` and
+/// `report.csv` in `data` and prints their paths; a failure is printed, not fatal.
+fn write_report(config: &Config, data: &Path, started: f64, console: &Console) {
+    let now = unix_now();
+    let req = crate::report::Request {
+        services: model::SERVICES.iter().map(|s| s.to_string()).collect(),
+        from: started.floor() as u64,
+        to: now.ceil() as u64 + 1,
+        ..crate::report::Request::default()
+    };
+    let reports = match crate::report::build(config, &req, now as u64) {
+        Ok(r) => r,
+        Err(e) => return console.say(&format!("report: {e}")),
+    };
+    for (name, doc) in [
+        ("report.html", crate::report::html::render(&reports)),
+        ("report.csv", crate::report::csv::render(&reports)),
+    ] {
+        let path = data.join(name);
+        match std::fs::write(&path, doc) {
+            Ok(()) => console.say(&format!("report of the demo's period: {}", path.display())),
+            Err(e) => console.say(&format!("report: cannot write {}: {e}", path.display())),
+        }
+    }
+}
+
 fn monitor_loop(
-    mut detector: Box<dyn detect::IncidentSource + Send>,
+    mut detector: Box<dyn incidents::IncidentSource + Send>,
     watch: &Mutex<watch::EdgeWatch>,
     console: &Console,
     stop: &AtomicBool,
 ) -> usize {
+    let name = |addr: &str| {
+        watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .broker_name(addr)
+    };
     while !stop.load(Ordering::SeqCst) {
         let tick = Instant::now();
         watch
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .tick(console);
-        detector.tick(unix_now(), console);
+        detector.tick(console, &name);
         while tick.elapsed() < Duration::from_secs(1) && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
     detector.opened()
-}
-
-fn edge(source: &str, target: &str) -> qos_rca::Edge {
-    qos_rca::Edge {
-        source: source.into(),
-        target: target.into(),
-    }
 }
 
 /// The configuration of one demo edge.

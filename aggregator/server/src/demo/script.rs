@@ -9,7 +9,8 @@
 //!
 //! Without `--duration`: warm-up 30 s, each fault held 60 s, recovery 30 s, repeated until
 //! SIGINT/SIGTERM. With `--duration D`: warm-up `clamp(D/5, 8, 30)` s, the rest shared by the
-//! four faults, 70 % held and 30 % recovery each.
+//! four faults, 60 % held and 40 % recovery each (serve's engine needs a few windows to open an
+//! incident, and a few good ones to resolve it).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -53,8 +54,8 @@ impl Plan {
                 let per_fault = (total - warmup) / 4.0;
                 Ok(Plan {
                     warmup: Duration::from_secs_f64(warmup),
-                    hold: Duration::from_secs_f64(per_fault * 0.7),
-                    recovery: Duration::from_secs_f64(per_fault * 0.3),
+                    hold: Duration::from_secs_f64(per_fault * 0.6),
+                    recovery: Duration::from_secs_f64(per_fault * 0.4),
                     repeat: false,
                 })
             }

@@ -51,6 +51,14 @@ impl EdgeWatch {
         self.pending = Some(name.to_string());
     }
 
+    /// The name of the broker serve sees at `addr` (the address itself when unknown).
+    pub fn broker_name(&self, addr: &str) -> String {
+        self.names
+            .get(addr)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
+    }
+
     /// Whether every edge's summaries have arrived.
     pub fn all_arrived(&self) -> bool {
         self.all_arrived
