@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 
 mod config;
+#[cfg(test)]
+mod config_docs;
 mod hostmetrics;
 mod json;
 mod probe;
