@@ -28,7 +28,7 @@
 //!
 //! # Not implemented
 //! The Request-Tag option (RFC 9175), BERT (szx 7, RFC 8323), and caching of Block2 bodies
-//! between requests: [`slice`] expects the application to regenerate the representation.
+//! between requests: [`slice()`] expects the application to regenerate the representation.
 
 use crate::msg::{Code, Message, MessageWriter};
 use crate::option::{self, Block};
