@@ -602,5 +602,6 @@ pub fn start_broker(
 }
 
 pub mod fake_edge;
+pub mod relay;
 pub mod tls;
 pub use fake_edge::{Answer, FakeEdge};

@@ -76,6 +76,8 @@ pub type DownstreamEndpoint<A> = Link<A, 64, 1024, MAX_MESSAGE, 64, 64>;
 /// responses to the upstream's `/p` and `/r`; over datagrams or one stream connection.
 pub type UpstreamEndpoint<A> = Link<A, 32, 64, MAX_MESSAGE, 64, 1>;
 
+pub mod blockwise;
+pub mod link;
 pub mod transport;
 
 /// Settings of a [`Broker`].
@@ -103,6 +105,19 @@ pub struct BrokerConfig {
     /// [`crate::report`]), ms; 0: none. A new registration brings the next one forward to
     /// within a second.
     pub report_interval_ms: u64,
+    /// Largest request body reassembled from Block1 blocks ([`blockwise`]), bytes (at most
+    /// [`blockwise::MAX_BODY`]); larger ones get 4.13 with Size1.
+    pub max_body_bytes: usize,
+    /// Block1 transfers in progress at most per edge address; more get 5.03.
+    pub block_transfers_per_peer: usize,
+    /// A Block1 transfer without a block for this long is dropped (its next block gets 4.08),
+    /// ms.
+    pub block_timeout_ms: u64,
+    /// Interval of the CoAP pings to every registered edge that measure round trip and loss
+    /// ([`link`]), ms; 0: none.
+    pub ping_interval_ms: u64,
+    /// A ping unanswered for this long is counted lost, ms.
+    pub ping_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -117,6 +132,11 @@ impl Default for BrokerConfig {
             relay_timeout_ms: 20_000,
             max_relays: 64,
             report_interval_ms: 30_000,
+            max_body_bytes: blockwise::MAX_BODY,
+            block_transfers_per_peer: 2,
+            block_timeout_ms: 60_000,
+            ping_interval_ms: 30_000,
+            ping_timeout_ms: 5_000,
         }
     }
 }
@@ -192,6 +212,11 @@ pub struct BrokerStats {
     /// Datagrams of edges dropped unread because their source exceeded its rate
     /// ([`Broker::with_rate_limit`]).
     pub rejected_rate_limited: u64,
+    /// Block-wise request bodies over `max_body_bytes` (4.13), or batches with a record too
+    /// large to forward.
+    pub rejected_too_large: u64,
+    /// Block-wise requests with a block missing, or a continuation of no transfer (4.08).
+    pub rejected_incomplete: u64,
 }
 
 /// An answer carried across the broker: code, ETag, Content-Format and payload.
@@ -318,6 +343,10 @@ pub struct Broker<A> {
     max_edges: usize,
     /// Turning every edge away ([`Broker::set_draining`]).
     draining: bool,
+    /// Block1 reassembly ([`blockwise`]).
+    blocks: Box<blockwise::Blocks<A>>,
+    /// Pings measuring the edges' links ([`link`]).
+    pinger: link::Pinger<A>,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -359,6 +388,12 @@ impl<A: Copy + Eq> Broker<A> {
             peers: Vec::new(),
             max_edges: 0,
             draining: false,
+            blocks: Box::new(blockwise::Blocks::new(
+                config.max_body_bytes,
+                config.block_transfers_per_peer,
+                config.block_timeout_ms,
+            )),
+            pinger: link::Pinger::new(seed),
         })
     }
 
@@ -447,27 +482,68 @@ impl<A: Copy + Eq> Broker<A> {
             self.stats.rejected_malformed += 1;
             return;
         }
-        let malformed = self.down.stats().malformed;
+        if self.pong(now, from, bytes) {
+            self.poll(now);
+            return;
+        }
+        let (malformed, duplicates) = (self.down.stats().malformed, self.down.stats().duplicates);
         let incoming = self.down.handle_datagram(now, from, bytes);
         if self.down.stats().malformed != malformed {
             self.stats.rejected_malformed += 1;
         }
+        let retransmitted = self.down.stats().duplicates != duplicates;
+        let con_request = matches!(
+            qos_coap::msg::peek_header(bytes),
+            Some((qos_coap::MessageType::Confirmable, _))
+        ) && bytes
+            .get(1)
+            .is_some_and(|c| Code::from_raw(*c).is_request());
+        let (incoming, whole) = match incoming {
+            Some(Incoming::Request(req)) => match self.block1_body(now, &req) {
+                blockwise::Body::Whole => (Some(Incoming::Request(req)), None),
+                blockwise::Body::Reassembled(body, echo) => {
+                    (Some(Incoming::Request(req)), Some((body, echo)))
+                }
+                blockwise::Body::Answered => (None, None),
+            },
+            other => (other, None),
+        };
         match incoming {
             Some(Incoming::Request(req)) if req.message.path_is(CONFIG_PATH) => {
-                self.relay_up(now, req);
+                self.relay_up(now, req, whole.map(|(body, _)| body));
             }
             Some(Incoming::Request(req)) => {
-                let (code, cf, location, body) = self.route(now, unix_ms, &req);
-                let _ = self.down.respond(now, &req.handle, code, |w| {
-                    if let Some(n) = location {
-                        w.option(option::LOCATION_PATH, DIRECTORY_PATH.as_bytes())?;
-                        w.option(option::LOCATION_PATH, n.to_string().as_bytes())?;
-                    }
-                    if let Some(cf) = cf {
-                        w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
-                    }
-                    w.payload(&body)
-                });
+                let payload = whole.as_ref().map_or(req.message.payload(), |(b, _)| b);
+                let (code, cf, location, body) = self.route(now, unix_ms, &req, payload);
+                let echo = whole.as_ref().map(|(_, e)| *e);
+                let want = qos_coap::block::block2_of(&req.message).ok().flatten();
+                let part = (code.class() == 2 && qos_coap::block::needs_blocks(body.len(), want))
+                    .then(|| qos_coap::block::slice(&body, want, option::Block::MAX_SZX));
+                if let Some(None) = part {
+                    // A block beyond the body (RFC 7959 §2.4).
+                    self.reject(RejectReason::Malformed);
+                    let _ = self.down.respond(now, &req.handle, Code::BAD_OPTION, |w| {
+                        w.payload(b"no such block")
+                    });
+                } else {
+                    let _ = self.down.respond(now, &req.handle, code, |w| {
+                        if let Some(n) = location {
+                            w.option(option::LOCATION_PATH, DIRECTORY_PATH.as_bytes())?;
+                            w.option(option::LOCATION_PATH, n.to_string().as_bytes())?;
+                        }
+                        if let Some(cf) = cf {
+                            w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+                        }
+                        if let Some(Some((b, part))) = part {
+                            qos_coap::block::write_block2(w, b, body.len())?;
+                            return w.payload(part);
+                        }
+                        if let Some(b) = echo {
+                            w.block_option(option::BLOCK1, b)?;
+                        }
+                        w.payload(&body)
+                    });
+                }
             }
             Some(Incoming::Response { exchange, message }) => {
                 if let Some(i) = self
@@ -483,6 +559,9 @@ impl<A: Copy + Eq> Broker<A> {
             }
             None => {}
         }
+        if con_request {
+            self.con_outcome(from, retransmitted);
+        }
         // Requests held for an edge that was away go out now that it spoke (and one whose
         // attempt is still unanswered goes out again at once if that attempt runs out).
         let ids: Vec<EdgeId> = self.registry.ids_at(from).collect();
@@ -496,7 +575,7 @@ impl<A: Copy + Eq> Broker<A> {
 
     /// An edge's `GET /c` or `POST /c`: answered at once when it is wrong, else deferred and
     /// relayed upstream.
-    fn relay_up(&mut self, now: u64, req: Request<'_, A>) {
+    fn relay_up(&mut self, now: u64, req: Request<'_, A>, body: Option<Vec<u8>>) {
         let m = &req.message;
         let refuse = |code, text: &str| Some(Reply::error(code, text));
         let error = if m.code() != Code::GET && m.code() != Code::POST {
@@ -543,13 +622,17 @@ impl<A: Copy + Eq> Broker<A> {
             // The control queue is full: the edge's retransmission brings the request back.
             return;
         }
+        let mut request = Reply::of(m);
+        if let Some(body) = body {
+            request.payload = body;
+        }
         self.up_relays.push(Relay {
             handle,
             edge,
             code: m.code(),
             path: CONFIG_PATH,
             queries: vec![format!("id={}", edge.0).into_bytes()],
-            request: Reply::of(m),
+            request,
             created: now,
             sent: None,
             acked: false,
@@ -596,6 +679,7 @@ impl<A: Copy + Eq> Broker<A> {
         now: u64,
         unix_ms: u64,
         req: &Request<'_, A>,
+        payload: &[u8],
     ) -> (Code, Option<u16>, Option<u32>, Vec<u8>) {
         let m = &req.message;
         let path: Vec<&[u8]> = m.uri_path().collect();
@@ -614,7 +698,7 @@ impl<A: Copy + Eq> Broker<A> {
                         "Content-Format 60 (CBOR) expected",
                     );
                 }
-                let batch = match Batch::decode(m.payload()) {
+                let batch = match Batch::decode(payload) {
                     Ok(b) => b,
                     Err(e) => {
                         self.reject(RejectReason::BadBatch);
@@ -625,11 +709,34 @@ impl<A: Copy + Eq> Broker<A> {
                     return (Code::SERVICE_UNAVAILABLE, None, None, hint);
                 }
                 let last = batch.last_seq();
-                match self
-                    .queue
-                    .append(batch.edge, batch.first_seq, last, m.payload(), unix_ms)
-                {
-                    Ok(_) => {
+                let parts = if payload.len() <= blockwise::UPSTREAM_BATCH_BYTES {
+                    vec![(batch.first_seq, last, payload.to_vec())]
+                } else {
+                    match blockwise::split_batch(&batch, blockwise::UPSTREAM_BATCH_BYTES) {
+                        Ok(parts) => parts,
+                        Err(()) => {
+                            self.stats.rejected_too_large += 1;
+                            return plain(
+                                Code::REQUEST_ENTITY_TOO_LARGE,
+                                "a record larger than the upstream's datagram",
+                            );
+                        }
+                    }
+                };
+                let mut queued = Ok(());
+                for (first, last, part) in &parts {
+                    queued = self
+                        .queue
+                        .append(batch.edge, *first, *last, part, unix_ms)
+                        .map(|_| ());
+                    if queued.is_err() {
+                        // Parts already queued are forwarded; the edge sends the batch again
+                        // and the super-manager absorbs the repeated records.
+                        break;
+                    }
+                }
+                match queued {
+                    Ok(()) => {
                         self.stats.acked += 1;
                         self.registry.saw_batch(now, req.from, batch.edge, last);
                         let mut buf = [0u8; 16];
@@ -850,6 +957,8 @@ impl<A: Copy + Eq> Broker<A> {
             }
         }
         self.registry.expire(now);
+        self.blocks.expire(now);
+        self.poll_pings(now);
         if self.config.report_interval_ms > 0 && now >= self.next_report {
             self.send_report(now);
         }
@@ -886,6 +995,8 @@ impl<A: Copy + Eq> Broker<A> {
                     s.rejected_bad_request,
                     s.rejected_rate_limited,
                     s.unknown_edge,
+                    s.rejected_too_large,
+                    s.rejected_incomplete,
                 ],
             },
             total_edges: edges.len() as u64,
@@ -898,6 +1009,8 @@ impl<A: Copy + Eq> Broker<A> {
                     registered: e.registered(now),
                     seen_ago_ms: now.saturating_sub(e.last_seen_ms),
                     cfg: e.config_etag,
+                    rtt_ms: e.link.rtt_ms(),
+                    loss_permille: e.link.loss_permille(),
                 })
                 .collect(),
         }
@@ -1076,7 +1189,9 @@ impl<A: Copy + Eq> Broker<A> {
 
     /// Next datagram for an edge.
     pub fn poll_transmit_downstream(&mut self, now: u64, buf: &mut [u8]) -> Option<(A, usize)> {
-        self.down.poll_transmit(now, buf)
+        self.down
+            .poll_transmit(now, buf)
+            .or_else(|| self.transmit_ping(now, buf))
     }
 
     /// Next datagram for the upstream.
@@ -1102,6 +1217,8 @@ impl<A: Copy + Eq> Broker<A> {
             self.up.poll_timeout(),
             retry,
             self.registry.next_expiry(),
+            self.blocks.next_deadline(),
+            self.ping_deadline(),
             report,
         ]
         .into_iter()

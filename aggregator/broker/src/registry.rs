@@ -6,6 +6,10 @@
 //! keeps the location and renews the lease (RFC 9176 §5.3: a registration with the same
 //! endpoint name updates the existing one). Batches from an edge that never registered still
 //! create an entry (name and region unknown), so the registry also knows who sends.
+//!
+//! Each entry also carries the quality of the link to the edge ([`LinkQuality`]): a smoothed
+//! round-trip time and a loss rate, measured by the broker (see `crate::broker`, "Link
+//! quality").
 
 use std::collections::BTreeMap;
 
@@ -40,6 +44,76 @@ pub struct EdgeEntry<A> {
     pub batches: u64,
     /// Highest sequence number accepted from it.
     pub last_seq: Option<Seq>,
+    /// Round-trip time and loss measured on the link to it.
+    pub link: LinkQuality,
+}
+
+/// How many transmission outcomes the loss rate looks back over.
+pub const LOSS_WINDOW: u32 = 64;
+
+/// Round-trip time and loss of the link to one edge.
+///
+/// - Round trip: samples of exchanges that were sent once and answered (Karn's rule: a
+///   retransmitted exchange gives no sample), smoothed as in RFC 6298 (`srtt = 7/8 srtt +
+///   1/8 sample`, the first sample taken as is).
+/// - Loss: the share of failed transmissions among the last [`LOSS_WINDOW`] outcomes the
+///   broker observed on the link: each of its CoAP pings (lost when unanswered in time) and
+///   each confirmable request from the edge (a retransmission received is one lost
+///   transmission, a first copy one delivered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkQuality {
+    /// Smoothed round trip, µs.
+    srtt_us: Option<u64>,
+    /// Bit i set: outcome i (0 = newest) was a loss.
+    lost_bits: u64,
+    /// Outcomes in the window (up to [`LOSS_WINDOW`]).
+    outcomes: u32,
+    /// Round-trip samples taken.
+    pub rtt_samples: u64,
+    /// Losses observed in all.
+    pub losses: u64,
+}
+
+impl LinkQuality {
+    /// A round-trip sample, ms.
+    pub fn rtt_sample(&mut self, ms: u64) {
+        let us = ms.saturating_mul(1000);
+        self.srtt_us = Some(match self.srtt_us {
+            None => us,
+            Some(s) => (7 * s + us) / 8,
+        });
+        self.rtt_samples += 1;
+    }
+
+    /// One transmission outcome: `lost` or delivered.
+    pub fn outcome(&mut self, lost: bool) {
+        self.lost_bits = (self.lost_bits << 1) | u64::from(lost);
+        self.outcomes = (self.outcomes + 1).min(LOSS_WINDOW);
+        self.losses += u64::from(lost);
+    }
+
+    /// The smoothed round trip, ms (rounded), once measured.
+    pub fn rtt_ms(&self) -> Option<u32> {
+        self.srtt_us
+            .map(|us| u32::try_from(us.saturating_add(500) / 1000).unwrap_or(u32::MAX))
+    }
+
+    /// The loss rate over the window, 0 to 1, once there is an outcome.
+    pub fn loss(&self) -> Option<f64> {
+        (self.outcomes > 0).then(|| {
+            let mask = if self.outcomes >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << self.outcomes) - 1
+            };
+            f64::from((self.lost_bits & mask).count_ones()) / f64::from(self.outcomes)
+        })
+    }
+
+    /// The loss rate, per mille (rounded).
+    pub fn loss_permille(&self) -> Option<u16> {
+        self.loss().map(|l| (l * 1000.0).round() as u16)
+    }
 }
 
 impl<A> EdgeEntry<A> {
@@ -87,6 +161,7 @@ impl<A: Copy> Registry<A> {
             last_seen_ms: now,
             batches: 0,
             last_seq: None,
+            link: LinkQuality::default(),
         });
         e.address = from;
         e.last_seen_ms = now;
@@ -210,6 +285,11 @@ impl<A: Copy> Registry<A> {
             .map(|e| e.id)
     }
 
+    /// The link quality of edge `id`, to update; `None` for an unknown edge.
+    pub fn link_mut(&mut self, id: EdgeId) -> Option<&mut LinkQuality> {
+        self.edges.get_mut(&id.0).map(|e| &mut e.link)
+    }
+
     /// One edge.
     pub fn get(&self, id: EdgeId) -> Option<&EdgeEntry<A>> {
         self.edges.get(&id.0)
@@ -228,5 +308,33 @@ impl<A: Copy> Registry<A> {
     /// Registrations ended by lease expiry so far.
     pub fn expired(&self) -> u64 {
         self.expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_is_smoothed_and_loss_counts_the_window() {
+        let mut q = LinkQuality::default();
+        assert_eq!((q.rtt_ms(), q.loss()), (None, None));
+        q.rtt_sample(80);
+        assert_eq!(q.rtt_ms(), Some(80));
+        q.rtt_sample(160);
+        assert_eq!(q.rtt_ms(), Some(90), "7/8 * 80 + 1/8 * 160");
+        for i in 0..10 {
+            q.outcome(i % 5 == 0);
+        }
+        assert_eq!(q.loss_permille(), Some(200));
+        for _ in 0..LOSS_WINDOW {
+            q.outcome(false);
+        }
+        assert_eq!(q.loss(), Some(0.0), "old losses leave the window");
+        assert_eq!(q.losses, 2);
+        for _ in 0..LOSS_WINDOW {
+            q.outcome(true);
+        }
+        assert_eq!(q.loss_permille(), Some(1000));
     }
 }

@@ -9,10 +9,13 @@
 //!                 queued_bytes: uint, dropped_quota: uint, relayed: uint, relay_timeouts: uint,
 //!                 * rejected: uint]
 //! broker-edge = [id: edge-id, name: tstr, region: tstr, registered: bool, seen_ago_ms: uint,
-//!                ? cfg: uint / null]
+//!                ? cfg: uint / null, ? rtt_ms: uint / null, ? loss_permille: uint / null]
 //! ```
 //! `cfg` is the `cfg=` attribute of the edge's registration (the ETag of the central
 //! configuration in force on it), `null` when it named none; older brokers leave it out.
+//! `rtt_ms` and `loss_permille` are the link quality the broker measured
+//! ([`crate::registry::LinkQuality`]), `null` before the first sample; older brokers leave
+//! them out.
 //!
 //! The `rejected` counters after the eighth are the broker's refusals by reason, in the order
 //! of [`REJECT_REASONS`] (an older broker sends none, a newer one may send more).
@@ -30,7 +33,7 @@ pub const REPORT_PATH: &str = "b";
 pub const MAX_REPORT_BYTES: usize = 1024;
 
 /// Names of the refusal counters of [`ReportStats::rejected`], in wire order.
-pub const REJECT_REASONS: [&str; 9] = [
+pub const REJECT_REASONS: [&str; 11] = [
     "malformed",
     "bad_batch",
     "bad_content_format",
@@ -40,6 +43,8 @@ pub const REJECT_REASONS: [&str; 9] = [
     "bad_request",
     "rate_limited",
     "unknown_edge",
+    "too_large",
+    "incomplete",
 ];
 
 /// The counters in a report.
@@ -80,6 +85,10 @@ pub struct ReportEdge {
     pub seen_ago_ms: u64,
     /// The `cfg=` attribute of its registration, if any.
     pub cfg: Option<u32>,
+    /// Smoothed round-trip time to it, ms, once measured.
+    pub rtt_ms: Option<u32>,
+    /// Share of lost transmissions on its link, per mille, once measured.
+    pub loss_permille: Option<u16>,
 }
 
 /// A broker's report.
@@ -117,16 +126,18 @@ fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, 
     }
     e.u64(r.total_edges)?.array(edges as u64)?;
     for x in r.edges.iter().take(edges) {
-        e.array(6)?
+        e.array(8)?
             .u32(x.id)?
             .str(&x.name)?
             .str(&x.region)?
             .bool(x.registered)?
             .u64(x.seen_ago_ms)?;
-        match x.cfg {
-            Some(c) => e.u32(c)?,
-            None => e.null()?,
-        };
+        for v in [x.cfg, x.rtt_ms, x.loss_permille.map(u32::from)] {
+            match v {
+                Some(c) => e.u32(c)?,
+                None => e.null()?,
+            };
+        }
     }
     Ok(total - e.writer().len())
 }
@@ -201,16 +212,29 @@ impl BrokerReport {
                 registered: d.bool().map_err(bad)?,
                 seen_ago_ms: d.u64().map_err(bad)?,
                 cfg: None,
+                rtt_ms: None,
+                loss_permille: None,
             };
-            if k >= 6 {
+            let opt = |d: &mut Decoder<'_>| -> Result<Option<u32>, String> {
                 if d.datatype().map_err(bad)? == Type::Null {
                     d.skip().map_err(bad)?;
+                    Ok(None)
                 } else {
-                    edge.cfg = Some(d.u32().map_err(bad)?);
+                    Ok(Some(d.u32().map_err(bad)?))
                 }
+            };
+            if k >= 6 {
+                edge.cfg = opt(&mut d)?;
+            }
+            if k >= 7 {
+                edge.rtt_ms = opt(&mut d)?;
+            }
+            if k >= 8 {
+                edge.loss_permille =
+                    opt(&mut d)?.map(|v| u16::try_from(v.min(1000)).unwrap_or(1000));
             }
             edges.push(edge);
-            skip(&mut d, k.saturating_sub(6)).map_err(bad)?;
+            skip(&mut d, k.saturating_sub(8)).map_err(bad)?;
         }
         skip(&mut d, outer - 4).map_err(bad)?;
         if d.position() != bytes.len() || d.datatype().ok() == Some(Type::Break) {
@@ -253,6 +277,8 @@ mod tests {
             registered: i % 2 == 0,
             seen_ago_ms: u64::from(i) * 1000,
             cfg: (i % 3 == 0).then_some(i + 7),
+            rtt_ms: (i % 2 == 0).then_some(i * 3),
+            loss_permille: (i % 4 == 1).then_some(i as u16 % 1000),
         }
     }
 
@@ -268,7 +294,7 @@ mod tests {
                 dropped_quota: 6,
                 relayed: 7,
                 relay_timeouts: 8,
-                rejected: [9, 10, 11, 12, 13, 14, 15, 16, 17],
+                rejected: [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19],
             },
             total_edges: 3,
             edges: (0..3).map(edge).collect(),

@@ -87,6 +87,8 @@ fn config() -> BrokerConfig {
         upstream: CoapConfig::with_reliability(200, 1.5, 2),
         // No reports: the scripted upstream expects batches only (see the relay tests).
         report_interval_ms: 0,
+        // No pings: the scripted edges expect answers only (see the link test).
+        ping_interval_ms: 0,
         ..BrokerConfig::default()
     }
 }
@@ -574,4 +576,308 @@ fn a_restarted_broker_forwards_again_what_was_not_acknowledged_upstream() {
     h.run(1_000);
     assert_eq!(h.got, vec![b]);
     assert_eq!((h.queued(), h.broker.stats().forwarded), (0, 1));
+}
+
+/// What a block-wise exchange got back.
+struct BlockAnswer {
+    code: Code,
+    block1: Option<option::Block>,
+    block2: Option<option::Block>,
+    size1: Option<u32>,
+    payload: Vec<u8>,
+}
+
+/// One request of edge `from` with Block1/Block2/Size1 options, answered synchronously.
+#[allow(clippy::too_many_arguments)]
+fn block_request(
+    h: &mut H,
+    from: u8,
+    code: Code,
+    path: &str,
+    block2: Option<option::Block>,
+    block1: Option<option::Block>,
+    size1: Option<u32>,
+    payload: &[u8],
+) -> BlockAnswer {
+    let now = h.now;
+    let edge = &mut h.edges[usize::from(from - 1)];
+    edge.request(now, BROKER, Reliability::Confirmable, code, |w| {
+        w.uri_path(path)?;
+        if code == Code::POST {
+            w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
+        }
+        if let Some(b) = block2 {
+            w.block_option(option::BLOCK2, b)?;
+        }
+        if let Some(b) = block1 {
+            w.block_option(option::BLOCK1, b)?;
+        }
+        if let Some(s) = size1 {
+            w.uint_option(option::SIZE1, s)?;
+        }
+        w.payload(payload)
+    })
+    .unwrap();
+    let mut buf = [0u8; 1152];
+    let (_, n) = edge.poll_transmit(now, &mut buf).unwrap();
+    h.broker
+        .handle_downstream(now, 1_700_000_000_000, from, &buf[..n]);
+    let (_, n) = h.broker.poll_transmit_downstream(now, &mut buf).unwrap();
+    let bytes = buf[..n].to_vec();
+    let edge = &mut h.edges[usize::from(from - 1)];
+    match edge.handle_datagram(now, BROKER, &bytes) {
+        Some(Incoming::Response { message: m, .. }) => BlockAnswer {
+            code: m.code(),
+            block1: qos_coap::block::block1_of(&m).unwrap(),
+            block2: qos_coap::block::block2_of(&m).unwrap(),
+            size1: m.uint_option(option::SIZE1),
+            payload: m.payload().to_vec(),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_sent_in_block1_blocks_is_acked_once_queued_in_parts_and_forwarded_whole() {
+    let mut h = H::new();
+    let body = batch(1, 0, 60);
+    assert!(body.len() > 2048, "{}", body.len());
+    let mut sender = qos_coap::block::Block1Sender::new(body.len(), 6);
+    let mut last = None;
+    let mut continues = 0;
+    while let Some((b, part)) = sender.next_block(&body) {
+        let size1 = (b.num() == 0).then_some(body.len() as u32);
+        let a = block_request(&mut h, EDGE_A, Code::POST, "u", None, Some(b), size1, part);
+        assert_eq!(a.block1.map(|e| e.num()), Some(b.num()), "Block1 echoed");
+        if a.code == Code::CONTINUE {
+            continues += 1;
+            assert_eq!(h.queued(), 0, "nothing queued before the last block");
+        }
+        if sender.on_response(a.code, a.block1) == qos_coap::block::SendStep::Done {
+            last = Some(a);
+        }
+    }
+    let last = last.expect("a final answer");
+    assert!(continues >= 2);
+    assert_eq!(last.code, Code::CHANGED);
+    assert_eq!(Ack::decode(&last.payload).unwrap().acked, Seq(59));
+    assert_eq!(h.broker.stats().acked, 1);
+    assert!(h.queued() >= 3, "split into upstream-sized batches");
+    h.run(2_000);
+    assert_eq!(h.queued(), 0);
+    let whole = Batch::decode(&body).unwrap();
+    let expected: Vec<_> = whole.records().map(|r| (r.seq, r.raw.to_vec())).collect();
+    let mut forwarded = Vec::new();
+    for p in distinct(&h.got) {
+        assert!(p.len() <= 1024);
+        let b = Batch::decode(&p).unwrap();
+        forwarded.extend(b.records().map(|r| (r.seq, r.raw.to_vec())));
+    }
+    assert_eq!(forwarded, expected, "every record once, in order");
+}
+
+#[test]
+fn block1_refusals_too_large_and_gaps_are_answered_and_counted() {
+    let mut h = H::new();
+    let block = |num, more| option::Block::new(num, more, 6).unwrap();
+    let part = vec![0x55u8; 1024];
+    // Announced too large: 4.13 with the limit in Size1.
+    let a = block_request(
+        &mut h,
+        EDGE_A,
+        Code::POST,
+        "u",
+        None,
+        Some(block(0, true)),
+        Some(100_000),
+        &part,
+    );
+    assert_eq!(a.code, Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(a.size1, Some(crate::broker::blockwise::MAX_BODY as u32));
+    // A gap: block 0, then the last block 2 without block 1.
+    let a = block_request(
+        &mut h,
+        EDGE_A,
+        Code::POST,
+        "u",
+        None,
+        Some(block(0, true)),
+        None,
+        &part,
+    );
+    assert_eq!(a.code, Code::CONTINUE);
+    let a = block_request(
+        &mut h,
+        EDGE_A,
+        Code::POST,
+        "u",
+        None,
+        Some(block(2, false)),
+        None,
+        &part[..10],
+    );
+    assert_eq!(a.code, Code::REQUEST_ENTITY_INCOMPLETE);
+    // Growing past the limit block by block.
+    for n in 0..16 {
+        let a = block_request(
+            &mut h,
+            EDGE_A,
+            Code::POST,
+            "u",
+            None,
+            Some(block(n, true)),
+            None,
+            &part,
+        );
+        assert_eq!(a.code, Code::CONTINUE, "block {n}");
+    }
+    let a = block_request(
+        &mut h,
+        EDGE_A,
+        Code::POST,
+        "u",
+        None,
+        Some(block(16, false)),
+        None,
+        &part[..1],
+    );
+    assert_eq!(a.code, Code::REQUEST_ENTITY_TOO_LARGE);
+    let s = h.broker.stats();
+    assert_eq!(
+        (s.rejected_too_large, s.rejected_incomplete, s.acked),
+        (2, 1, 0)
+    );
+    assert_eq!(h.queued(), 0);
+    let report = h.broker.report(h.now);
+    let reasons = crate::report::REJECT_REASONS;
+    let at = |name| reasons.iter().position(|r| *r == name).unwrap();
+    assert_eq!(report.stats.rejected[at("too_large")], 2);
+    assert_eq!(report.stats.rejected[at("incomplete")], 1);
+}
+
+#[test]
+fn well_known_core_is_served_in_block2_slices_on_request() {
+    let mut h = H::new();
+    let mut fetch = qos_coap::block::Block2Fetch::new(0);
+    let mut ask = fetch.first();
+    let mut buf = [0u8; 2048];
+    let mut rounds = 0;
+    let n = loop {
+        rounds += 1;
+        let a = block_request(
+            &mut h,
+            EDGE_A,
+            Code::GET,
+            ".well-known/core",
+            Some(ask),
+            None,
+            None,
+            b"",
+        );
+        assert_eq!(a.code, Code::CONTENT);
+        assert!(a.payload.len() <= 16);
+        match fetch.on_response(a.block2, &a.payload, &mut buf) {
+            qos_coap::block::FetchStep::Next(b) => ask = b,
+            qos_coap::block::FetchStep::Done(n) => break n,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(&buf[..n], WELL_KNOWN_CORE.as_bytes());
+    assert_eq!(rounds, WELL_KNOWN_CORE.len().div_ceil(16));
+    // A block beyond the end: 4.02.
+    let beyond = option::Block::new(40, false, 0).unwrap();
+    let a = block_request(
+        &mut h,
+        EDGE_A,
+        Code::GET,
+        ".well-known/core",
+        Some(beyond),
+        None,
+        None,
+        b"",
+    );
+    assert_eq!(a.code, Code::BAD_OPTION);
+}
+
+#[test]
+fn pings_measure_round_trip_and_loss_of_a_registered_edge() {
+    let mut h = H::new();
+    let cfg = BrokerConfig {
+        ping_interval_ms: 1_000,
+        ping_timeout_ms: 500,
+        ..config()
+    };
+    h.broker = Broker::new(cfg, UPSTREAM, Box::new(h.queue.clone()), 7).unwrap();
+    let reg = ["ep=site-1", "d=eu-west", "lt=600", "id=9"];
+    assert_eq!(
+        h.request(EDGE_A, Code::POST, "rd", &reg, None, b"").code,
+        Code::CREATED
+    );
+    let link = |h: &H| h.broker.registry().get(EdgeId(9)).unwrap().link;
+    assert_eq!(link(&h).rtt_ms(), None);
+    let mut buf = [0u8; 1152];
+    // One ping round per virtual second; the edge's endpoint answers each with a Reset that
+    // arrives `delay` ms later; rounds 6 and 8 are lost on the way.
+    let mut pings = 0;
+    for round in 0..10u64 {
+        let delay = if round < 5 { 20 } else { 200 };
+        h.now += 1_000;
+        let now = h.now;
+        h.broker.poll(now);
+        let mut resets = Vec::new();
+        while let Some((to, n)) = h.broker.poll_transmit_downstream(now, &mut buf) {
+            assert_eq!(to, EDGE_A);
+            let m = Message::parse(&buf[..n]).unwrap();
+            assert_eq!(
+                (m.ty(), m.code(), m.token()),
+                (qos_coap::MessageType::Confirmable, Code::EMPTY, &[][..])
+            );
+            pings += 1;
+            let edge = &mut h.edges[0];
+            assert!(edge.handle_datagram(now, BROKER, &buf[..n]).is_none());
+            let mut out = [0u8; 64];
+            while let Some((_, k)) = edge.poll_transmit(now, &mut out) {
+                resets.push(out[..k].to_vec());
+            }
+        }
+        assert_eq!(resets.len(), 1, "one ping per round, answered by a Reset");
+        if round == 6 || round == 8 {
+            h.now += 600;
+            h.broker.poll(h.now);
+            continue;
+        }
+        h.now += delay;
+        for r in resets {
+            h.broker.handle_downstream(h.now, 0, EDGE_A, &r);
+        }
+    }
+    assert_eq!(pings, 10);
+    let q = link(&h);
+    assert_eq!(q.rtt_samples, 8);
+    // Smoothed: 5 samples of 20 ms, then 3 of 200 ms pull it towards 200.
+    let rtt = q.rtt_ms().unwrap();
+    assert!(rtt > 20 && rtt < 200, "{rtt}");
+    // 2 of 11 transmissions: 10 pings and the registration.
+    assert_eq!(q.loss_permille(), Some(182));
+    let report = h.broker.report(h.now);
+    assert_eq!(report.edges[0].rtt_ms, Some(rtt));
+    assert_eq!(report.edges[0].loss_permille, Some(182));
+    // A retransmitted request from the edge counts as a loss too.
+    let b = batch(9, 0, 1);
+    let now = h.now;
+    let edge = &mut h.edges[0];
+    edge.request(now, BROKER, Reliability::Confirmable, Code::POST, |w| {
+        w.uri_path("u")?;
+        w.uint_option(option::CONTENT_FORMAT, 60)?;
+        w.payload(&b)
+    })
+    .unwrap();
+    let (_, n) = edge.poll_transmit(now, &mut buf).unwrap();
+    let datagram = buf[..n].to_vec();
+    h.broker.handle_downstream(now, 0, EDGE_A, &datagram);
+    h.broker
+        .handle_downstream(now + 3_000, 0, EDGE_A, &datagram);
+    let q = link(&h);
+    assert_eq!(q.losses, 3);
+    assert_eq!(q.loss_permille(), Some(231), "3 of 13 transmissions");
 }

@@ -14,6 +14,8 @@
 //! report_interval_ms = 30000
 //! peers = []
 //! max_edges = 0
+//! ping_interval_ms = 30000
+//! max_body_bytes = 16384
 //!
 //! [broker.reliability]
 //! ack_timeout_ms = 2000
@@ -110,6 +112,14 @@ pub struct BrokerSection {
     /// `max_edges`: edges this broker serves at most (those its registry knows); a new edge
     /// beyond is turned away as above. 0 (default): no limit.
     pub max_edges: usize,
+    /// `ping_interval_ms`: interval of the CoAP pings to every registered edge that measure
+    /// the round-trip time and loss of its link ([`qos_broker::broker::link`]), ms. 0 turns
+    /// them off; else at least 100. Default 30000.
+    pub ping_interval_ms: u64,
+    /// `max_body_bytes`: largest request body reassembled from Block1 blocks (RFC 7959,
+    /// [`qos_broker::broker::blockwise`]); larger ones get 4.13 with Size1. 1024 to 16384,
+    /// default 16384.
+    pub max_body_bytes: usize,
     /// `[broker.reliability]`: RFC 7252 §4.8 parameters for both sides.
     pub reliability: ReliabilityConfig,
     /// `[broker.rate_limit]`: datagrams accepted from the edges per source IP address (see
@@ -129,6 +139,8 @@ impl Default for BrokerSection {
             report_interval_ms: 30_000,
             peers: Vec::new(),
             max_edges: 0,
+            ping_interval_ms: 30_000,
+            max_body_bytes: qos_broker::broker::blockwise::MAX_BODY,
             reliability: ReliabilityConfig::default(),
             rate_limit: RateLimitConfig::default(),
         }
@@ -198,6 +210,20 @@ impl BrokerFile {
                     "expected at least 1000 ms",
                 ));
             }
+        }
+        if b.ping_interval_ms != 0 && b.ping_interval_ms < 100 {
+            return Err(invalid(
+                "broker.ping_interval_ms",
+                b.ping_interval_ms.to_string(),
+                "expected 0 (off) or at least 100 ms",
+            ));
+        }
+        if !(1024..=qos_broker::broker::blockwise::MAX_BODY).contains(&b.max_body_bytes) {
+            return Err(invalid(
+                "broker.max_body_bytes",
+                b.max_body_bytes.to_string(),
+                "expected 1024 to 16384 bytes",
+            ));
         }
         if b.listen == b.upstream {
             return Err(invalid(
@@ -269,9 +295,11 @@ mod tests {
                 "data_dir",
                 "hold_ms",
                 "listen",
+                "max_body_bytes",
                 "max_edges",
                 "max_queue_bytes",
                 "peers",
+                "ping_interval_ms",
                 "rate_limit",
                 "relay_timeout_ms",
                 "reliability",
@@ -291,6 +319,14 @@ mod tests {
         for (text, field) in [
             ("[broker]\ndata_dir = \"\"\n", "broker.data_dir"),
             ("[broker]\nmax_queue_bytes = 10\n", "broker.max_queue_bytes"),
+            (
+                "[broker]\nping_interval_ms = 5\n",
+                "broker.ping_interval_ms",
+            ),
+            (
+                "[broker]\nmax_body_bytes = 100000\n",
+                "broker.max_body_bytes",
+            ),
             (
                 "[broker]\nlisten = \"127.0.0.1:9\"\nupstream = \"127.0.0.1:9\"\n",
                 "broker.upstream",

@@ -202,6 +202,8 @@ pub fn run_broker(
             hold_ms: config.hold_ms,
             relay_timeout_ms: config.relay_timeout_ms,
             report_interval_ms: config.report_interval_ms,
+            ping_interval_ms: config.ping_interval_ms,
+            max_body_bytes: config.max_body_bytes,
             ..BrokerConfig::default()
         },
         transport,

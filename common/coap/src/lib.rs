@@ -6,6 +6,8 @@
 //!   buffer and returns errors instead of panicking.
 //! - [`option`]: option numbers, uint values, the Block1/Block2 value (RFC 7959), content
 //!   formats.
+//! - [`block`]: block-wise transfer (RFC 7959): Block1 reassembly with bounded per-peer
+//!   state and timeouts, Block2 slicing, and the client-side Block1 sender and Block2 fetch.
 //! - [`config`]: the transmission parameters of RFC 7252 §4.8 and their derived values.
 //! - `tcp` (feature `tcp`): CoAP over TCP and TLS (RFC 8323): signalling (CSM, Ping/Pong,
 //!   Release, Abort) and a stream endpoint with the same interface as [`Endpoint`]. The frame
@@ -70,8 +72,7 @@
 //! See the crate's README for the retransmission rules and where each RFC rule is implemented.
 //!
 //! # Not implemented
-//! Observe (RFC 7641) notifications after the first response, block-wise transfer state
-//! machines (only the Block option value helpers are here), multicast, DTLS/OSCORE, proxying.
+//! Observe (RFC 7641) notifications after the first response, multicast, DTLS/OSCORE, proxying.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -79,6 +80,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod block;
 pub mod config;
 pub mod endpoint;
 pub mod error;

@@ -367,6 +367,7 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
         let reg = st.registry.get(EdgeId(row.edge_id));
         let route = st.route(row.edge_id);
         // Registered here, or as its broker last reported.
+        let (rtt_ms, loss) = link_quality(&st, route, row.edge_id);
         let (name, region, registered, cfg) = match (route, reg) {
             (Some(Route::Broker(b)), _) => match st.reported(b, row.edge_id) {
                 Some(e) => (e.name.clone(), e.region.clone(), e.registered, e.cfg),
@@ -390,6 +391,8 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
             m.insert("broker".into(), route_name(route));
             m.insert("registered".into(), registered.into());
             m.insert("cfg".into(), cfg.into());
+            m.insert("rtt_ms".into(), rtt_ms.into());
+            m.insert("loss".into(), loss.into());
             // The consequence of a silent broker, not an event of its own.
             if let Some(Route::Broker(b)) = route {
                 if st.silent.contains_key(&b) {
@@ -408,8 +411,28 @@ pub fn augment_edges(rows: &[EdgeRow], centre: &Centre, list: &mut Vec<Value>) {
             "broker": route_name(st.route(r.id.0)),
             "registered": r.registered(now),
             "cfg": r.config_etag,
+            "rtt_ms": r.link.rtt_ms(),
+            "loss": r.link.loss(),
             "received": 0,
         }));
+    }
+}
+
+/// The round trip (ms) and loss rate (0 to 1) of the link to edge `id`: as its broker last
+/// reported them, or as measured here for an edge that talks to this process.
+fn link_quality(
+    st: &crate::centre::CentreState,
+    route: Option<Route>,
+    id: u32,
+) -> (Option<u32>, Option<f64>) {
+    match route {
+        Some(Route::Broker(b)) => st.reported(b, id).map_or((None, None), |e| {
+            (e.rtt_ms, e.loss_permille.map(|p| f64::from(p) / 1000.0))
+        }),
+        _ => st
+            .registry
+            .get(EdgeId(id))
+            .map_or((None, None), |r| (r.link.rtt_ms(), r.link.loss())),
     }
 }
 
@@ -447,6 +470,8 @@ pub fn brokers(centre: &Centre) -> Response {
                         "registered": e.registered,
                         "seen_ago_ms": e.seen_ago_ms,
                         "cfg": e.cfg,
+                        "rtt_ms": e.rtt_ms,
+                        "loss": e.loss_permille.map(|p| f64::from(p) / 1000.0),
                     })).collect::<Vec<_>>(),
                 })
             });
@@ -495,12 +520,23 @@ pub fn topology_json(centre: &Centre) -> Value {
             "name": name,
             "region": region,
         }));
+        let (rtt_ms, loss) = link_quality(&st, route, edge);
         match route {
             Some(Route::Broker(a)) => {
                 brokers.insert(a);
-                links.push(json!({"from": format!("edge:{edge}"), "to": format!("broker:{a}")}));
+                links.push(json!({
+                    "from": format!("edge:{edge}"),
+                    "to": format!("broker:{a}"),
+                    "rtt_ms": rtt_ms,
+                    "loss": loss,
+                }));
             }
-            _ => links.push(json!({"from": format!("edge:{edge}"), "to": "super-manager"})),
+            _ => links.push(json!({
+                "from": format!("edge:{edge}"),
+                "to": "super-manager",
+                "rtt_ms": rtt_ms,
+                "loss": loss,
+            })),
         }
     }
     for a in brokers {
