@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use qos_edge::probe;
 
 mod config;
 mod hostmetrics;
 mod json;
-mod probe;
 mod run;
 mod storage;
 
