@@ -265,6 +265,57 @@ fn expect_top_cause(serve: &Serve, expected: &str, edges: &mut [Proc]) -> Value 
     }
 }
 
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Seconds of good history the engine needs before a fault: the model's `lookback_s`.
+const LOOKBACK_S: u64 = 30;
+/// The model's `window_s`.
+const WINDOW_S: u64 = 2;
+
+/// Polls until the store holds a lookback's worth of good windows of `shop` after `since`
+/// (Unix s), from both regions: the baseline the ranking compares the fault with. A condition on
+/// the data rather than a fixed sleep, so a slow machine waits longer instead of starting the
+/// fault on a short or disturbed baseline.
+fn wait_good_history(serve: &Serve, since: u64) {
+    let start = Instant::now();
+    let need = LOOKBACK_S / WINDOW_S;
+    loop {
+        let good = |region: &str| {
+            serve
+                .get_json(&format!(
+                    "/api/v1/services/shop/series?from={since}&to={}&step={WINDOW_S}&region={region}",
+                    unix_s() + WINDOW_S
+                ))
+                .ok()
+                .and_then(|v| {
+                    v["points"].as_array().map(|p| {
+                        p.iter()
+                            .filter(|p| {
+                                p["runs"].as_u64().unwrap_or(0) > 0 && p["failures"] == 0
+                            })
+                            .count() as u64
+                    })
+                })
+                .unwrap_or(0)
+        };
+        let (eu, us) = (good("eu"), good("us"));
+        if eu >= need && us >= need {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "no baseline after {since}: {eu} and {us} good windows of {need}\n{}",
+            serve.proc.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn wait_all_resolved(serve: &Serve) {
     let start = Instant::now();
     while !open_shop_incidents(serve).is_empty() {
@@ -370,8 +421,7 @@ fn incidents_name_the_database_a_regional_dns_and_a_regional_path() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    let baseline = Duration::from_secs(32);
-    std::thread::sleep(baseline);
+    wait_good_history(&serve, unix_s());
 
     // (a) a slow database
     faults.db.store(300, Ordering::SeqCst);
@@ -379,7 +429,7 @@ fn incidents_name_the_database_a_regional_dns_and_a_regional_path() {
     assert_eq!(a["subject"]["name"], "shop");
     faults.db.store(0, Ordering::SeqCst);
     wait_all_resolved(&serve);
-    std::thread::sleep(baseline);
+    wait_good_history(&serve, unix_s());
 
     // (b) DNS fails in eu
     faults.dns_eu.store(true, Ordering::SeqCst);
@@ -387,7 +437,7 @@ fn incidents_name_the_database_a_regional_dns_and_a_regional_path() {
     assert_eq!(b["degraded_regions"], serde_json::json!(["eu"]), "{b:#}");
     faults.dns_eu.store(false, Ordering::SeqCst);
     wait_all_resolved(&serve);
-    std::thread::sleep(baseline);
+    wait_good_history(&serve, unix_s());
 
     // (c) latency on eu's path, beyond the probe's timeout
     faults.path_eu.store(600, Ordering::SeqCst);

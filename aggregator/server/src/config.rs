@@ -79,6 +79,117 @@ pub struct Config {
     pub scrapes: Vec<crate::services::config::ScrapeEntry>,
     /// `[retention]`: how long raw summaries and hourly rollups are kept.
     pub retention: crate::services::config::RetentionConfig,
+    /// `[local_edge]`: who the probes this process runs itself report as
+    /// ([`crate::local_edge`]). Required when there is a `[[probe]]`; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_edge: Option<LocalEdgeConfig>,
+    /// `[[probe]]`: probes this process runs itself as its local edge, in the Linux edge's
+    /// format (`qos_probe_config::ProbeSection`). None by default.
+    #[serde(rename = "probe", skip_serializing)]
+    pub probes: Vec<qos_probe_config::ProbeSection>,
+    /// `[[rule]]`: threshold rules of the local edge's probes, in the Linux edge's format
+    /// (`qos_probe_config::RuleSection`). None by default.
+    #[serde(rename = "rule", skip_serializing)]
+    pub rules: Vec<qos_probe_config::RuleSection>,
+}
+
+/// `[local_edge]`: the super-manager as an edge of its own. Its `[[probe]]`s run in this process
+/// on the edge's scheduler, thresholds and summariser (`qos-edge-core`), and its summaries and
+/// threshold events go through the same ingest as any edge's batches (validated, numbered,
+/// deduplicated by edge and sequence number) into the store, without a network hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalEdgeConfig {
+    /// `id`: the local edge's numeric id, unique among the installation's edges (it shares
+    /// their numbering: a model's transactions name it like any edge). Required, at least 1.
+    pub id: u32,
+    /// `name`: its name, 1-63 letters, digits, `-`, `_` or `.`. Default `super-manager`.
+    #[serde(default = "default_local_name")]
+    pub name: String,
+    /// `region`: the region its probes measure from, same character rules. Required.
+    pub region: String,
+    /// `window_s`: summary window, seconds, at least 1. Default 60.
+    #[serde(default = "qos_probe_config::default_window")]
+    pub window_s: u16,
+    /// `confirm_ms`: after a failed run, run the probe again this many ms later to confirm the
+    /// failure (when that is before its next slot); 0 disables. Default 5000.
+    #[serde(default = "default_confirm_ms")]
+    pub confirm_ms: u32,
+    /// `max_concurrent_probes`: probes running at the same time at most, 1 to 32. Default 4.
+    #[serde(default = "default_local_concurrency")]
+    pub max_concurrent_probes: u8,
+}
+
+fn default_local_name() -> String {
+    "super-manager".into()
+}
+
+fn default_confirm_ms() -> u32 {
+    5_000
+}
+
+fn default_local_concurrency() -> u8 {
+    4
+}
+
+/// RFC 9176 endpoint name or sector: 1-63 letters, digits, `-`, `_` or `.`.
+fn valid_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Config {
+    /// Checks `[local_edge]`, `[[probe]]` and `[[rule]]` together; the reason names the value.
+    fn validate_local_edge(&self) -> Result<(), String> {
+        let Some(edge) = &self.local_edge else {
+            if let Some(p) = self.probes.first() {
+                return Err(format!(
+                    "probe {}: [[probe]] needs a [local_edge] section (id, region)",
+                    p.id
+                ));
+            }
+            if !self.rules.is_empty() {
+                return Err("[[rule]] without [[probe]]".into());
+            }
+            return Ok(());
+        };
+        if edge.id == 0 {
+            return Err("local_edge.id = 0: expected at least 1".into());
+        }
+        for (key, value) in [("name", &edge.name), ("region", &edge.region)] {
+            if !valid_name(value) {
+                return Err(format!(
+                    "local_edge.{key} = {value:?}: use 1-63 letters, digits, '-', '_' or '.'"
+                ));
+            }
+        }
+        if edge.window_s == 0 {
+            return Err("local_edge.window_s = 0: expected at least 1 second".into());
+        }
+        if !(1..=crate::local_edge::MAX_PROBES as u8).contains(&edge.max_concurrent_probes) {
+            return Err(format!(
+                "local_edge.max_concurrent_probes = {}: expected 1 to {}",
+                edge.max_concurrent_probes,
+                crate::local_edge::MAX_PROBES
+            ));
+        }
+        if self.probes.len() > crate::local_edge::MAX_PROBES {
+            return Err(format!(
+                "{} probes: the local edge runs at most {}",
+                self.probes.len(),
+                crate::local_edge::MAX_PROBES
+            ));
+        }
+        if self.rules.len() > crate::local_edge::MAX_RULES {
+            return Err(format!(
+                "{} rules: the local edge evaluates at most {}",
+                self.rules.len(),
+                crate::local_edge::MAX_RULES
+            ));
+        }
+        qos_probe_config::validate_set(&self.probes, &self.rules)
+    }
 }
 
 /// `[watch]`: the centre's watch over its brokers ([`crate::silence`]).
@@ -321,6 +432,14 @@ pub enum ConfigError {
         /// The parser's explanation, naming the field where it can.
         message: String,
     },
+    /// `[local_edge]`, `[[probe]]` or `[[rule]]` is unusable (the reason names the value).
+    #[error("{}: {reason}", path.display())]
+    LocalEdge {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value has the right type but is out of range.
     #[error("{}: `{field}` = {value}: {reason}", path.display())]
     Invalid {
@@ -409,6 +528,11 @@ impl Config {
             ));
         }
         crate::services::config::validate(self, origin)?;
+        self.validate_local_edge()
+            .map_err(|reason| ConfigError::LocalEdge {
+                path: origin.to_path_buf(),
+                reason,
+            })?;
         if self.store.data_dir.as_os_str().is_empty() {
             return Err(invalid(
                 "store.data_dir",
@@ -503,6 +627,45 @@ mod tests {
         present.sort();
         assert_eq!(present, expected);
         assert!(expected.len() >= 8, "keys found: {expected:?}");
+    }
+
+    /// The commented `[local_edge]`, `[[probe]]` and `[[rule]]` of the example, uncommented,
+    /// are a valid local edge.
+    #[test]
+    fn example_local_edge_parses_when_uncommented() {
+        let block = &EXAMPLE[EXAMPLE.find("# [local_edge]").unwrap()..];
+        let text: String = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = parse(&text).unwrap();
+        let edge = c.local_edge.unwrap();
+        assert_eq!((edge.id, edge.region.as_str()), (1000, "centre"));
+        assert_eq!(edge.name, "super-manager");
+        assert_eq!((c.probes.len(), c.rules.len()), (2, 1));
+    }
+
+    #[test]
+    fn local_edge_errors_name_the_value() {
+        let probe = "[[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"127.0.0.1:1\"\n";
+        let edge = "[local_edge]\nid = 5\nregion = \"eu\"\n";
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(err(probe).contains("probe 1: [[probe]] needs a [local_edge]"));
+        assert!(err(&format!("{edge}{probe}{probe}")).contains("probe id 1: ids must be unique"));
+        let e = err(&format!("[local_edge]\nid = 5\nregion = \"e u\"\n{probe}"));
+        assert!(e.contains("local_edge.region = \"e u\""), "{e}");
+        let e = err(&format!("[local_edge]\nid = 0\nregion = \"eu\"\n{probe}"));
+        assert!(e.contains("local_edge.id = 0"), "{e}");
+        let e = err(&format!(
+            "{edge}{probe}[[rule]]\nprobe = 2\nmetric = \"availability\"\nk = 1\nn = 1\n"
+        ));
+        assert!(e.contains("rule for probe 2"), "{e}");
+        let e = err("[local_edge]\nregion = \"eu\"\n");
+        assert!(e.contains("id"), "{e}");
+        let c = parse(&format!("{edge}{probe}")).unwrap();
+        assert_eq!(c.local_edge.unwrap().window_s, 60);
     }
 
     #[test]

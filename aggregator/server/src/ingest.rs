@@ -210,6 +210,13 @@ impl Prepared {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+
+    /// Record the sending edge's name and region with the batch (for a sender whose identity
+    /// is known without a registration: the super-manager's local edge).
+    pub fn set_origin(&mut self, name: &str, region: &str) {
+        self.key.name = Some(name.to_string());
+        self.key.region = Some(region.to_string());
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@
 //! - the CoAP ingest ([`start_ingest`]), which owns the store's writer for records, and serves
 //!   the centre's resources (`/c`, `/b`, `/rd`) and carries out the API's requests to edges.
 //!
+//! - the local edge ([`crate::local_edge`]), when the configuration has `[[probe]]`s: probes
+//!   run in this process, stored through an ingest of its own.
+//!
 //! Both share a [`Centre`]: the central edge configurations (their own store connection,
 //! filled from `[[edge_config]]` at start) and the in-memory routes to edges.
 
@@ -400,6 +403,13 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
             source,
         })?;
     handle.listeners.push(Listener::thread("services", monitor));
+    handle.listeners.extend(crate::local_edge::start(
+        config,
+        &handle.database,
+        config.store.synchronous,
+        stats.clone(),
+        shutdown.clone(),
+    )?);
     handle.listeners.extend(streams::start(
         config,
         Box::new(store),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::probe;
+pub use qos_edge::active::DriverOptions;
 
 // The probe and rule model is shared with the super-manager (central edge configurations).
 pub use qos_probe_config::{
@@ -229,23 +229,6 @@ impl ProbeKindName {
         }
     }
 }
-/// Driver options of a configured probe that the wire's probe specification does not carry.
-pub trait DriverOptions {
-    /// This probe's driver options.
-    fn options(&self) -> probe::Options;
-}
-
-impl DriverOptions for ProbeSection {
-    fn options(&self) -> probe::Options {
-        match &self.kind {
-            ProbeKindConfig::Http { ca_file, .. } => probe::Options {
-                ca_file: ca_file.clone(),
-            },
-            _ => probe::Options::default(),
-        }
-    }
-}
-
 impl Config {
     /// Read and check the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::ProbeKindName;
-use crate::probe::Report;
+use qos_edge::probe::Report;
 
 /// `{"kind", "target", "at_ms", "ok", "phases_us": {phase: µs}, "error", "error_after_us",
 /// "detail", "redirects", "message"}`, plus `"cert_days_left"` for HTTPS and `"steps_us"` for

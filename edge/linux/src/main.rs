@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use qos_edge::probe;
 
 mod config;
 #[cfg(test)]
 mod config_docs;
 mod hostmetrics;
 mod json;
-mod probe;
 mod run;
 mod storage;
 

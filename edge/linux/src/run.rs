@@ -34,23 +34,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use std::sync::Arc;
-
 use qos_edge_core::centre::{self, Centre, CentreConfig, CentreEvent, Identity, Limits};
-use qos_edge_core::scheduler::{Cadence, Scheduler};
+use qos_edge_core::scheduler::Scheduler;
 use qos_edge_core::storage::{next_boot, BootError, Slot, Storage};
 use qos_edge_core::thresholds::Thresholds;
 use qos_edge_core::{Downlink, Outbox, Received, Recent, Summariser, Uplink, UplinkConfig};
-use qos_wire::codec::encode_into;
-use qos_wire::config::EdgeConfig;
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
 use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
 use qos_wire::probe::ProbeSpec;
-use qos_wire::threshold::ThresholdRule;
 
-use crate::config::{Config, DriverOptions};
+use qos_edge::active::{run_scheduled, Active};
+use qos_edge::probe;
+
+use crate::config::Config;
 use crate::hostmetrics::Sampler;
-use crate::probe;
 use crate::storage::FileStorage;
 
 /// Records the outbox holds while no broker answers (the oldest summary is dropped beyond).
@@ -203,101 +200,6 @@ enum Input {
     OnDemand(qos_coap::RequestHandle<SocketAddr>, ProbeResult),
 }
 
-/// A probe in force: its specification encoded (decoded again on the probe's thread) and the
-/// driver options the wire does not carry.
-#[derive(Debug)]
-struct ActiveProbe {
-    id: u16,
-    interval_ms: u32,
-    spec: Vec<u8>,
-    options: probe::Options,
-}
-
-/// The probes, rules and window in force: the TOML's, or a central configuration's.
-struct Active {
-    /// Etag of the central configuration (`None`: the TOML's).
-    etag: Option<u32>,
-    window_s: u16,
-    probes: Vec<Arc<ActiveProbe>>,
-    rules: Vec<(ProbeId, ThresholdRule)>,
-}
-
-fn encode_spec(spec: &ProbeSpec<'_>) -> Result<Vec<u8>, String> {
-    let mut buf = vec![0u8; 8192];
-    let n = encode_into(&mut buf, |e| spec.encode(e)).map_err(|e| e.to_string())?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
-impl Active {
-    /// The TOML's probes and rules (validated with the file).
-    fn local(cfg: &Config) -> Result<Active, String> {
-        let mut probes = Vec::new();
-        for p in &cfg.probes {
-            let steps = p.steps();
-            probes.push(Arc::new(ActiveProbe {
-                id: p.id,
-                interval_ms: p.interval_ms,
-                spec: encode_spec(&p.spec(&steps))?,
-                options: p.options(),
-            }));
-        }
-        Ok(Active {
-            etag: None,
-            window_s: cfg.uplink.window_s,
-            probes,
-            rules: cfg
-                .rules
-                .iter()
-                .filter_map(|r| Some((ProbeId(r.probe), r.rule().ok()?)))
-                .collect(),
-        })
-    }
-
-    /// A central configuration (validated by decoding and against [`LIMITS`]).
-    fn central(c: &EdgeConfig<'_>) -> Result<Active, String> {
-        let mut probes = Vec::new();
-        for p in c.probes.iter() {
-            probes.push(Arc::new(ActiveProbe {
-                id: p.id.0,
-                interval_ms: p.interval_ms,
-                spec: encode_spec(&p)?,
-                options: probe::Options::default(),
-            }));
-        }
-        Ok(Active {
-            etag: Some(c.etag),
-            window_s: c.window_s,
-            probes,
-            rules: c.rules.iter().map(|r| (r.probe, r.rule)).collect(),
-        })
-    }
-
-    fn cadences(&self, confirm_ms: u32) -> impl Iterator<Item = Cadence> + '_ {
-        self.probes.iter().map(move |p| Cadence {
-            id: ProbeId(p.id),
-            interval_ms: p.interval_ms,
-            confirm_ms,
-        })
-    }
-}
-
-/// Run one scheduled probe from its encoded specification.
-fn run_scheduled(p: &ActiveProbe, at: u64) -> ProbeResult {
-    match ProbeSpec::decode(&mut minicbor::Decoder::new(&p.spec)) {
-        Ok(spec) => probe::run_with(&spec, at, &p.options).result,
-        Err(_) => ProbeResult {
-            probe: ProbeId(p.id),
-            at_ms: at,
-            phases: PhaseTimings::new(),
-            error: Some(ErrorClass::Other),
-            error_after_us: Some(0),
-            detail: 0,
-            redirects: 0,
-        },
-    }
-}
-
 /// Run the probe of a `POST /p` (validated by the downlink already). HTTPS uses the system
 /// trust store only (no `ca_file`: that belongs to a configured probe).
 fn run_on_demand(spec_bytes: &[u8]) -> ProbeResult {
@@ -378,7 +280,8 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             );
             Active::central(&c).map_err(RunError::Uplink)?
         }
-        None => Active::local(cfg).map_err(RunError::Uplink)?,
+        None => Active::from_sections(cfg.uplink.window_s, &cfg.probes, &cfg.rules)
+            .map_err(RunError::Uplink)?,
     };
     let mut centre: Centre<SocketAddr> = Centre::new(
         Identity {
@@ -453,7 +356,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         while !shutdown.load(Ordering::Relaxed) {
             // Start the probes that are due, each on its own thread (bounded by the scheduler).
             while let Some((id, at)) = scheduler.next_due(unix_ms()) {
-                let Some(p) = active.probes.iter().find(|p| p.id == id.0).cloned() else {
+                let Some(p) = active.probe(id).cloned() else {
                     continue;
                 };
                 let to_main = tx_input.clone();

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /api/v1/health` | `{"status":"ok","version":..,"uptime_s":..,"store":"ok"}`; 503 with `"status":"degraded"`, `"store":"error"` and `"store_error"` when the store does not answer |
 //! | `GET /api/v1/stats` | the ingest counters ([`crate::stats::StatsSnapshot::to_json`]) plus `"store":{"records":..,"edges":..}` (or `"store":{"error":..}`) and `uptime_s` |
-//! | `GET /metrics` | the same counters, per edge and per broker (from its reports), and the HTTP requests by status class, in the Prometheus text exposition format ([`metrics`]) |
+//! | `GET /metrics` | the same counters, per edge and per broker (from its reports), and the HTTP requests by status class, in the Prometheus text exposition format ([`metrics`]); with a service model also the services' indicators per region and phase and the SLOs' error budgets ([`crate::services::exposition`]) |
 //! | `GET /api/v1/events` | `{"events":[{"id","at","kind","broker","edges":[ids],"detail"}]}`, newest first (at most 200): `broker_silent` when a broker that reported or forwarded is not heard from for `[watch] broker_silent_after_ms` — one event naming the edges behind it — and `broker_back` when it is heard from again ([`crate::silence`]) |
 //! | `GET /api/v1/edges` | `{"edges":[{"id","name","region","up","first_seen","last_seen","last_seq","received","duplicates","gaps","dropped_at_edge","broker","registered","cfg","rtt_ms","loss"}]}`; times in unix milliseconds, `up` when seen in the last [`UP_WINDOW_MS`]; `broker` is `"direct"` (the edge talks to this process: it registered here from the address its batches come from, or that address is no broker), the address of the broker its last batch came from, or `null`; `registered` when it holds a current RFC 9176 registration here or, behind a broker, as that broker last reported; `name`/`region` come from the batches' store, that registration or that report; `cfg` is the `cfg=` attribute of that registration (the ETag of the central configuration in force on the edge) or `null`; `rtt_ms` (smoothed round trip, ms) and `loss` (share of lost transmissions, 0 to 1) measure the link edge → broker as the broker last reported them (`qos_broker::broker::link`), `null` before a measurement or for an edge that talks to this process; `behind_silent_broker` (the broker's address) is present while the broker the edge's batches came through is silent (see `GET /api/v1/events`). Edges that only registered are listed too |
 //! | `PUT /api/v1/edges/{id}/config` | body: TOML in the edge's format (`window_s`, `[[probe]]`, `[[rule]]`; see `qos_probe_config::ProbeSet`); compiled to CDDL `edge-config` with an ETag that is a hash of its content, stored, served to the edge on `GET /c`. 200 with the `GET` answer; 400 `{"error":"invalid configuration","reason":..}` naming the value at fault (nothing stored) |
@@ -281,7 +281,7 @@ fn prometheus(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Resp
         Err(e) => return store_unavailable(&e),
     };
     let totals = store.totals().ok();
-    metrics::response(metrics::render(
+    let mut text = metrics::render(
         &shared.stats.snapshot(),
         totals.as_ref(),
         &edges,
@@ -289,7 +289,14 @@ fn prometheus(request: &Request, store: &dyn StoreRead, shared: &Shared) -> Resp
         &shared.http,
         shared.started.elapsed().as_secs(),
         now_ms(),
-    ))
+    );
+    if let Some(services) = &shared.services {
+        match crate::services::exposition::render(services, now_ms() / 1000) {
+            Ok(more) => text.push_str(&more),
+            Err(e) => return store_unavailable(&e),
+        }
+    }
+    metrics::response(text)
 }
 
 fn store_unavailable(e: &crate::store::StoreError) -> Response {

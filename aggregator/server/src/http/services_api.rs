@@ -207,21 +207,9 @@ fn post_metrics(request: &Request, s: &Services, strict: bool) -> Response {
 
 /// The last `period` seconds of a service's stored summaries as a report.
 fn report(s: &Services, name: &str, from: u64, to: u64) -> Result<Option<Value>, Response> {
-    let e = s.engine();
-    let Some(m) = e.monitor.as_ref() else {
-        return Ok(None);
-    };
-    let model = m.model();
-    let pairs: Vec<(u32, u16)> = series::probes_of(model, name)
-        .into_iter()
-        .map(|p| (p.0, p.1))
-        .collect();
-    let cutoff = retention::raw_cutoff(now_s(), &s.config().retention);
-    let rows = series::rows(&s.db(), &pairs, from, to, cutoff)
+    Ok(s.report(name, from, to, now_s())
         .map_err(|e| store_err(&e))?
-        .0;
-    let samples = series::samples(model, &rows);
-    Ok(qos_model::report(model, name, &samples, from, to).map(|r| report_json(&r)))
+        .map(|r| report_json(&r)))
 }
 
 fn services_list(s: &Services, window: Option<&str>) -> Response {

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod db;
+pub mod exposition;
 pub mod metrics;
 pub mod retention;
 pub mod runner;
