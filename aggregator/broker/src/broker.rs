@@ -47,6 +47,11 @@
 //! upstream acknowledged it, so a broker killed in between sends it again after its restart;
 //! the super-manager deduplicates by (edge, seq), so this is harmless. Relayed requests share the
 //! upstream's NSTART with the batches and go first (they are small and someone waits for them).
+//!
+//! When a backlog waits (after an outage of the upstream or a restart), replay is paced
+//! ([`replay`], [`BrokerConfig::replay`]): fresh batches of edges without backlog of their own
+//! go between the backlog's, so live data keeps flowing while the backlog drains; each edge's
+//! batches still go in the order the edge sent them.
 
 use qos_coap::{
     content_format, option, Code, Config as CoapConfig, ConfigError, Event, ExchangeId, Incoming,
@@ -76,7 +81,10 @@ pub type DownstreamEndpoint<A> = Link<A, 64, 1024, MAX_MESSAGE, 64, 64>;
 /// responses to the upstream's `/p` and `/r`; over datagrams or one stream connection.
 pub type UpstreamEndpoint<A> = Link<A, 32, 64, MAX_MESSAGE, 64, 1>;
 
+pub mod replay;
 pub mod transport;
+
+pub use replay::ReplayConfig;
 
 /// Settings of a [`Broker`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,6 +111,8 @@ pub struct BrokerConfig {
     /// [`crate::report`]), ms; 0: none. A new registration brings the next one forward to
     /// within a second.
     pub report_interval_ms: u64,
+    /// How a backlog is replayed ([`replay`]).
+    pub replay: ReplayConfig,
 }
 
 impl Default for BrokerConfig {
@@ -117,6 +127,7 @@ impl Default for BrokerConfig {
             relay_timeout_ms: 20_000,
             max_relays: 64,
             report_interval_ms: 30_000,
+            replay: ReplayConfig::default(),
         }
     }
 }
@@ -192,6 +203,8 @@ pub struct BrokerStats {
     /// Datagrams of edges dropped unread because their source exceeded its rate
     /// ([`Broker::with_rate_limit`]).
     pub rejected_rate_limited: u64,
+    /// Live batches forwarded ahead of older backlog (paced replay, [`replay`]).
+    pub forwarded_live_first: u64,
 }
 
 /// An answer carried across the broker: code, ETag, Content-Format and payload.
@@ -318,6 +331,10 @@ pub struct Broker<A> {
     max_edges: usize,
     /// Turning every edge away ([`Broker::set_draining`]).
     draining: bool,
+    /// Which batch goes upstream next ([`replay`]).
+    pacer: replay::Pacer,
+    /// The latest (monotonic `now`, Unix ms) pair the driver gave, to tell batches' age.
+    clock: Option<(u64, u64)>,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -359,6 +376,8 @@ impl<A: Copy + Eq> Broker<A> {
             peers: Vec::new(),
             max_edges: 0,
             draining: false,
+            pacer: replay::Pacer::new(config.replay),
+            clock: None,
         })
     }
 
@@ -414,7 +433,10 @@ impl<A: Copy + Eq> Broker<A> {
 
     /// The counters.
     pub fn stats(&self) -> BrokerStats {
-        self.stats
+        BrokerStats {
+            forwarded_live_first: self.pacer.live_ahead,
+            ..self.stats
+        }
     }
 
     /// The queue's counters (depth, bytes, quota drops).
@@ -437,6 +459,7 @@ impl<A: Copy + Eq> Broker<A> {
     where
         A: Ord,
     {
+        self.clock = Some((now, unix_ms));
         if let Some((limiter, key)) = &mut self.limiter {
             if !limiter.allow(now, key(from)) {
                 self.stats.rejected_rate_limited += 1;
@@ -1043,7 +1066,10 @@ impl<A: Copy + Eq> Broker<A> {
     }
 
     fn forward_next(&mut self, now: u64) {
-        let batch = match self.queue.oldest() {
+        let unix_now = self
+            .clock
+            .map(|(then, unix)| unix.saturating_add(now.saturating_sub(then)));
+        let (batch, lane) = match self.pacer.pick(self.queue.as_mut(), unix_now) {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
@@ -1064,7 +1090,10 @@ impl<A: Copy + Eq> Broker<A> {
             },
         );
         match sent {
-            Ok(id) => self.in_flight = Some((id, batch.id)),
+            Ok(id) => {
+                self.in_flight = Some((id, batch.id));
+                self.pacer.started(lane);
+            }
             // A relayed request holds the upstream's NSTART: after it.
             Err(RequestError::Busy) => {}
             Err(e) => {
