@@ -202,6 +202,7 @@ pub fn run_broker(
             hold_ms: config.hold_ms,
             relay_timeout_ms: config.relay_timeout_ms,
             report_interval_ms: config.report_interval_ms,
+            replay: config.replay.config(),
             ..BrokerConfig::default()
         },
         transport,
