@@ -11,6 +11,9 @@
 //! A third test runs four edges and two brokers: one broker's upstream is cut (an in-test UDP
 //! proxy drops everything for a while) and healed, the other is killed with SIGKILL and
 //! restarted; every edge's records end up stored exactly once.
+//!
+//! A fourth test checks paced replay: while a broker drains a backlog of one edge after an
+//! upstream cut, another edge's fresh batches are stored before the backlog has drained.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -19,7 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use qos_e2e::{free_udp_port, fresh_dir, start_edge, wait_for, EdgeSpec, Proc, Serve, TcpTarget};
+use qos_coap::Code;
+use qos_e2e::{
+    free_udp_port, fresh_dir, start_edge, wait_for, EdgeSpec, FakeEdge, Proc, Serve, TcpTarget,
+};
 use qos_edge_core::Outbox;
 use qos_wire::ids::Seq;
 use rusqlite::{Connection, OpenFlags};
@@ -276,10 +282,12 @@ fn a_killed_broker_and_an_absent_super_manager_lose_nothing() {
     serve.proc.stop(WAIT);
 }
 
-/// A UDP relay between a broker and its upstream that drops everything while `cut` is set.
+/// A UDP relay between a broker and its upstream that drops everything while `cut` is set,
+/// and holds each datagram towards the upstream for `pace_ms` (a slow link; 0: none).
 struct CutProxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
+    pace_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -296,7 +304,8 @@ impl CutProxy {
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicU64::new(0)),
         );
-        let (c, s, d) = (cut.clone(), stop.clone(), dropped.clone());
+        let pace_ms = Arc::new(AtomicU64::new(0));
+        let (c, s, d, p) = (cut.clone(), stop.clone(), dropped.clone(), pace_ms.clone());
         let thread = std::thread::spawn(move || {
             let mut client: Option<SocketAddr> = None;
             let mut buf = [0u8; 2048];
@@ -315,6 +324,10 @@ impl CutProxy {
                     }
                 } else {
                     client = Some(from);
+                    let pace = p.load(Ordering::Relaxed);
+                    if pace > 0 {
+                        std::thread::sleep(Duration::from_millis(pace));
+                    }
                     upstream
                 };
                 let _ = sock.send_to(&buf[..n], to);
@@ -323,6 +336,7 @@ impl CutProxy {
         CutProxy {
             addr,
             cut,
+            pace_ms,
             stop,
             dropped,
             thread: Some(thread),
@@ -420,5 +434,142 @@ fn an_upstream_cut_and_a_killed_broker_lose_nothing_for_four_edges() {
     );
     assert!(a.stop(WAIT).success());
     assert!(b.stop(WAIT).success());
+    serve.proc.stop(WAIT);
+}
+
+/// `(seq, received_at)` of edge `edge`'s records in `serve`'s database, by seq.
+fn stored_at(db: &Path, edge: u32) -> Result<Vec<(u64, i64)>, String> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("open {}: {e}", db.display()))?;
+    let mut st = conn
+        .prepare("SELECT seq, received_at FROM records WHERE edge_id = ?1 ORDER BY seq")
+        .map_err(|e| e.to_string())?;
+    let rows = st
+        .query_map([i64::from(edge)], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
+        })
+        .map_err(|e| e.to_string())?;
+    rows.map(|r| r.map_err(|e| e.to_string())).collect()
+}
+
+/// Paced replay (`[broker.replay]`): edge 71 builds a backlog of 300 batches at the broker while
+/// its upstream is cut; once the backlog is older than `live_after_ms`, the cut heals over a
+/// slow link (the proxy holds each datagram 10 ms, so the drain takes a while whatever the
+/// machine's speed), and when the first backlog records reach the store, edge 72 sends fresh
+/// batches. They are stored before the backlog has drained (ordered by the store's reception
+/// time; in plain append order they would all come after it); afterwards every acknowledged
+/// record of both edges is stored exactly once, without gaps.
+#[test]
+fn paced_replay_stores_live_data_before_the_backlog_has_drained() {
+    const BACKLOG: u64 = 300;
+    const LIVE: u64 = 5;
+    let dir = fresh_dir(&base(), "paced");
+    let serve_dir = dir.join("serve");
+    let b_dir = dir.join("b");
+    for d in [&serve_dir, &b_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let serve = Serve::start(&serve_dir);
+    let proxy = CutProxy::start(serve.coap);
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let broker = qos_e2e::start_broker(
+        &b_dir,
+        0,
+        listen,
+        proxy.addr,
+        "replay = { live_after_ms = 2000, backlog_per_live = 1 }",
+    );
+    let (x, y) = (FakeEdge::start(71, listen), FakeEdge::start(72, listen));
+    let send = |e: &FakeEdge, seq: u64| {
+        let a = e.send_batch(seq).expect("the broker answers");
+        assert_eq!(a.code, Code::CHANGED, "edge {} seq {seq}: {a:?}", e.id);
+    };
+    send(&x, 0);
+    send(&y, 0);
+    wait_for_progress(&serve, &[71, 72], &[0, 0], 1, "a first record of each edge");
+
+    proxy.cut.store(true, Ordering::Relaxed);
+    for seq in 1..=BACKLOG {
+        send(&x, seq);
+    }
+    // The newest backlog batch is older than live_after_ms (the queue's own clock).
+    let db = b_dir.join("broker-data").join("queue.sqlite");
+    wait_for("the backlog to age", WAIT, || {
+        let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| e.to_string())?;
+        let newest: i64 = conn
+            .query_row("SELECT MAX(queued_at) FROM queue", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        if now - newest > 2_500 {
+            Ok(())
+        } else {
+            Err(format!("newest batch queued {} ms ago", now - newest))
+        }
+    });
+    let queued = queue_len(&b_dir).unwrap();
+    assert_eq!(queued, BACKLOG, "every backlog batch waits at the broker");
+    proxy.pace_ms.store(10, Ordering::Relaxed);
+    proxy.cut.store(false, Ordering::Relaxed);
+    wait_for_progress(&serve, &[71], &[1], 1, "the backlog to start draining");
+    for seq in 1..=LIVE {
+        send(&y, seq);
+    }
+    let left_when_live_sent = queue_len(&b_dir).unwrap();
+
+    let (xs, ys) = wait_for("everything stored", WAIT, || {
+        let (xs, ys) = (
+            stored_at(&serve.database(), 71)?,
+            stored_at(&serve.database(), 72)?,
+        );
+        let queued = queue_len(&b_dir)?;
+        if xs.len() as u64 == BACKLOG + 1 && ys.len() as u64 == LIVE + 1 && queued == 0 {
+            Ok((xs, ys))
+        } else {
+            Err(format!(
+                "stored {} and {}, {queued} queued",
+                xs.len(),
+                ys.len()
+            ))
+        }
+    });
+    // Stored == acknowledged: every seq once, none missing, no gaps counted.
+    assert_eq!(
+        xs.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..=BACKLOG).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ys.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..=LIVE).collect::<Vec<_>>()
+    );
+    for id in [71, 72] {
+        let row = serve.edge_row(id).unwrap();
+        assert_eq!(row["gaps"], 0, "{row}");
+    }
+    // The live records came in while the backlog was still draining.
+    let backlog_done = xs.iter().map(|r| r.1).max().unwrap();
+    let first_live = ys[1..].iter().map(|r| r.1).min().unwrap();
+    let after_live = xs.iter().filter(|r| r.1 > first_live).count();
+    println!(
+        "paced replay: {BACKLOG} backlog batches of edge 71 acknowledged behind the cut \
+         ({} datagrams dropped by the proxy); {LIVE} live batches of edge 72 acknowledged with \
+         {left_when_live_sent} backlog batches still queued; {after_live} backlog records stored \
+         after the first live record; stored {} + {} records, duplicates absorbed {} + {}",
+        proxy.dropped.load(Ordering::Relaxed),
+        xs.len(),
+        ys.len(),
+        serve.edge_row(71).unwrap()["duplicates"],
+        serve.edge_row(72).unwrap()["duplicates"],
+    );
+    assert!(
+        first_live < backlog_done,
+        "live data stored only after the whole backlog (first live at {first_live} ms, \
+         backlog done at {backlog_done} ms)"
+    );
+    drop((x, y));
+    assert!(broker.stop(WAIT).success());
     serve.proc.stop(WAIT);
 }

@@ -47,6 +47,11 @@
 //! upstream acknowledged it, so a broker killed in between sends it again after its restart;
 //! the super-manager deduplicates by (edge, seq), so this is harmless. Relayed requests share the
 //! upstream's NSTART with the batches and go first (they are small and someone waits for them).
+//!
+//! When a backlog waits (after an outage of the upstream or a restart), replay is paced
+//! ([`replay`], [`BrokerConfig::replay`]): fresh batches of edges without backlog of their own
+//! go between the backlog's, so live data keeps flowing while the backlog drains; each edge's
+//! batches still go in the order the edge sent them.
 
 use qos_coap::{
     content_format, option, Code, Config as CoapConfig, ConfigError, Event, ExchangeId, Incoming,
@@ -78,7 +83,10 @@ pub type UpstreamEndpoint<A> = Link<A, 32, 64, MAX_MESSAGE, 64, 1>;
 
 pub mod blockwise;
 pub mod link;
+pub mod replay;
 pub mod transport;
+
+pub use replay::ReplayConfig;
 
 /// Settings of a [`Broker`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,6 +126,8 @@ pub struct BrokerConfig {
     pub ping_interval_ms: u64,
     /// A ping unanswered for this long is counted lost, ms.
     pub ping_timeout_ms: u64,
+    /// How a backlog is replayed ([`replay`]).
+    pub replay: ReplayConfig,
 }
 
 impl Default for BrokerConfig {
@@ -137,6 +147,7 @@ impl Default for BrokerConfig {
             block_timeout_ms: 60_000,
             ping_interval_ms: 30_000,
             ping_timeout_ms: 5_000,
+            replay: ReplayConfig::default(),
         }
     }
 }
@@ -217,6 +228,8 @@ pub struct BrokerStats {
     pub rejected_too_large: u64,
     /// Block-wise requests with a block missing, or a continuation of no transfer (4.08).
     pub rejected_incomplete: u64,
+    /// Live batches forwarded ahead of older backlog (paced replay, [`replay`]).
+    pub forwarded_live_first: u64,
 }
 
 /// An answer carried across the broker: code, ETag, Content-Format and payload.
@@ -347,6 +360,10 @@ pub struct Broker<A> {
     blocks: Box<blockwise::Blocks<A>>,
     /// Pings measuring the edges' links ([`link`]).
     pinger: link::Pinger<A>,
+    /// Which batch goes upstream next ([`replay`]).
+    pacer: replay::Pacer,
+    /// The latest (monotonic `now`, Unix ms) pair the driver gave, to tell batches' age.
+    clock: Option<(u64, u64)>,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -394,6 +411,8 @@ impl<A: Copy + Eq> Broker<A> {
                 config.block_timeout_ms,
             )),
             pinger: link::Pinger::new(seed),
+            pacer: replay::Pacer::new(config.replay),
+            clock: None,
         })
     }
 
@@ -449,7 +468,10 @@ impl<A: Copy + Eq> Broker<A> {
 
     /// The counters.
     pub fn stats(&self) -> BrokerStats {
-        self.stats
+        BrokerStats {
+            forwarded_live_first: self.pacer.live_ahead,
+            ..self.stats
+        }
     }
 
     /// The queue's counters (depth, bytes, quota drops).
@@ -472,6 +494,7 @@ impl<A: Copy + Eq> Broker<A> {
     where
         A: Ord,
     {
+        self.clock = Some((now, unix_ms));
         if let Some((limiter, key)) = &mut self.limiter {
             if !limiter.allow(now, key(from)) {
                 self.stats.rejected_rate_limited += 1;
@@ -1156,7 +1179,10 @@ impl<A: Copy + Eq> Broker<A> {
     }
 
     fn forward_next(&mut self, now: u64) {
-        let batch = match self.queue.oldest() {
+        let unix_now = self
+            .clock
+            .map(|(then, unix)| unix.saturating_add(now.saturating_sub(then)));
+        let (batch, lane) = match self.pacer.pick(self.queue.as_mut(), unix_now) {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
@@ -1177,7 +1203,10 @@ impl<A: Copy + Eq> Broker<A> {
             },
         );
         match sent {
-            Ok(id) => self.in_flight = Some((id, batch.id)),
+            Ok(id) => {
+                self.in_flight = Some((id, batch.id));
+                self.pacer.started(lane);
+            }
             // A relayed request holds the upstream's NSTART: after it.
             Err(RequestError::Busy) => {}
             Err(e) => {

@@ -30,7 +30,8 @@ pub mod report;
 pub mod sqlite_queue;
 
 pub use broker::{
-    Broker, BrokerConfig, BrokerStats, RejectReason, MAX_MESSAGE, UPSTREAM_LINKS, WELL_KNOWN_CORE,
+    Broker, BrokerConfig, BrokerStats, RejectReason, ReplayConfig, MAX_MESSAGE, UPSTREAM_LINKS,
+    WELL_KNOWN_CORE,
 };
 pub use queue::{MemoryQueue, Queue, QueueError, QueueId, QueueStats, QueuedBatch};
 pub use ratelimit::{RateLimit, RateLimiter};

@@ -79,6 +79,11 @@ pub trait Queue: Send {
     /// The oldest batch (the next to forward), without removing it.
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError>;
 
+    /// The oldest batch queued at or after `since_ms` (Unix ms) whose edge has no older batch
+    /// waiting: the next *live* batch that may go ahead of older batches of other edges without
+    /// reordering its own edge's (see [`crate::broker::replay`]). `Ok(None)` if there is none.
+    fn oldest_live(&mut self, since_ms: u64) -> Result<Option<QueuedBatch>, QueueError>;
+
     /// Removes a batch; `Ok(false)` if it was not there (already removed, or dropped by the
     /// quota while in flight).
     fn remove(&mut self, id: QueueId) -> Result<bool, QueueError>;
@@ -187,6 +192,18 @@ impl Queue for MemoryQueue {
         Ok(self.items.front().cloned())
     }
 
+    fn oldest_live(&mut self, since_ms: u64) -> Result<Option<QueuedBatch>, QueueError> {
+        self.check()?;
+        let mut seen = std::collections::HashSet::new();
+        for b in &self.items {
+            if b.queued_at_ms >= since_ms && !seen.contains(&b.edge) {
+                return Ok(Some(b.clone()));
+            }
+            seen.insert(b.edge);
+        }
+        Ok(None)
+    }
+
     fn remove(&mut self, id: QueueId) -> Result<bool, QueueError> {
         self.check()?;
         match self.items.iter().position(|b| b.id == id) {
@@ -225,5 +242,28 @@ mod tests {
         assert!(q.remove(b).unwrap());
         assert!(!q.remove(b).unwrap());
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn oldest_live_skips_old_batches_and_edges_with_older_ones() {
+        let mut q = MemoryQueue::new();
+        q.append(EdgeId(1), Seq(0), Seq(0), &[0], 100).unwrap();
+        q.append(EdgeId(2), Seq(0), Seq(0), &[0], 100).unwrap();
+        assert_eq!(q.oldest_live(500).unwrap(), None, "all old");
+        q.append(EdgeId(1), Seq(1), Seq(1), &[1], 600).unwrap();
+        assert_eq!(
+            q.oldest_live(500).unwrap(),
+            None,
+            "edge 1 has an older batch"
+        );
+        let c = q.append(EdgeId(3), Seq(0), Seq(0), &[3], 700).unwrap();
+        q.append(EdgeId(3), Seq(1), Seq(1), &[4], 800).unwrap();
+        assert_eq!(q.oldest_live(500).unwrap().unwrap().id, c);
+        assert_eq!(
+            q.oldest_live(750).unwrap(),
+            None,
+            "edge 3's newer batch waits"
+        );
+        assert_eq!(q.oldest_live(0).unwrap().unwrap().edge, EdgeId(1));
     }
 }

@@ -11,7 +11,13 @@
 //!     queued_at INTEGER NOT NULL                    -- Unix ms
 //! );
 //! CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+//! CREATE INDEX queue_edge ON queue (edge, id);         -- paced replay: an edge's oldest batch
+//! CREATE INDEX queue_queued_at ON queue (queued_at);  -- paced replay: the live batches
 //! ```
+//!
+//! The two indexes serve [`Queue::oldest_live`] (paced replay, [`crate::broker::replay`]); a
+//! file written before them gets them when opened (no schema version change: older programs
+//! read the file as before).
 //!
 //! # Quota
 //! The payload bytes waiting are kept at or below `max_bytes`: an append that goes beyond drops
@@ -44,7 +50,21 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS queue_edge ON queue (edge, id);
+CREATE INDEX IF NOT EXISTS queue_queued_at ON queue (queued_at);
 ";
+
+/// A row of `queue` as a batch: `id, edge, first_seq, last_seq, payload, queued_at`.
+fn batch_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedBatch> {
+    Ok(QueuedBatch {
+        id: QueueId(r.get::<_, i64>(0)? as u64),
+        edge: EdgeId(r.get::<_, i64>(1)? as u32),
+        first_seq: Seq(r.get::<_, i64>(2)? as u64),
+        last_seq: Seq(r.get::<_, i64>(3)? as u64),
+        payload: r.get(4)?,
+        queued_at_ms: r.get::<_, i64>(5)? as u64,
+    })
+}
 
 /// A [`Queue`] in a SQLite file.
 #[derive(Debug)]
@@ -225,22 +245,26 @@ impl Queue for SqliteQueue {
 
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, edge, first_seq, last_seq, payload, queued_at FROM queue
                  ORDER BY id LIMIT 1",
-                [],
-                |r| {
-                    Ok(QueuedBatch {
-                        id: QueueId(r.get::<_, i64>(0)? as u64),
-                        edge: EdgeId(r.get::<_, i64>(1)? as u32),
-                        first_seq: Seq(r.get::<_, i64>(2)? as u64),
-                        last_seq: Seq(r.get::<_, i64>(3)? as u64),
-                        payload: r.get(4)?,
-                        queued_at_ms: r.get::<_, i64>(5)? as u64,
-                    })
-                },
             )
-            .optional()
+            .and_then(|mut st| st.query_row([], batch_of).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    fn oldest_live(&mut self, since_ms: u64) -> Result<Option<QueuedBatch>, QueueError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, edge, first_seq, last_seq, payload, queued_at FROM queue AS q
+                 WHERE queued_at >= ?1
+                   AND NOT EXISTS (SELECT 1 FROM queue AS o WHERE o.edge = q.edge AND o.id < q.id)
+                 ORDER BY id LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row([since_ms.min(i64::MAX as u64) as i64], batch_of)
+                    .optional()
+            })
             .map_err(|e| self.err(e))
     }
 
@@ -377,6 +401,38 @@ mod tests {
             )
             .unwrap();
         assert_eq!(row, (3, 1, 1, b"p".to_vec(), 5));
+    }
+
+    #[test]
+    fn oldest_live_skips_old_batches_and_edges_with_older_ones_across_reopen() {
+        let dir = TempDir::new("live");
+        let c;
+        {
+            let mut q = SqliteQueue::open(&dir.file(), 1 << 20).unwrap();
+            q.append(EdgeId(1), Seq(0), Seq(0), b"a0", 100).unwrap();
+            q.append(EdgeId(2), Seq(0), Seq(0), b"b0", 100).unwrap();
+            assert_eq!(q.oldest_live(500).unwrap(), None, "all old");
+            q.append(EdgeId(1), Seq(1), Seq(1), b"a1", 600).unwrap();
+            assert_eq!(
+                q.oldest_live(500).unwrap(),
+                None,
+                "edge 1 has an older batch"
+            );
+            c = q.append(EdgeId(3), Seq(0), Seq(0), b"c0", 700).unwrap();
+            q.append(EdgeId(3), Seq(1), Seq(1), b"c1", 800).unwrap();
+        }
+        let mut q = SqliteQueue::open(&dir.file(), 1 << 20).unwrap();
+        let live = q.oldest_live(500).unwrap().unwrap();
+        assert_eq!((live.id, live.payload), (c, b"c0".to_vec()));
+        assert_eq!(
+            q.oldest_live(750).unwrap(),
+            None,
+            "edge 3's newer batch waits"
+        );
+        assert!(q.remove(c).unwrap());
+        assert_eq!(q.oldest_live(750).unwrap().unwrap().payload, b"c1");
+        let head = q.oldest().unwrap().unwrap();
+        assert_eq!(q.oldest_live(0).unwrap(), Some(head));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use qos_wire::samples;
 use qos_wire::summary::Summary;
 use qos_wire::uplink::{Ack, Batch};
 
+use crate::broker::ReplayConfig;
 use crate::queue::{MemoryQueue, Queue, QueueError, QueueId, QueueStats, QueuedBatch};
 use crate::{Broker, BrokerConfig, WELL_KNOWN_CORE};
 
@@ -33,6 +34,9 @@ impl Queue for Shared {
     }
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError> {
         self.0.lock().unwrap().oldest()
+    }
+    fn oldest_live(&mut self, since_ms: u64) -> Result<Option<QueuedBatch>, QueueError> {
+        self.0.lock().unwrap().oldest_live(since_ms)
     }
     fn remove(&mut self, id: QueueId) -> Result<bool, QueueError> {
         self.0.lock().unwrap().remove(id)
@@ -99,8 +103,12 @@ impl H {
     }
 
     fn with_queue(queue: Shared) -> H {
+        H::with_config(config(), queue)
+    }
+
+    fn with_config(config: BrokerConfig, queue: Shared) -> H {
         H {
-            broker: Broker::new(config(), UPSTREAM, Box::new(queue.clone()), 7).unwrap(),
+            broker: Broker::new(config, UPSTREAM, Box::new(queue.clone()), 7).unwrap(),
             queue,
             edges: [
                 Peer::new(CoapConfig::default(), 1).unwrap(),
@@ -230,6 +238,39 @@ impl H {
                 }
             }
         }
+    }
+
+    /// Advances 10 ms and lets at most one datagram reach the (acknowledging) upstream, whose
+    /// answer comes straight back; returns its payload.
+    fn deliver_one(&mut self) -> Option<Vec<u8>> {
+        self.now += 10;
+        let now = self.now;
+        self.broker.poll(now);
+        let mut buf = [0u8; 1152];
+        let (to, n) = self.broker.poll_transmit_upstream(now, &mut buf)?;
+        assert_eq!(to, UPSTREAM);
+        let Some(Incoming::Request(req)) = self.upstream.handle_datagram(now, BROKER, &buf[..n])
+        else {
+            return None;
+        };
+        let payload = req.message.payload().to_vec();
+        let b = Batch::decode(&payload).unwrap();
+        let mut ack = [0u8; 16];
+        let len = Ack {
+            acked: b.last_seq(),
+        }
+        .encode(&mut ack)
+        .unwrap();
+        self.upstream
+            .respond(now, &req.handle, Code::CHANGED, |w| w.payload(&ack[..len]))
+            .unwrap();
+        let mut out = [0u8; 1152];
+        while let Some((_, m)) = self.upstream.poll_transmit(now, &mut out) {
+            let answer = out[..m].to_vec();
+            self.broker.handle_upstream(now, UPSTREAM, &answer);
+        }
+        self.got.push(payload.clone());
+        Some(payload)
     }
 
     fn queued(&self) -> u64 {
@@ -880,4 +921,99 @@ fn pings_measure_round_trip_and_loss_of_a_registered_edge() {
     let q = link(&h);
     assert_eq!(q.losses, 3);
     assert_eq!(q.loss_permille(), Some(231), "3 of 13 transmissions");
+}
+
+/// Edge 1 builds a backlog of `n` batches while the upstream is down; once it is back, edge 2
+/// sends a fresh batch every third exchange (and edge 1 one fresh batch) until all is drained.
+/// Returns, for each of edge 2's batches, how many of edge 1's batches reached the upstream
+/// between its acknowledgement and its own arrival, and the harness.
+fn replay_scenario(replay: ReplayConfig, n: u64) -> (Vec<usize>, H) {
+    let mut h = H::with_config(BrokerConfig { replay, ..config() }, Shared::default());
+    h.mode = Up::Down;
+    for i in 0..n {
+        acked(&h.post_batch(EDGE_A, &batch(1, i, 1)));
+        h.run(20);
+    }
+    h.run(6_000); // older than live_after_ms
+    h.mode = Up::Ack;
+    h.got.clear();
+    let is_backlog = |p: &Vec<u8>| Batch::decode(p).unwrap().edge == EdgeId(1);
+    let mut live_seq = 0u64;
+    let mut waiting: Vec<(Vec<u8>, usize)> = Vec::new();
+    let mut waits = Vec::new();
+    let mut steps = 0u32;
+    while h.queued() > 0 || live_seq < 10 {
+        steps += 1;
+        assert!(steps < 100_000, "no progress");
+        let Some(p) = h.deliver_one() else { continue };
+        let backlog_so_far = h.got.iter().filter(|p| is_backlog(p)).count();
+        if let Some(i) = waiting.iter().position(|(w, _)| *w == p) {
+            let (_, at) = waiting.remove(i);
+            waits.push(backlog_so_far - at);
+        }
+        // once the drain runs: a fresh batch of edge 2 every third exchange
+        if h.got.len() % 3 == 0 && live_seq < 10 {
+            let b = batch(2, live_seq, 1);
+            acked(&h.post_batch(EDGE_B, &b));
+            waiting.push((b, backlog_so_far));
+            live_seq += 1;
+            if live_seq == 3 {
+                // edge 1 has backlog: its fresh batch must not overtake it
+                acked(&h.post_batch(EDGE_A, &batch(1, n, 1)));
+            }
+        }
+    }
+    assert!(waiting.is_empty());
+    (waits, h)
+}
+
+#[test]
+fn paced_replay_lets_live_batches_through_while_a_backlog_drains_in_order_per_edge() {
+    const N: u64 = 60;
+    const K: u32 = 2;
+    let replay = ReplayConfig {
+        live_after_ms: 5_000,
+        backlog_per_live: K,
+    };
+    let (waits, h) = replay_scenario(replay, N);
+    println!("paced: backlog batches each live batch waited behind: {waits:?}");
+    assert_eq!(waits.len(), 10);
+    // At most K backlog batches started after it was queued, plus the one in flight then.
+    assert!(
+        waits.iter().all(|w| *w <= K as usize + 1),
+        "a live batch waited behind more than {} backlog batches: {waits:?}",
+        K + 1
+    );
+    // Live batches went while the backlog was still draining, not after it.
+    let decoded: Vec<Batch> = h.got.iter().map(|p| Batch::decode(p).unwrap()).collect();
+    let last_backlog = decoded.iter().rposition(|b| b.edge == EdgeId(1)).unwrap();
+    let last_live = decoded.iter().rposition(|b| b.edge == EdgeId(2)).unwrap();
+    assert!(
+        last_live < last_backlog,
+        "all live data before the backlog ended"
+    );
+    // Each edge in its own order, each batch exactly once (a loss-free run).
+    for edge in [1, 2] {
+        let seqs: Vec<u64> = decoded
+            .iter()
+            .filter(|b| b.edge == EdgeId(edge))
+            .map(|b| b.first_seq.0)
+            .collect();
+        let want = if edge == 1 { N + 1 } else { 10 };
+        assert_eq!(seqs, (0..want).collect::<Vec<_>>(), "edge {edge}");
+    }
+    let s = h.broker.stats();
+    assert_eq!(s.forwarded, N + 1 + 10);
+    assert!(s.forwarded_live_first >= 1, "{s:?}");
+
+    // Without pacing, the first live batch waits for the whole remaining backlog.
+    let (waits, _) = replay_scenario(
+        ReplayConfig {
+            live_after_ms: 0,
+            ..replay
+        },
+        N,
+    );
+    println!("append order: backlog batches each live batch waited behind: {waits:?}");
+    assert!(waits[0] > K as usize + 1, "{waits:?}");
 }

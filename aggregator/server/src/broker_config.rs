@@ -27,6 +27,10 @@
 //! burst = 4000
 //! max_sources = 65536
 //!
+//! [broker.replay]
+//! live_after_ms = 10000
+//! backlog_per_live = 4
+//!
 //! # optional: the upstream over TLS (or "tcp" on loopback; default "udp")
 //! # [upstream]
 //! # transport = "tls"
@@ -125,6 +129,41 @@ pub struct BrokerSection {
     /// `[broker.rate_limit]`: datagrams accepted from the edges per source IP address (see
     /// [`RateLimitConfig`]; same defaults as `serve`'s `[coap.rate_limit]`).
     pub rate_limit: RateLimitConfig,
+    /// `[broker.replay]`: how a backlog is replayed (see [`ReplaySection`]).
+    pub replay: ReplaySection,
+}
+
+/// `[broker.replay]`: paced replay of a backlog (after an outage of the upstream or a
+/// restart), so live data keeps flowing while the backlog drains ([`qos_broker::ReplayConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplaySection {
+    /// `live_after_ms`: a batch queued less than this many ms ago is live, an older one is
+    /// backlog. 0 turns pacing off (batches go in the order they were queued). Default 10000.
+    pub live_after_ms: u64,
+    /// `backlog_per_live`: backlog batches sent in a row at most while a live batch of an edge
+    /// without backlog of its own waits; 0: such live batches always go first. Default 4.
+    pub backlog_per_live: u32,
+}
+
+impl Default for ReplaySection {
+    fn default() -> Self {
+        let d = qos_broker::ReplayConfig::default();
+        ReplaySection {
+            live_after_ms: d.live_after_ms,
+            backlog_per_live: d.backlog_per_live,
+        }
+    }
+}
+
+impl ReplaySection {
+    /// The broker logic's settings.
+    pub fn config(&self) -> qos_broker::ReplayConfig {
+        qos_broker::ReplayConfig {
+            live_after_ms: self.live_after_ms,
+            backlog_per_live: self.backlog_per_live,
+        }
+    }
 }
 
 impl Default for BrokerSection {
@@ -143,6 +182,7 @@ impl Default for BrokerSection {
             max_body_bytes: qos_broker::broker::blockwise::MAX_BODY,
             reliability: ReliabilityConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            replay: ReplaySection::default(),
         }
     }
 }
@@ -303,11 +343,13 @@ mod tests {
                 "rate_limit",
                 "relay_timeout_ms",
                 "reliability",
+                "replay",
                 "report_interval_ms",
                 "upstream"
             ]
         );
         assert_eq!(broker["reliability"].as_table().unwrap().len(), 3);
+        assert_eq!(broker["replay"].as_table().unwrap().len(), 2);
     }
 
     #[test]

@@ -204,6 +204,7 @@ pub fn run_broker(
             report_interval_ms: config.report_interval_ms,
             ping_interval_ms: config.ping_interval_ms,
             max_body_bytes: config.max_body_bytes,
+            replay: config.replay.config(),
             ..BrokerConfig::default()
         },
         transport,

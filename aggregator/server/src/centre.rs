@@ -165,13 +165,25 @@ impl ConfigStore {
             "CREATE TABLE IF NOT EXISTS broker_events (
                  id     INTEGER PRIMARY KEY,
                  at     INTEGER NOT NULL,   -- unix ms
-                 kind   TEXT NOT NULL,      -- broker_silent | broker_back
-                 broker TEXT NOT NULL,
+                 kind   TEXT NOT NULL,      -- broker_silent | broker_back | region_silent | region_back
+                 broker TEXT NOT NULL,      -- a region event: its brokers, comma-separated
                  edges  TEXT NOT NULL,      -- JSON array of edge ids
-                 detail TEXT NOT NULL
+                 detail TEXT NOT NULL,
+                 region TEXT NOT NULL DEFAULT ''  -- a region event's region
              );",
         )
         .map_err(open_err)?;
+        // A table created before region events has no `region` column yet.
+        let has_region = conn
+            .prepare("SELECT 1 FROM pragma_table_info('broker_events') WHERE name = 'region'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(open_err)?;
+        if !has_region {
+            conn.execute_batch(
+                "ALTER TABLE broker_events ADD COLUMN region TEXT NOT NULL DEFAULT ''",
+            )
+            .map_err(open_err)?;
+        }
         Ok(ConfigStore {
             conn: Mutex::new(conn),
         })
@@ -181,18 +193,21 @@ impl ConfigStore {
     pub fn record_event(&self, e: &crate::silence::Event) -> Result<(), StoreError> {
         let edges = serde_json::to_string(&e.edges).unwrap_or_else(|_| "[]".into());
         lock(&self.conn).execute(
-            "INSERT INTO broker_events (at, kind, broker, edges, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.at_ms as i64, e.kind, e.broker, edges, e.detail],
+            "INSERT INTO broker_events (at, kind, broker, edges, detail, region)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![e.at_ms as i64, e.kind, e.broker, edges, e.detail, e.region],
         )?;
         Ok(())
     }
 
     /// The last `limit` events, newest first, as JSON objects
-    /// `{"id","at","kind","broker","edges","detail"}`.
+    /// `{"id","at","kind","broker","edges","detail","region"}` (`region` null for a broker
+    /// event).
     pub fn events(&self, limit: u32) -> Result<Vec<serde_json::Value>, StoreError> {
         let conn = lock(&self.conn);
         let mut st = conn.prepare(
-            "SELECT id, at, kind, broker, edges, detail FROM broker_events ORDER BY id DESC LIMIT ?1",
+            "SELECT id, at, kind, broker, edges, detail, region FROM broker_events
+             ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([limit], |r| {
             let edges: String = r.get(4)?;
@@ -204,6 +219,7 @@ impl ConfigStore {
                 "edges": serde_json::from_str::<serde_json::Value>(&edges)
                     .unwrap_or(serde_json::Value::Null),
                 "detail": r.get::<_, String>(5)?,
+                "region": Some(r.get::<_, String>(6)?).filter(|r| !r.is_empty()),
             }))
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -357,6 +373,10 @@ pub struct CentreState<A = SocketAddr> {
     pub reports: BTreeMap<A, (u64, BrokerReport)>,
     /// Brokers gone silent ([`crate::silence`]), with since when (unix ms).
     pub silent: BTreeMap<A, u64>,
+    /// Regions gone silent as a whole ([`crate::silence`]), with since when (unix ms).
+    pub silent_regions: BTreeMap<String, u64>,
+    /// Events of [`crate::silence`] raised since start, by kind.
+    pub silence_events: BTreeMap<&'static str, u64>,
 }
 
 impl<A> Default for CentreState<A> {
@@ -367,6 +387,8 @@ impl<A> Default for CentreState<A> {
             senders: BTreeMap::new(),
             reports: BTreeMap::new(),
             silent: BTreeMap::new(),
+            silent_regions: BTreeMap::new(),
+            silence_events: BTreeMap::new(),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! | `qos_broker_received_total`, `..._acked_total`, `..._forwarded_total`, `..._dropped_quota_total`, `..._relayed_total`, `..._relay_timeouts_total`, `qos_broker_queued`, `qos_broker_queued_bytes`, `qos_broker_edges` | `broker` | each broker's last report (`POST /b`) |
 //! | `qos_broker_rejected_total` | `broker`, `reason` | the broker's refusals by reason |
 //! | `qos_broker_report_age_seconds` | `broker` | since its last report |
+//! | `qos_silence_events_total` | `kind` | events of [`crate::silence`] raised since start (`broker_silent`, `broker_back`, `region_silent`, `region_back`) |
+//! | `qos_regions_silent`, `qos_brokers_silent` | | regions and brokers silent now |
 //! | `qos_http_requests_total` | `code` | HTTP requests answered, by status class (`2xx`, `4xx`, `5xx`, ...) |
 //! | `qos_uptime_seconds` | | since start |
 
@@ -148,6 +150,35 @@ pub fn render(
     }
     if let Some(c) = centre {
         let st = c.state();
+        family(
+            &mut out,
+            "qos_silence_events_total",
+            "counter",
+            "Silence events raised since start, by kind.",
+        );
+        for kind in [
+            "broker_silent",
+            "broker_back",
+            "region_silent",
+            "region_back",
+        ] {
+            let n = st.silence_events.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "qos_silence_events_total{{kind=\"{kind}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "qos_regions_silent",
+            "gauge",
+            "Regions whose brokers and direct edges are all silent now.",
+        );
+        let _ = writeln!(out, "qos_regions_silent {}", st.silent_regions.len());
+        family(
+            &mut out,
+            "qos_brokers_silent",
+            "gauge",
+            "Brokers silent now (on their own or within a silent region).",
+        );
+        let _ = writeln!(out, "qos_brokers_silent {}", st.silent.len());
         if !st.reports.is_empty() {
             type Get = fn(&qos_broker::BrokerReport) -> u64;
             let per_broker: [(&str, &str, &str, Get); 9] = [
