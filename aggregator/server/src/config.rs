@@ -79,6 +79,10 @@ pub struct Config {
     pub scrapes: Vec<crate::services::config::ScrapeEntry>,
     /// `[retention]`: how long raw summaries and hourly rollups are kept.
     pub retention: crate::services::config::RetentionConfig,
+    /// `[oscore]` with `[[oscore.edge]]`: OSCORE (RFC 8613) with the edges listed
+    /// ([`crate::oscore`]). None by default: every edge speaks plaintext CoAP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oscore: Option<crate::oscore::OscoreConfig>,
 }
 
 /// `[watch]`: the centre's watch over its brokers ([`crate::silence`]).

@@ -29,6 +29,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod oscore;
 pub mod rca;
 pub mod report;
 pub mod serve;

@@ -282,6 +282,38 @@ impl Context {
         Ok((n, info))
     }
 
+    /// Protects a CoAP retransmission of a request already protected as `request`: the same
+    /// Partial IV, so the same bytes go out again (the receiver recognises the duplicate at the
+    /// message layer). `plain` MUST be byte-identical to what was protected then: a different
+    /// plaintext under the same nonce would break AES-CCM.
+    pub fn protect_request_again(
+        &self,
+        plain: &[u8],
+        request: &RequestInfo,
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
+        let msg = Message::parse(plain).map_err(|_| Error::Malformed)?;
+        if !msg.code().is_request() || request.kid.as_slice() != self.sender_id.as_slice() {
+            return Err(Error::InvalidParameter);
+        }
+        let opt = OscoreOption {
+            piv: &request.piv,
+            kid_context: self.id_context.as_deref(),
+            kid: Some(&self.sender_id),
+        };
+        let nonce = nonce(&self.common_iv, &self.sender_id, &request.piv);
+        seal(
+            &msg,
+            Code::POST,
+            &opt,
+            &self.sender_key,
+            &nonce,
+            &self.sender_id,
+            &request.piv,
+            out,
+        )
+    }
+
     /// Unprotects a request: checks the kid against the recipient id ([`Error::UnknownKid`]),
     /// the sequence number against the replay window, verifies and decrypts, and only then
     /// marks the number seen. Writes the reconstructed CoAP request into `out` (which must
@@ -338,6 +370,56 @@ impl Context {
         )
     }
 
+    /// [`unprotect_response`](Self::unprotect_response) for small memories: the ciphertext is
+    /// decrypted inside `protected` (which is overwritten), so `out` needs room for the
+    /// reconstructed message only.
+    pub fn unprotect_response_in_place(
+        &self,
+        protected: &mut [u8],
+        request: &RequestInfo,
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
+        let (head_len, payload_len) = {
+            let msg = Message::parse(protected).map_err(|_| Error::Malformed)?;
+            (protected.len() - msg.payload().len(), msg.payload().len())
+        };
+        if payload_len == 0 {
+            return Err(Error::Malformed);
+        }
+        let (head, sealed) = protected.split_at_mut(head_len);
+        // The head without its payload marker is a message of outer options only.
+        let msg = Message::parse(&head[..head_len - 1]).map_err(|_| Error::Malformed)?;
+        if !msg.code().is_response() {
+            return Err(Error::Malformed);
+        }
+        let value = oscore_option(&msg)?.ok_or(Error::NotProtected)?;
+        let opt = OscoreOption::parse(value)?;
+        let nonce = self.response_nonce(&opt, request)?;
+        open_sealed(
+            &msg,
+            false,
+            &self.recipient_key,
+            &nonce,
+            &request.kid,
+            &request.piv,
+            sealed,
+            out,
+        )
+    }
+
+    fn response_nonce(
+        &self,
+        opt: &OscoreOption<'_>,
+        request: &RequestInfo,
+    ) -> Result<[u8; NONCE_LEN], Error> {
+        Ok(if opt.piv.is_empty() {
+            nonce(&self.common_iv, &request.kid, &request.piv)
+        } else {
+            piv_value(opt.piv)?;
+            nonce(&self.common_iv, &self.recipient_id, opt.piv)
+        })
+    }
+
     /// Unprotects a response to the request described by `request`; a response with its own
     /// Partial IV uses the recipient id in the nonce (RFC 8613 §8.4).
     pub fn unprotect_response(
@@ -352,12 +434,7 @@ impl Context {
         }
         let value = oscore_option(&msg)?.ok_or(Error::NotProtected)?;
         let opt = OscoreOption::parse(value)?;
-        let nonce = if opt.piv.is_empty() {
-            nonce(&self.common_iv, &request.kid, &request.piv)
-        } else {
-            piv_value(opt.piv)?;
-            nonce(&self.common_iv, &self.recipient_id, opt.piv)
-        };
+        let nonce = self.response_nonce(&opt, request)?;
         open(
             &msg,
             false,
@@ -474,14 +551,37 @@ fn open(
     if ct.len() < TAG_LEN + 1 {
         return Err(Error::Malformed);
     }
-    let pt_len = ct.len() - TAG_LEN;
-    let tail = out.len().checked_sub(pt_len).ok_or(Error::BufferTooSmall)?;
-    let (front, pt) = out.split_at_mut(tail);
-    pt.copy_from_slice(&ct[..pt_len]);
+    let tail = out
+        .len()
+        .checked_sub(ct.len())
+        .ok_or(Error::BufferTooSmall)?;
+    let (front, sealed) = out.split_at_mut(tail);
+    sealed.copy_from_slice(ct);
+    open_sealed(msg, request, key, nonce, aad_kid, aad_piv, sealed, front)
+}
+
+/// [`open`] with the ciphertext and tag in `sealed` (decrypted there, in place) and the outer
+/// options from `msg`; the reconstructed message goes to `front`.
+#[allow(clippy::too_many_arguments)]
+fn open_sealed(
+    msg: &Message<'_>,
+    request: bool,
+    key: &[u8; KEY_LEN],
+    nonce: &[u8; NONCE_LEN],
+    aad_kid: &[u8],
+    aad_piv: &[u8],
+    sealed: &mut [u8],
+    front: &mut [u8],
+) -> Result<usize, Error> {
+    if sealed.len() < TAG_LEN + 1 {
+        return Err(Error::Malformed);
+    }
+    let pt_len = sealed.len() - TAG_LEN;
+    let (pt, tag) = sealed.split_at_mut(pt_len);
     let mut aad_buf = [0u8; 40];
     let aad_len = aad(aad_kid, aad_piv, &mut aad_buf)?;
     let cipher = AesCcm::new(key.into());
-    let tag = ccm::aead::Tag::<AesCcm>::try_from(&ct[pt_len..]).map_err(|_| Error::Malformed)?;
+    let tag = ccm::aead::Tag::<AesCcm>::try_from(&*tag).map_err(|_| Error::Malformed)?;
     cipher
         .decrypt_inout_detached(nonce.into(), &aad_buf[..aad_len], (&mut *pt).into(), &tag)
         .map_err(|_| Error::Decrypt)?;

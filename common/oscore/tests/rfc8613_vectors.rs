@@ -250,3 +250,25 @@ fn sequence_numbers_end_at_2_pow_40() {
         Error::SequenceExhausted
     );
 }
+
+#[test]
+fn a_retransmission_is_protected_to_the_same_bytes() {
+    let mut client = Context::derive(&SECRET, &SALT, None, &[], &[0x01]).unwrap();
+    client.set_sender_sequence(20);
+    let plain = request("5d1f00003974");
+    let mut first = [0u8; 128];
+    let (n, info) = client.protect_request(&plain, &mut first).unwrap();
+    let mut again = [0u8; 128];
+    let m = client
+        .protect_request_again(&plain, &info, &mut again)
+        .unwrap();
+    assert_eq!(&first[..n], &again[..m]);
+    assert_eq!(
+        client.sender_sequence(),
+        21,
+        "no number is used up by a retransmission"
+    );
+    let expected =
+        hex("44025d1f00003974 39 6c6f63616c686f7374 62 0914 ff 612f1092f1776f1c1668b3825e");
+    assert_eq!(&again[..m], &expected[..]);
+}
