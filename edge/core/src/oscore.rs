@@ -3,9 +3,11 @@
 //! brokers relay them unread. Registration with the broker (`/rd`) stays plaintext: it is
 //! addressed to the broker itself. Requests the edge serves (`/p`, `/r`) are not protected.
 //!
-//! Sender sequence numbers: `epoch << 24 | counter`, the boot epoch being persisted once per
+//! Sender sequence numbers: `epoch << bits | counter`, the boot epoch being persisted once per
 //! boot ([`crate::storage`]), so a number is never used twice across reboots. A boot may send
-//! 2^24 protected requests; then protection stops until the next boot.
+//! 2^bits protected requests; then protection stops until the next boot. `bits` is the
+//! board's choice ([`COUNTER_BITS`] for epochs counted from 1; 8 for an epoch in Unix seconds,
+//! as on QEMU); `epoch << bits` must stay below 2^40.
 
 use heapless::Vec;
 use qos_coap::{option, Code, Message};
@@ -15,7 +17,8 @@ use qos_wire::registration::DIRECTORY_PATH;
 /// Protected requests remembered to open their answers (and to send a retransmission as
 /// the same bytes): one per exchange of the edge's endpoint.
 const SENT: usize = 4;
-/// Bits of the per-boot counter in a sender sequence number.
+/// Bits of the per-boot counter in a sender sequence number, for boot epochs counted from 1
+/// (up to 2^16 boots).
 pub const COUNTER_BITS: u32 = 24;
 
 /// Counters of the OSCORE hook.
@@ -44,13 +47,15 @@ pub struct EdgeOscore<const M: usize> {
 }
 
 impl<const M: usize> EdgeOscore<M> {
-    /// The hook for `ctx` in boot epoch `epoch`: sequence numbers from `epoch << 24`.
-    pub fn new(mut ctx: Context, epoch: u32) -> EdgeOscore<M> {
-        let first = u64::from(epoch) << COUNTER_BITS;
+    /// The hook for `ctx` in boot epoch `epoch`: sequence numbers from `epoch << bits` to
+    /// below `(epoch + 1) << bits` (and 2^40).
+    pub fn new(mut ctx: Context, epoch: u32, bits: u32) -> EdgeOscore<M> {
+        let bits = bits.min(40);
+        let first = u64::from(epoch) << bits;
         ctx.set_sender_sequence(first);
         EdgeOscore {
             ctx,
-            limit: (first + (1 << COUNTER_BITS)).min(qos_oscore::MAX_SEQUENCE + 1),
+            limit: (first + (1 << bits)).min(qos_oscore::MAX_SEQUENCE + 1),
             sent: Vec::new(),
             scratch: [0; M],
             stats: OscoreStats::default(),

@@ -183,11 +183,11 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
     }
 
     /// Protects the requests to the super-manager with OSCORE (RFC 8613) from now on, with
-    /// sender sequence numbers of boot epoch `epoch` ([`crate::oscore`]). The driver must pass
-    /// each received datagram through [`Uplink::open_datagram`] first.
+    /// sender sequence numbers `epoch << bits | counter` ([`crate::oscore`]). The driver must
+    /// pass each received datagram through [`Uplink::open_datagram`] first.
     #[cfg(feature = "oscore")]
-    pub fn with_oscore(mut self, ctx: qos_oscore::Context, epoch: u32) -> Self {
-        self.oscore = Some(crate::oscore::EdgeOscore::new(ctx, epoch));
+    pub fn with_oscore(mut self, ctx: qos_oscore::Context, epoch: u32, bits: u32) -> Self {
+        self.oscore = Some(crate::oscore::EdgeOscore::new(ctx, epoch, bits));
         self
     }
 

@@ -371,7 +371,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         Some(o) => {
             let ctx = o.context().map_err(RunError::Uplink)?;
             tracing::info!(kid = %o.kid, "OSCORE with the super-manager");
-            uplink.with_oscore(ctx, boot.epoch)
+            uplink.with_oscore(ctx, boot.epoch, qos_edge_core::oscore::COUNTER_BITS)
         }
         None => uplink,
     };
