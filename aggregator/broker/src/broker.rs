@@ -204,6 +204,8 @@ pub struct BrokerStats {
     pub rejected_bad_request: u64,
     /// `/c` requests of edges answered with the upstream's answer.
     pub config_relayed: u64,
+    /// OSCORE-protected requests of edges relayed upstream unread.
+    pub protected_relayed: u64,
     /// `/c` requests of edges answered 5.04 (the upstream did not answer).
     pub config_timeouts: u64,
     /// `/p` and `/r` requests of the upstream answered with the edge's answer.
@@ -237,6 +239,8 @@ pub struct BrokerStats {
 struct Reply {
     code: Code,
     etag: Option<Vec<u8>>,
+    /// The OSCORE option of a protected message relayed as it is (RFC 8613).
+    oscore: Option<Vec<u8>>,
     cf: Option<u16>,
     payload: Vec<u8>,
 }
@@ -246,6 +250,7 @@ impl Reply {
         Reply {
             code: m.code(),
             etag: m.option(option::ETAG).map(<[u8]>::to_vec),
+            oscore: m.option(option::OSCORE).map(<[u8]>::to_vec),
             cf: m.content_format(),
             payload: m.payload().to_vec(),
         }
@@ -255,6 +260,7 @@ impl Reply {
         Reply {
             code,
             etag: None,
+            oscore: None,
             cf: None,
             payload: text.as_bytes().to_vec(),
         }
@@ -263,6 +269,9 @@ impl Reply {
     fn write(&self, w: &mut MessageWriter<'_>) -> Result<(), WriteError> {
         if let Some(e) = &self.etag {
             w.option(option::ETAG, e)?;
+        }
+        if let Some(o) = &self.oscore {
+            w.option(option::OSCORE, o)?;
         }
         if let Some(cf) = self.cf {
             w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
@@ -297,6 +306,9 @@ impl<A: Copy> Relay<A> {
     fn write(&self, w: &mut MessageWriter<'_>) -> Result<(), WriteError> {
         if let Some(e) = &self.request.etag {
             w.option(option::ETAG, e)?;
+        }
+        if let Some(o) = &self.request.oscore {
+            w.option(option::OSCORE, o)?;
         }
         w.uri_path(self.path)?;
         if let Some(cf) = self.request.cf {
@@ -532,6 +544,9 @@ impl<A: Copy + Eq> Broker<A> {
             other => (other, None),
         };
         match incoming {
+            Some(Incoming::Request(req)) if req.message.option(option::OSCORE).is_some() => {
+                self.relay_protected(now, req);
+            }
             Some(Incoming::Request(req)) if req.message.path_is(CONFIG_PATH) => {
                 self.relay_up(now, req, whole.map(|(body, _)| body));
             }
@@ -656,6 +671,40 @@ impl<A: Copy + Eq> Broker<A> {
             path: CONFIG_PATH,
             queries: vec![format!("id={}", edge.0).into_bytes()],
             request,
+            created: now,
+            sent: None,
+            acked: false,
+            ready: true,
+        });
+    }
+
+    /// An OSCORE-protected request (RFC 8613): relayed upstream as it is (code, OSCORE option,
+    /// ciphertext), which is all the broker can see; the edge gets an empty ACK at once and
+    /// later the upstream's protected answer, or an unprotected 5.04 / 5.03 (which an edge
+    /// takes as "try again", never as an acknowledgement). Neither queued nor acknowledged
+    /// here: the end-to-end answer comes from the super-manager.
+    fn relay_protected(&mut self, now: u64, req: Request<'_, A>) {
+        if self.up_relays.len() >= self.config.max_relays {
+            self.stats.relay_overload += 1;
+            let reply = Reply::error(Code::SERVICE_UNAVAILABLE, "too many requests in progress");
+            let _ = self
+                .down
+                .respond(now, &req.handle, reply.code, |w| reply.write(w));
+            return;
+        }
+        let m = &req.message;
+        let mut handle = req.handle;
+        if handle.is_confirmable() && self.down.defer(now, &mut handle).is_err() {
+            return;
+        }
+        self.stats.protected_relayed += 1;
+        self.up_relays.push(Relay {
+            handle,
+            edge: EdgeId(0),
+            code: m.code(),
+            path: "",
+            queries: Vec::new(),
+            request: Reply::of(m),
             created: now,
             sent: None,
             acked: false,
@@ -867,6 +916,7 @@ impl<A: Copy + Eq> Broker<A> {
             None if m.path_is(".well-known/core") && m.code() == Code::GET => Reply {
                 code: Code::CONTENT,
                 etag: None,
+                oscore: None,
                 cf: Some(content_format::LINK_FORMAT),
                 payload: UPSTREAM_LINKS.as_bytes().to_vec(),
             },

@@ -36,6 +36,7 @@ use qos_wire::uplink::{Ack, UPLINK_PATH};
 use crate::centre::{decode_report, Centre, Order, OrderAnswer, Route};
 use crate::config::ReliabilityConfig;
 use crate::ingest::{Ingest, Prepared, Rejection};
+use crate::oscore::{Inbound, OscoreGate, Outbound};
 use crate::stats::RejectReason;
 
 /// Largest CoAP message accepted (RFC 7252 §4.6); larger datagrams are refused as oversized.
@@ -98,6 +99,8 @@ pub struct CoapServer<A> {
     waiting: Vec<Order<A>>,
     /// Token buckets per source ([`CoapServer::with_rate_limit`]) and the key of a source.
     limiter: Option<qos_broker::ratelimit::SourceLimiter<A>>,
+    /// OSCORE with edges ([`CoapServer::with_oscore`]).
+    oscore: Option<OscoreGate<A>>,
 }
 
 impl<A: Copy + Ord> CoapServer<A> {
@@ -110,7 +113,28 @@ impl<A: Copy + Ord> CoapServer<A> {
             asked: Vec::new(),
             waiting: Vec::new(),
             limiter: None,
+            oscore: None,
         })
+    }
+
+    /// Unprotects OSCORE requests of the edges of `gate` before they are handled, and
+    /// protects their answers ([`crate::oscore`]).
+    pub fn with_oscore(mut self, gate: OscoreGate<A>) -> Self {
+        self.oscore = Some(gate);
+        self
+    }
+
+    /// The datagram the endpoint wrote into `buf[..n]` for `to`, protected when it answers an
+    /// OSCORE request; its new length, or `None` to send nothing.
+    fn sealed(&self, to: A, buf: &mut [u8], n: usize) -> Option<usize> {
+        match self.oscore.as_ref().map(|g| g.seal(to, &buf[..n])) {
+            None | Some(Outbound::Pass) => Some(n),
+            Some(Outbound::Sealed(v)) if v.len() <= buf.len() => {
+                buf[..v.len()].copy_from_slice(&v);
+                Some(v.len())
+            }
+            Some(_) => None,
+        }
     }
 
     /// Drops (and counts as `rate_limited`) the datagrams of a source over `limit`; `key` maps
@@ -197,7 +221,9 @@ impl<A: Copy + Ord> CoapServer<A> {
     /// Hands what the endpoint has to send to `transmit`.
     fn flush(&mut self, now: u64, buf: &mut [u8], transmit: &mut dyn FnMut(A, &[u8])) {
         while let Some((to, n)) = self.endpoint.poll_transmit(now, buf) {
-            transmit(to, &buf[..n]);
+            if let Some(n) = self.sealed(to, buf, n) {
+                transmit(to, &buf[..n]);
+            }
         }
     }
 
@@ -230,6 +256,18 @@ impl<A: Copy + Ord> CoapServer<A> {
         group: Option<&mut Vec<(RequestHandle<A>, Prepared)>>,
     ) {
         let stats = self.ingest.stats().clone();
+        let opened;
+        let bytes = match self.oscore.as_mut().map(|g| g.open(from, bytes)) {
+            None | Some(Inbound::Plain) => bytes,
+            Some(Inbound::Opened(plain)) => {
+                opened = plain;
+                &opened[..]
+            }
+            Some(Inbound::Refused(reason)) => {
+                stats.reject(reason);
+                return;
+            }
+        };
         let malformed_before = self.endpoint.stats().malformed;
         let incoming = self.endpoint.handle_datagram(now, from, bytes);
         if self.endpoint.stats().malformed != malformed_before {
@@ -426,7 +464,12 @@ impl<A: Copy + Ord> CoapServer<A> {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self, now: u64, buf: &mut [u8]) -> Option<(A, usize)> {
-        self.endpoint.poll_transmit(now, buf)
+        loop {
+            let (to, n) = self.endpoint.poll_transmit(now, buf)?;
+            if let Some(n) = self.sealed(to, buf, n) {
+                return Some((to, n));
+            }
+        }
     }
 
     /// When to call [`CoapServer::poll_transmit`] again at the latest.

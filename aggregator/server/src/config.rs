@@ -91,6 +91,10 @@ pub struct Config {
     /// (`qos_probe_config::RuleSection`). None by default.
     #[serde(rename = "rule", skip_serializing)]
     pub rules: Vec<qos_probe_config::RuleSection>,
+    /// `[oscore]` with `[[oscore.edge]]`: OSCORE (RFC 8613) with the edges listed
+    /// ([`crate::oscore`]). None by default: every edge speaks plaintext CoAP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oscore: Option<crate::oscore::OscoreConfig>,
 }
 
 /// `[local_edge]`: the super-manager as an edge of its own. Its `[[probe]]`s run in this process

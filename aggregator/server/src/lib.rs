@@ -30,6 +30,7 @@ pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod local_edge;
+pub mod oscore;
 pub mod rca;
 pub mod report;
 pub mod serve;

@@ -91,6 +91,17 @@ enum Command {
     /// A service's availability, response time by phase, incidents, SLO compliance and
     /// trends over a period, from the store (read-only), as printable HTML or CSV.
     Report(qos_aggregator::report::ReportArgs),
+    /// Create fresh OSCORE credentials for an edge: the master secret goes to
+    /// DIR/edge-<ID>.key (mode 0600); the configuration fragments for serve ([[oscore.edge]])
+    /// and for the edge ([oscore]) are printed.
+    Provision {
+        /// The edge's numeric id.
+        #[arg(long, value_name = "ID")]
+        edge: u32,
+        /// Where the secret file is written.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
     /// Import component metrics from a CSV file of the data sets' layout
     /// (`time,component,metric,value`) into the store of `serve`'s configuration.
     Import {
@@ -127,6 +138,13 @@ fn main() -> ExitCode {
             host_sim,
         }),
         Command::Import { csv, config } => import(&csv, config),
+        Command::Provision { edge, out } => match qos_aggregator::oscore::provision(edge, &out) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, 1),
+        },
         Command::Report(args) => report(&args),
         Command::Rca {
             case,

@@ -92,6 +92,9 @@ pub enum ServeError {
     /// A TLS file of `[coap_tls]` could not be loaded (the message names it).
     #[error("[coap_tls]: {0}")]
     Tls(String),
+    /// `[oscore]` could not be loaded (the message names the edge and the file or value).
+    #[error("{0}")]
+    Oscore(String),
     /// A listener thread ended by panicking.
     #[error("the {name} listener stopped unexpectedly")]
     ListenerFailed {
@@ -156,6 +159,18 @@ pub fn start_ingest(
     centre: Arc<Centre>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<Listener, ServeError> {
+    start_ingest_with(coap, store, stats, centre, shutdown, None)
+}
+
+/// [`start_ingest`] with OSCORE for the edges of `oscore` ([`crate::oscore`]).
+pub fn start_ingest_with(
+    coap: &CoapConfig,
+    store: Box<dyn Store>,
+    stats: Arc<IngestStats>,
+    centre: Arc<Centre>,
+    shutdown: Arc<AtomicBool>,
+    oscore: Option<crate::oscore::OscoreGate<SocketAddr>>,
+) -> Result<Listener, ServeError> {
     let socket = UdpSocket::bind(coap.listen).map_err(|source| ServeError::Bind {
         what: "CoAP",
         addr: coap.listen,
@@ -178,6 +193,10 @@ pub fn start_ingest(
     .map_err(|e| ServeError::Coap(e.to_string()))?
     .with_centre(centre)
     .with_rate_limit(coap.rate_limit.limit(), crate::config::rate_key);
+    let server = match oscore {
+        Some(gate) => server.with_oscore(gate),
+        None => server,
+    };
     tracing::info!(listen = %local, "CoAP ingest listening");
     let thread = std::thread::Builder::new()
         .name("coap-ingest".into())

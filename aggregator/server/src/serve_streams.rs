@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{start_ingest, Listener, ServeError, SHUTDOWN_POLL};
+use super::{start_ingest_with, Listener, ServeError, SHUTDOWN_POLL};
 use crate::centre::Centre;
 use crate::coap::{coap_config, CoapServer, MAX_MESSAGE};
 use crate::config::Config;
@@ -36,13 +36,23 @@ pub(super) fn start(
     centre: Arc<Centre>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<Vec<Listener>, ServeError> {
+    let oscore = match &config.oscore {
+        Some(o) => {
+            let gate = crate::oscore::OscoreGate::load(o, &config.store.data_dir)
+                .map_err(|e| ServeError::Oscore(e.to_string()))?;
+            tracing::info!(edges = gate.len(), "OSCORE contexts loaded");
+            Some(gate)
+        }
+        None => None,
+    };
     if config.coap_tls.is_none() && config.coap_tcp.is_none() {
-        return Ok(vec![start_ingest(
+        return Ok(vec![start_ingest_with(
             &config.coap,
             store,
             stats,
             centre,
             shutdown,
+            oscore,
         )?]);
     }
     let accepts: Vec<(&'static str, SocketAddr, Accept)> = config
@@ -77,6 +87,10 @@ pub(super) fn start(
     )
     .map_err(|e| ServeError::Coap(e.to_string()))?
     .with_centre(centre);
+    let server = match oscore {
+        Some(gate) => server.with_oscore(gate),
+        None => server,
+    };
     tracing::info!(listen = %local, "CoAP ingest listening");
 
     let (tx, rx) = mpsc::channel();

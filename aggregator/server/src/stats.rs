@@ -34,11 +34,24 @@ pub enum RejectReason {
     /// A request that is not what its resource accepts: wrong method, missing or bad `id=`,
     /// a `config-report` or `broker-report` that does not decode, bad registration parameters.
     BadRequest,
+    /// OSCORE: a key id no `[[oscore.edge]]` has.
+    OscoreUnknownKid,
+    /// OSCORE: the authentication tag does not verify (forged or altered).
+    OscoreForged,
+    /// OSCORE: a sequence number already received (a replayed request).
+    OscoreReplay,
+    /// OSCORE: a sequence number older than the replay window.
+    OscoreStale,
+    /// OSCORE: a malformed OSCORE option or protected payload.
+    OscoreMalformed,
+    /// OSCORE: a plaintext request naming an edge that uses OSCORE, or a protected one naming
+    /// another edge than its key's.
+    OscoreRequired,
 }
 
 impl RejectReason {
     /// Every reason, in rendering order. Adding a variant means adding it here.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::Malformed,
         RejectReason::Truncated,
         RejectReason::UnsupportedVersion,
@@ -49,6 +62,12 @@ impl RejectReason {
         RejectReason::RateLimited,
         RejectReason::UnknownEdge,
         RejectReason::BadRequest,
+        RejectReason::OscoreUnknownKid,
+        RejectReason::OscoreForged,
+        RejectReason::OscoreReplay,
+        RejectReason::OscoreStale,
+        RejectReason::OscoreMalformed,
+        RejectReason::OscoreRequired,
     ];
 
     /// The snake_case name used in JSON and logs.
@@ -64,6 +83,12 @@ impl RejectReason {
             RejectReason::RateLimited => "rate_limited",
             RejectReason::UnknownEdge => "unknown_edge",
             RejectReason::BadRequest => "bad_request",
+            RejectReason::OscoreUnknownKid => "oscore_unknown_kid",
+            RejectReason::OscoreForged => "oscore_forged",
+            RejectReason::OscoreReplay => "oscore_replay",
+            RejectReason::OscoreStale => "oscore_stale",
+            RejectReason::OscoreMalformed => "oscore_malformed",
+            RejectReason::OscoreRequired => "oscore_required",
         }
     }
 
@@ -80,6 +105,12 @@ impl RejectReason {
             RejectReason::RateLimited => 7,
             RejectReason::UnknownEdge => 8,
             RejectReason::BadRequest => 9,
+            RejectReason::OscoreUnknownKid => 10,
+            RejectReason::OscoreForged => 11,
+            RejectReason::OscoreReplay => 12,
+            RejectReason::OscoreStale => 13,
+            RejectReason::OscoreMalformed => 14,
+            RejectReason::OscoreRequired => 15,
         }
     }
 }

@@ -10,6 +10,13 @@
 //! | `QOS_ACK_TARGET` | 0 | exit as soon as this many summaries are acknowledged (0: run the full time) |
 //! | `QOS_EPOCH` | build time (Unix s) | boot epoch: the high half of every sequence number |
 //! | `QOS_UNIX_BASE` | build time (Unix s) | Unix time at power-on; uptime is added |
+//! | `QOS_OSCORE_SECRET` | a test secret | feature `oscore`: the master secret (its bytes as given, at least 16) |
+//! | `QOS_OSCORE_SALT` | empty | feature `oscore`: the master salt (bytes as given) |
+//! | `QOS_OSCORE_KID` | `q` | feature `oscore`: the edge's sender id (bytes as given, at most 7) |
+//! | `QOS_OSCORE_SERVE_ID` | `s` | feature `oscore`: the super-manager's sender id |
+//!
+//! With feature `oscore` the sender sequence numbers are `epoch << 8 | counter` (the epoch
+//! being Unix seconds, below 2^32): 256 protected requests per boot.
 //!
 //! A real board persists its boot epoch and advances it at every boot
 //! (`qos_edge_core::storage::next_boot`); QEMU's machine has no persistent storage, so the epoch
@@ -52,5 +59,19 @@ pub fn settings(seed: u64) -> Settings {
     s.seed = seed;
     s.run_for_ms = Some(u64::from(RUN_SECS) * 1_000);
     s.ack_target = ACK_TARGET;
+    #[cfg(feature = "oscore")]
+    {
+        s.oscore = Some(qos_edge_embassy::OscoreKeys {
+            secret: option_env!("QOS_OSCORE_SECRET")
+                .unwrap_or("qemu-test-secret-not-for-use")
+                .as_bytes(),
+            salt: option_env!("QOS_OSCORE_SALT").unwrap_or("").as_bytes(),
+            kid: option_env!("QOS_OSCORE_KID").unwrap_or("q").as_bytes(),
+            serve_id: option_env!("QOS_OSCORE_SERVE_ID")
+                .unwrap_or("s")
+                .as_bytes(),
+            counter_bits: 8,
+        });
+    }
     s
 }

@@ -13,6 +13,8 @@ pub const IF_NONE_MATCH: u16 = 5;
 pub const OBSERVE: u16 = 6;
 /// Uri-Port (RFC 7252 §5.10.1), critical, uint.
 pub const URI_PORT: u16 = 7;
+/// OSCORE (RFC 8613 §2): the endpoint carries it; `qos-oscore` reads it.
+pub const OSCORE: u16 = 9;
 /// Location-Path (RFC 7252 §5.10.7), elective, repeatable.
 pub const LOCATION_PATH: u16 = 8;
 /// Uri-Path (RFC 7252 §5.10.1), critical, repeatable: one segment per option.
@@ -50,6 +52,7 @@ pub const KNOWN: &[u16] = &[
     IF_NONE_MATCH,
     OBSERVE,
     URI_PORT,
+    OSCORE,
     LOCATION_PATH,
     URI_PATH,
     CONTENT_FORMAT,
@@ -265,7 +268,8 @@ mod tests {
         assert!(is_no_cache_key(SIZE1));
         assert!(!is_no_cache_key(URI_PATH));
         assert!(is_known(BLOCK1));
-        assert!(!is_known(9));
+        assert!(is_known(OSCORE));
+        assert!(!is_known(13));
     }
 
     #[test]

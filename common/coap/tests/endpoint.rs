@@ -647,7 +647,7 @@ fn unknown_critical_option_in_con_request_gets_4_02() {
     let mut buf = [0u8; 32];
     let mut w =
         MessageWriter::new(&mut buf, MessageType::Confirmable, Code::GET, 77, &[5]).unwrap();
-    w.option(9, b"x").unwrap(); // 9: critical, not known here
+    w.option(13, b"x").unwrap(); // 13: critical, not known here
     let n = w.finish();
     assert!(server.handle_datagram(0, C, &buf[..n]).is_none());
     let resp = one(&mut server, 0, C);

@@ -10,6 +10,8 @@
 //! - [`downlink`]: the requests an edge serves (on-demand probes, recent results, discovery).
 //! - [`centre`]: the control conversation with the broker: registration with a lease
 //!   ([`registration`]), configuration poll with ETag, configuration reports.
+//! - `oscore` (feature `oscore`): OSCORE (RFC 8613) on the uplink, end to end to the
+//!   super-manager.
 //! - [`flashlog`]: [`storage::Storage`] over two pages of NOR flash (an append-only record log
 //!   with CRC, newest-wins, torn-write safe compaction), for boards with internal flash.
 //! - [`storage`]: what an edge persists (boot epoch, configuration, outbox) behind a small trait.
@@ -28,6 +30,8 @@ pub(crate) mod fmt;
 pub mod centre;
 pub mod downlink;
 pub mod flashlog;
+#[cfg(feature = "oscore")]
+pub mod oscore;
 pub mod outbox;
 pub mod probe;
 pub mod recent;

@@ -143,6 +143,9 @@ pub struct Uplink<A, const B: usize, const N: usize, const REC: usize> {
     failed_controls: Vec<ExchangeId, MAX_CONTROL>,
     /// A control request found the broker busy: hold new batches until it could start.
     control_waiting: bool,
+    /// OSCORE on the requests to the super-manager ([`Uplink::with_oscore`]).
+    #[cfg(feature = "oscore")]
+    oscore: Option<crate::oscore::EdgeOscore<MSG>>,
 }
 
 impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B, N, REC> {
@@ -174,7 +177,36 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             controls: Vec::new(),
             failed_controls: Vec::new(),
             control_waiting: false,
+            #[cfg(feature = "oscore")]
+            oscore: None,
         })
+    }
+
+    /// Protects the requests to the super-manager with OSCORE (RFC 8613) from now on, with
+    /// sender sequence numbers `epoch << bits | counter` ([`crate::oscore`]). The driver must
+    /// pass each received datagram through [`Uplink::open_datagram`] first.
+    #[cfg(feature = "oscore")]
+    pub fn with_oscore(mut self, ctx: qos_oscore::Context, epoch: u32, bits: u32) -> Self {
+        self.oscore = Some(crate::oscore::EdgeOscore::new(ctx, epoch, bits));
+        self
+    }
+
+    /// The OSCORE hook, when [`Uplink::with_oscore`] set one.
+    #[cfg(feature = "oscore")]
+    pub fn oscore(&self) -> Option<&crate::oscore::EdgeOscore<MSG>> {
+        self.oscore.as_ref()
+    }
+
+    /// Prepares a datagram received into `buf[..n]` for [`Uplink::handle_datagram`]: opens an
+    /// OSCORE-protected answer in place. Returns the length to hand on, or `None` to drop the
+    /// datagram (an answer that does not verify). Without OSCORE: `Some(n)`.
+    pub fn open_datagram(&mut self, buf: &mut [u8], n: usize) -> Option<usize> {
+        #[cfg(feature = "oscore")]
+        if let Some(o) = self.oscore.as_mut() {
+            return o.open(buf, n);
+        }
+        let _ = buf;
+        Some(n)
     }
 
     /// The outbox.
@@ -483,7 +515,17 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self, now: u64, buf: &mut [u8]) -> Option<(A, usize)> {
-        self.endpoint.poll_transmit(now, buf)
+        loop {
+            let (to, n) = self.endpoint.poll_transmit(now, buf)?;
+            #[cfg(feature = "oscore")]
+            if let Some(o) = self.oscore.as_mut() {
+                match o.seal(buf, n) {
+                    Some(k) => return Some((to, k)),
+                    None => continue,
+                }
+            }
+            return Some((to, n));
+        }
     }
 
     /// Sequence number the next new batch starts at.

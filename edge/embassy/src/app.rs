@@ -221,6 +221,7 @@ pub async fn run_with_storage<H: Hooks, S: Storage>(
         settings.broker
     );
     let records: Records = Channel::new();
+    #[cfg_attr(feature = "oscore", allow(unused_mut))]
     let mut uplink = EdgeUplink::new(
         EdgeId(settings.edge_id),
         &[settings.broker],
@@ -229,6 +230,16 @@ pub async fn run_with_storage<H: Hooks, S: Storage>(
         settings.seed,
     )
     .map_err(|_| StartError::Uplink)?;
+    #[cfg(feature = "oscore")]
+    let mut uplink = match settings.oscore {
+        Some(k) => {
+            let ctx = qos_oscore::Context::derive(k.secret, k.salt, None, k.kid, k.serve_id)
+                .map_err(|_| StartError::Uplink)?;
+            info!("OSCORE with the super-manager");
+            uplink.with_oscore(ctx, settings.epoch, k.counter_bits)
+        }
+        None => uplink,
+    };
     let (tcp_board, to) = match settings.probe {
         ProbeTarget::TcpConnect(to) => (true, to),
         ProbeTarget::CoapPing(to) => (false, to),
@@ -506,6 +517,8 @@ async fn uplink_loop<S: Storage>(
             }
             Either3::Second(Ok((n, meta))) => {
                 let now = uptime_ms();
+                // An OSCORE answer is opened in place; one that does not verify is dropped.
+                let n = uplink.open_datagram(&mut inp, n).unwrap_or(0);
                 match uplink.handle(now, meta.endpoint, &inp[..n]) {
                     // The firmware serves no resources yet.
                     Some(Received::Request(req)) => {

@@ -61,6 +61,45 @@ pub struct Settings {
     /// Poll the centre's configuration (`GET /c`) every this many s, and after each
     /// registration; 0 disables the poll.
     pub config_poll_s: u32,
+    /// OSCORE (RFC 8613) with the super-manager (feature `oscore`); `None`: plaintext.
+    #[cfg(feature = "oscore")]
+    pub oscore: Option<OscoreKeys>,
+}
+
+/// The OSCORE credentials of an edge (what `qos-aggregator provision` creates). Its `Debug`
+/// and `defmt::Format` show the ids only, never the secret.
+#[cfg(feature = "oscore")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OscoreKeys {
+    /// Master secret (16 to 64 bytes).
+    pub secret: &'static [u8],
+    /// Master salt (may be empty).
+    pub salt: &'static [u8],
+    /// The edge's sender id (its key id), at most 7 bytes.
+    pub kid: &'static [u8],
+    /// The super-manager's sender id, at most 7 bytes.
+    pub serve_id: &'static [u8],
+    /// Bits of the per-boot counter in the sender sequence number `epoch << bits | counter`
+    /// (`epoch << bits` below 2^40): 24 for epochs counted from 1, 8 for epochs in Unix
+    /// seconds.
+    pub counter_bits: u32,
+}
+
+#[cfg(feature = "oscore")]
+impl core::fmt::Debug for OscoreKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OscoreKeys")
+            .field("kid", &self.kid)
+            .field("serve_id", &self.serve_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(feature = "oscore", feature = "defmt"))]
+impl defmt::Format for OscoreKeys {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "OscoreKeys {{ kid: {=[u8]:x}, .. }}", self.kid);
+    }
 }
 
 impl Settings {
@@ -91,6 +130,8 @@ impl Settings {
             region: "default",
             lifetime_s: qos_wire::registration::DEFAULT_LIFETIME,
             config_poll_s: 60,
+            #[cfg(feature = "oscore")]
+            oscore: None,
         }
     }
 }

@@ -27,6 +27,8 @@ pub mod config;
 pub mod probe;
 
 pub use app::{run, run_with_storage, Hooks, NoStorage, Report, StartError};
+#[cfg(feature = "oscore")]
+pub use config::OscoreKeys;
 pub use config::{ProbeTarget, Settings};
 pub use probe::ProbeBuffers;
 /// The core's storage and its flash record log, for boards that persist (boot epoch,

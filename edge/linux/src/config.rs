@@ -64,6 +64,63 @@ pub struct Config {
     /// Host metrics of this machine.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// `[oscore]`: OSCORE (RFC 8613) with the super-manager. Absent: plaintext CoAP.
+    #[serde(default)]
+    pub oscore: Option<OscoreSection>,
+}
+
+/// `[oscore]`: the security context shared with the super-manager (`qos-aggregator provision`
+/// prints this section). Batches and `/c` requests are protected end to end; brokers relay
+/// them unread. The sender sequence number restarts at `boot epoch << 24` on every start, so a
+/// number is never reused after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OscoreSection {
+    /// `kid`: this edge's sender id (the key id of its requests), hex, at most 7 bytes.
+    pub kid: String,
+    /// `serve_id`: the super-manager's sender id, hex, at most 7 bytes (may be empty).
+    pub serve_id: String,
+    /// `salt`: the master salt, hex (may be empty).
+    #[serde(default)]
+    pub salt: String,
+    /// `secret_file`: the file holding the master secret in hex (16 to 64 bytes; keep it mode
+    /// 0600). Relative to the working directory.
+    pub secret_file: PathBuf,
+}
+
+impl OscoreSection {
+    /// Reads the secret file and derives the context; the error names the file or key.
+    pub fn context(&self) -> Result<qos_oscore::Context, String> {
+        let hex = |name: &str, s: &str| {
+            let s = s.trim();
+            (s.len() % 2 == 0)
+                .then(|| {
+                    (0..s.len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                        .collect::<Option<Vec<u8>>>()
+                })
+                .flatten()
+                .ok_or_else(|| format!("[oscore] {name}: not hex"))
+        };
+        let text = std::fs::read_to_string(&self.secret_file)
+            .map_err(|e| format!("[oscore] secret_file {}: {e}", self.secret_file.display()))?;
+        let secret = hex("secret_file", &text)?;
+        if !(16..=64).contains(&secret.len()) {
+            return Err(format!(
+                "[oscore] secret_file {}: not 16 to 64 bytes of hex",
+                self.secret_file.display()
+            ));
+        }
+        let kid = hex("kid", &self.kid)?;
+        let serve_id = hex("serve_id", &self.serve_id)?;
+        let salt = hex("salt", &self.salt)?;
+        if kid == serve_id {
+            return Err("[oscore] kid and serve_id must differ".into());
+        }
+        qos_oscore::Context::derive(&secret, &salt, None, &kid, &serve_id)
+            .map_err(|_| "[oscore] kid or serve_id longer than 7 bytes".into())
+    }
 }
 
 /// `[metrics]`: host metrics of this machine (CPU, memory, disk, network; see

@@ -256,7 +256,7 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         u.max_retransmit,
     );
     let seed = unix_ms() ^ (u64::from(std::process::id()) << 32) ^ u64::from(cfg.edge.id);
-    let mut uplink = EdgeUplink::new(
+    let uplink = EdgeUplink::new(
         EdgeId(cfg.edge.id),
         &u.brokers,
         UplinkConfig {
@@ -269,6 +269,14 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         seed,
     )
     .map_err(|e| RunError::Uplink(format!("{e:?}")))?;
+    let mut uplink = match &cfg.oscore {
+        Some(o) => {
+            let ctx = o.context().map_err(RunError::Uplink)?;
+            tracing::info!(kid = %o.kid, "OSCORE with the super-manager");
+            uplink.with_oscore(ctx, boot.epoch, qos_edge_core::oscore::COUNTER_BITS)
+        }
+        None => uplink,
+    };
     // A central configuration from an earlier run replaces the TOML's probes and rules.
     let mut cfg_buf = vec![0u8; MAX_CONFIG_BYTES];
     let mut active = match centre::load_config(&mut storage, &mut cfg_buf, &LIMITS) {
@@ -402,7 +410,12 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
                 wait_ms = wait_ms.min(h.deadline_ms().saturating_sub(now_unix));
             }
             match inputs.recv_timeout(Duration::from_millis(wait_ms.max(1))) {
-                Ok(Input::Datagram(from, bytes)) => match uplink.handle(mono(), from, &bytes) {
+                Ok(Input::Datagram(from, mut bytes)) => match {
+                    let len = bytes.len();
+                    uplink.open_datagram(&mut bytes, len)
+                }
+                .and_then(|n| uplink.handle(mono(), from, &bytes[..n]))
+                {
                     Some(Received::Request(req)) => {
                         // Requests from the centre: answered at once, except an on-demand
                         // probe, which is acknowledged now and answered when it is done.
@@ -604,6 +617,7 @@ fn deregister(
     flush(socket, uplink, tx, mono());
     while (!sent || centre.stopping()) && Instant::now() < until {
         if let Ok((n, from)) = receiver.recv_from(&mut buf) {
+            let n = uplink.open_datagram(&mut buf, n).unwrap_or(0);
             if let Some(Received::Control { exchange, message }) =
                 uplink.handle(mono(), from, &buf[..n])
             {

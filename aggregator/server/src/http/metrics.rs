@@ -4,7 +4,7 @@
 //! | metric | labels | what |
 //! |---|---|---|
 //! | `qos_ingest_datagrams_total` etc. | | the ingest counters of `/api/v1/stats` (`datagrams`, `batches`, `records`, `duplicates`, `stored`, `acked`) |
-//! | `qos_ingest_rejected_total` | `reason` | refusals by reason (`malformed`, `truncated`, `oversized`, `unsupported_version`, `rate_limited`, `unknown_edge`, ...) |
+//! | `qos_ingest_rejected_total` | `reason` | refusals by reason (`malformed`, `truncated`, `oversized`, `unsupported_version`, `rate_limited`, `unknown_edge`, `oscore_forged`, `oscore_replay`, ...) |
 //! | `qos_store_records` | | records in the store |
 //! | `qos_edge_received_total`, `qos_edge_duplicates_total`, `qos_edge_gaps_total`, `qos_edge_dropped_total` | `edge` | per edge: records stored, received again, forward jumps of its numbering, dropped at the edge (its own count) |
 //! | `qos_broker_received_total`, `..._acked_total`, `..._forwarded_total`, `..._dropped_quota_total`, `..._relayed_total`, `..._relay_timeouts_total`, `qos_broker_queued`, `qos_broker_queued_bytes`, `qos_broker_edges` | `broker` | each broker's last report (`POST /b`) |
