@@ -355,6 +355,10 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
     let readers = (0..config.http.workers)
         .map(|_| store.open_reader())
         .collect::<Result<Vec<Box<dyn StoreRead>>, _>>()?;
+    if config.http.tokens.is_empty() && !config.http.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.http.listen,
+            "HTTP API open to the network without authentication (http.allow_unauthenticated)");
+    }
     let http = http::start(
         config.http.listen,
         readers,
@@ -362,6 +366,7 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         started,
         Some(centre.clone()),
         Some(services.clone()),
+        config.http.auth(),
     )?;
     tracing::info!(
         "HTTP API on http://{}{} (health, stats, edges)",
