@@ -134,6 +134,14 @@ pub struct HttpConfig {
     /// ([`crate::http::auth`]). None by default: no checks (loopback only, see above).
     #[serde(rename = "token", skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<crate::http::auth::TokenEntry>,
+    /// `tls_cert`: PEM certificate chain (leaf first) to serve the API over HTTPS instead of
+    /// HTTP, with `tls_key`; both or neither. Reloaded, with the key, on SIGHUP (new
+    /// connections get the new certificate). None by default: plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: the PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -143,6 +151,8 @@ impl Default for HttpConfig {
             workers: 2,
             allow_unauthenticated: false,
             tokens: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -429,6 +439,13 @@ impl Config {
                 name: self.http.tokens[i].name.clone(),
                 reason: e,
             });
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(invalid(
+                "http.tls_cert",
+                &"(one of tls_cert, tls_key)",
+                "set both tls_cert and tls_key, or neither",
+            ));
         }
         if self.http.tokens.is_empty()
             && !self.http.allow_unauthenticated

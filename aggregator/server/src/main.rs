@@ -170,7 +170,13 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     qos_host::signal::install(shutdown.clone());
+    let reload = Arc::new(AtomicBool::new(false));
+    qos_host::signal::on_hup(reload.clone());
+    let watcher = qos_aggregator::tls::watch_reload(reload, shutdown.clone());
     let result = run_serve(&config, shutdown).and_then(|handle| handle.wait());
+    if let Ok(w) = watcher {
+        let _ = w.join();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),

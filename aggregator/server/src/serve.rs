@@ -89,6 +89,9 @@ pub enum ServeError {
     /// A TLS file of `[coap_tls]` could not be loaded (the message names it).
     #[error("[coap_tls]: {0}")]
     Tls(String),
+    /// A TLS file of `[http]` could not be loaded (the message names it).
+    #[error("[http]: {0}")]
+    HttpTls(String),
     /// A listener thread ended by panicking.
     #[error("the {name} listener stopped unexpectedly")]
     ListenerFailed {
@@ -359,6 +362,14 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         tracing::warn!(listen = %config.http.listen,
             "HTTP API open to the network without authentication (http.allow_unauthenticated)");
     }
+    let https = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::ServerSlot::load(cert, key, None)
+                .map_err(|e| ServeError::HttpTls(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let scheme = if https.is_some() { "https" } else { "http" };
     let http = http::start(
         config.http.listen,
         readers,
@@ -367,9 +378,10 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         Some(centre.clone()),
         Some(services.clone()),
         config.http.auth(),
+        https,
     )?;
     tracing::info!(
-        "HTTP API on http://{}{} (health, stats, edges)",
+        "HTTP API on {scheme}://{}{} (health, stats, edges)",
         http.local_addr(),
         http::API_PREFIX
     );

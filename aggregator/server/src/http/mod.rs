@@ -123,6 +123,8 @@ impl server::Handler for Api {
 /// for `uptime_s`.
 /// `centre` serves the endpoints about edges' configurations, probes, brokers and topology
 /// (without it they answer 404). `auth` holds the accepted tokens ([`auth`]; none: no checks).
+/// With `tls` the API is served over HTTPS only.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     listen: SocketAddr,
     readers: Vec<Box<dyn StoreRead>>,
@@ -131,13 +133,14 @@ pub fn start(
     centre: Option<Arc<Centre>>,
     services: Option<Arc<crate::services::Services>>,
     auth: auth::Auth,
+    tls: Option<crate::tls::ServerSlot>,
 ) -> Result<HttpServer, HttpError> {
     let options = ServerOptions {
         max_body_bytes: MAX_BODY_BYTES,
         ..ServerOptions::default()
     };
     start_secured(
-        listen, readers, stats, started, options, centre, services, auth,
+        listen, readers, stats, started, options, centre, services, auth, tls,
     )
 }
 
@@ -152,7 +155,7 @@ pub fn start_with(
     start_full(listen, readers, stats, started, options, None, None)
 }
 
-/// [`start_full`] with the accepted tokens ([`auth`]).
+/// [`start_full`] with the accepted tokens ([`auth`]) and, with `tls`, over HTTPS.
 #[allow(clippy::too_many_arguments)]
 pub fn start_secured(
     listen: SocketAddr,
@@ -163,6 +166,7 @@ pub fn start_secured(
     centre: Option<Arc<Centre>>,
     services: Option<Arc<crate::services::Services>>,
     auth: auth::Auth,
+    tls: Option<crate::tls::ServerSlot>,
 ) -> Result<HttpServer, HttpError> {
     let shared = Arc::new(Shared {
         stats,
@@ -180,7 +184,7 @@ pub fn start_secured(
             auth: auth.clone(),
         })
         .collect();
-    HttpServer::start(listen, handlers, options)
+    HttpServer::start_tls(listen, handlers, options, tls)
 }
 
 /// [`start_with`] and a [`Centre`] and the [`crate::services::Services`].
@@ -202,6 +206,7 @@ pub fn start_full(
         centre,
         services,
         auth::Auth::default(),
+        None,
     )
 }
 
