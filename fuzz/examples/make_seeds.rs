@@ -197,5 +197,50 @@ fn main() {
     let empty: Outbox<8, 256> = Outbox::new(Seq::first_of_epoch(4));
     let saved = empty.save(&mut obuf).expect("save").to_vec();
     write(dir, "outbox_load", "empty", &saved);
+    text_seeds(dir);
     println!("seeds written to {}", dir.display());
+}
+
+/// The text inputs: configuration files (the example files, one with an API token), metrics
+/// CSV and JSON lines, HTTP requests and the example service model.
+fn text_seeds(dir: &Path) {
+    let serve = include_str!("../../aggregator/server/qos-aggregator.example.toml");
+    write(dir, "serve_config", "example", serve.as_bytes());
+    let token = "[http]\nlisten = \"0.0.0.0:8443\"\n[[http.token]]\nname = \"ops\"\nrole = \"admin\"\n\
+        sha256 = \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n";
+    write(dir, "serve_config", "token", token.as_bytes());
+    let broker = include_str!("../../aggregator/server/qos-broker.example.toml");
+    write(dir, "broker_config", "example", broker.as_bytes());
+    write(
+        dir,
+        "metrics_csv",
+        "csv",
+        b"time,component,metric,value\n1764000000,db,query_ms,5.5\n1764000015,web,cpu,20\n1764000030,db,query_ms,\n",
+    );
+    write(
+        dir,
+        "metrics_csv",
+        "json-lines",
+        b"{\"time\":1764000000,\"component\":\"db\",\"metric\":\"query_ms\",\"value\":5}\n{\"at\":1,\"value\":2}\n",
+    );
+    write(
+        dir,
+        "http_request",
+        "get",
+        b"GET /api/v1/summaries?since=1764000000&limit=10 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer qos_viewer\r\n\r\n",
+    );
+    write(
+        dir,
+        "http_request",
+        "put",
+        b"PUT /api/v1/edges/7/config HTTP/1.1\r\nHost: a\r\nAuthorization: bearer qos_admin\r\nContent-Length: 13\r\nExpect: 100-continue\r\n\r\nwindow_s = 60",
+    );
+    write(
+        dir,
+        "http_request",
+        "encoded",
+        b"GET /api/v1/services/s%20h%C3%A9p?period=1h&x=a+b%2F HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    let model = include_str!("../../aggregator/model/service-model.example.toml");
+    write(dir, "service_model", "example", model.as_bytes());
 }

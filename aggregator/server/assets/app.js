@@ -11,14 +11,26 @@ let timer = null;
 let lastRoute = "";
 let knownOpen = null;
 
+// API tokens (when serve has some configured): kept in sessionStorage for this tab only and
+// sent as `Authorization: Bearer`; a 401 shows the sign-in form.
+const TOKEN_KEY = "qos-token";
+const login = document.getElementById("login");
+const tokenInput = document.getElementById("token");
+const logout = document.getElementById("logout");
+class AuthError extends Error {}
+
 async function api(path) {
-  const r = await fetch(API + path, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(API + path, { headers });
   const body = await r.json().catch(() => ({}));
+  if (r.status === 401) throw new AuthError(body.reason ?? "a token is required");
   if (!r.ok) throw new Error(body.error ?? `HTTP ${r.status}`);
   return body;
 }
 // An endpoint that may be missing (404 without a model or a centre) gives `fallback`.
-const maybe = (path, fallback) => api(path).catch(() => fallback);
+const maybe = (path, fallback) => api(path).catch((e) => { if (e instanceof AuthError) throw e; return fallback; });
 
 const pct = (r, d = 2) => (r === null || r === undefined ? "–" : (100 * r).toFixed(d) + " %");
 const ms = (us) => (us === null || us === undefined ? "–" : (us / 1000).toFixed(us < 10000 ? 2 : 1) + " ms");
@@ -224,8 +236,18 @@ async function render() {
     updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.title = `${main.querySelector("h2")?.textContent ?? "QoS"} — QoS dashboard`;
     if (route !== lastRoute) { lastRoute = route; main.focus(); }
+    login.hidden = true;
+    logout.hidden = !sessionStorage.getItem(TOKEN_KEY);
   } catch (e) {
-    main.replaceChildren(el("h2", { text: "Error" }), el("p", { role: "alert", text: `Could not load this view: ${e.message}` }));
+    if (e instanceof AuthError) {
+      const first = login.hidden;
+      login.hidden = false;
+      logout.hidden = true;
+      main.replaceChildren(el("h2", { text: "Sign in" }), el("p", { role: "alert", text: `An API token is needed (${e.message}): enter it above.` }));
+      if (first) tokenInput.focus();
+    } else {
+      main.replaceChildren(el("h2", { text: "Error" }), el("p", { role: "alert", text: `Could not load this view: ${e.message}` }));
+    }
   }
   main.setAttribute("data-ready", "1");
 }
@@ -236,4 +258,11 @@ function schedule() {
 }
 addEventListener("hashchange", () => render().finally(schedule));
 auto.addEventListener("change", schedule);
+login.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+  tokenInput.value = "";
+  render().finally(schedule);
+});
+logout.addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); render().finally(schedule); });
 render().finally(schedule);

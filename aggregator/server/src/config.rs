@@ -241,6 +241,22 @@ pub struct HttpConfig {
     /// `workers`: threads answering HTTP requests, 1 to 16. Default 2. Each worker holds its own
     /// read-only store connection, so API reads never block the ingest writer.
     pub workers: usize,
+    /// `allow_unauthenticated`: serve the API without tokens on a non-loopback `listen` (logged
+    /// as a warning at start). Default false: without `[[http.token]]` entries a non-loopback
+    /// listener is refused at start, so an open API is never exposed by accident.
+    pub allow_unauthenticated: bool,
+    /// `[[http.token]]`: the accepted bearer tokens, stored hashed, with their role
+    /// ([`crate::http::auth`]). None by default: no checks (loopback only, see above).
+    #[serde(rename = "token", skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<crate::http::auth::TokenEntry>,
+    /// `tls_cert`: PEM certificate chain (leaf first) to serve the API over HTTPS instead of
+    /// HTTP, with `tls_key`; both or neither. Reloaded, with the key, on SIGHUP (new
+    /// connections get the new certificate). None by default: plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: the PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -248,7 +264,18 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080)),
             workers: 2,
+            allow_unauthenticated: false,
+            tokens: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The accepted tokens (validated by [`Config::validate`]; an invalid list gives none).
+    pub fn auth(&self) -> crate::http::auth::Auth {
+        crate::http::auth::Auth::new(&self.tokens).unwrap_or_default()
     }
 }
 
@@ -456,6 +483,18 @@ pub enum ConfigError {
         /// What is expected instead.
         reason: &'static str,
     },
+    /// An `[[http.token]]` entry is unusable.
+    #[error("{}: [[http.token]] #{index} (name {name:?}): {reason}", path.display())]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// 1-based position of the entry.
+        index: usize,
+        /// Its `name`.
+        name: String,
+        /// What is wrong.
+        reason: crate::http::auth::EntryError,
+    },
 }
 
 /// Reads the file at `path` (errors name it).
@@ -514,6 +553,31 @@ impl Config {
                 "http.workers",
                 &self.http.workers,
                 "expected 1 to 16 threads",
+            ));
+        }
+        if let Err((i, e)) = crate::http::auth::Auth::new(&self.http.tokens) {
+            return Err(ConfigError::Token {
+                path: origin.to_path_buf(),
+                index: i + 1,
+                name: self.http.tokens[i].name.clone(),
+                reason: e,
+            });
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(invalid(
+                "http.tls_cert",
+                &"(one of tls_cert, tls_key)",
+                "set both tls_cert and tls_key, or neither",
+            ));
+        }
+        if self.http.tokens.is_empty()
+            && !self.http.allow_unauthenticated
+            && !self.http.listen.ip().is_loopback()
+        {
+            return Err(invalid(
+                "http.listen",
+                &self.http.listen,
+                "a non-loopback HTTP listener needs [[http.token]] entries (or http.allow_unauthenticated = true)",
             ));
         }
         let rel = &self.coap.reliability;
@@ -673,8 +737,42 @@ mod tests {
     }
 
     #[test]
+    fn non_loopback_http_needs_tokens_or_the_explicit_flag() {
+        let err = parse("[http]\nlisten = \"0.0.0.0:9000\"\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    field: "http.listen",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains('\n'), "{err}");
+        let hash = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let with_token = format!(
+            "[http]\nlisten = \"0.0.0.0:9000\"\n[[http.token]]\nname = \"ops\"\nrole = \"admin\"\nsha256 = \"{hash}\"\n"
+        );
+        let config = parse(&with_token).unwrap();
+        assert!(config.http.auth().enabled());
+        let bad = with_token.replace(hash, "abc");
+        let err = parse(&bad).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Token { index: 1, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("ops"), "{err}");
+        let err = parse(&with_token.replace("admin", "root")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        let open = parse("[http]\nlisten = \"[::]:9000\"\nallow_unauthenticated = true\n").unwrap();
+        assert!(!open.http.auth().enabled());
+    }
+
+    #[test]
     fn partial_file_keeps_other_defaults() {
-        let config = parse("[http]\nlisten = \"0.0.0.0:9000\"\n").unwrap();
+        let config =
+            parse("[http]\nlisten = \"0.0.0.0:9000\"\nallow_unauthenticated = true\n").unwrap();
         assert_eq!(config.http.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(config.http.workers, 2);
         assert_eq!(config.coap, CoapConfig::default());

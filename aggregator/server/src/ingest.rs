@@ -82,6 +82,11 @@ fn validate(kind: RecordKind, body: &[u8]) -> Result<(u32, Option<SummaryColumns
     let r = match kind {
         RecordKind::Summary => {
             let s = CentralSummary::decode(&mut d)?;
+            // A window has a length: the store refuses 0 (found by the `ingest` fuzz target,
+            // which then saw a store error where a refusal was due).
+            if s.len_s == 0 {
+                return Err(WireError::Invalid("summary window length 0"));
+            }
             (s.start_s, Some(summary_columns(&s)))
         }
         RecordKind::Event => ((Event::decode(&mut d)?.at_ms / 1000) as u32, None),
@@ -291,6 +296,19 @@ mod tests {
             "nothing half-written"
         );
         assert_eq!(ing.stats().snapshot().rejected(RejectReason::Malformed), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_summary_window_of_zero_seconds_is_refused_not_a_store_error() {
+        let (mut ing, dir) = ingest("zero-window");
+        let mut s: Summary<128> = samples::http_summary(1, 10, 0);
+        s.len_s = 0;
+        let bytes = samples::batch(EdgeId(3), Seq(0), 0, &[s]).unwrap();
+        let err = ing.handle_batch(&bytes, 1).unwrap_err();
+        assert_eq!(err.reason, RejectReason::Malformed, "{}", err.detail);
+        assert!(!err.is_transient());
+        assert_eq!(ing.store().count_records(3).unwrap(), 0);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -102,6 +102,17 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = ".")]
         out: PathBuf,
     },
+    /// Make a new random API token: prints the token (once: it is not stored anywhere) on the
+    /// first line, then the `[[http.token]]` table, holding only its hash, for serve's
+    /// configuration.
+    Token {
+        /// What the token allows: viewer (reads) or admin (reads and writes).
+        #[arg(long, value_name = "ROLE")]
+        role: qos_aggregator::http::auth::Role,
+        /// Who holds it (shown in logs for writes; 1 to 64 printable characters).
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
     /// Import component metrics from a CSV file of the data sets' layout
     /// (`time,component,metric,value`) into the store of `serve`'s configuration.
     Import {
@@ -145,6 +156,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e, 1),
         },
+        Command::Token { role, name } => token(role, &name),
         Command::Report(args) => report(&args),
         Command::Rca {
             case,
@@ -176,7 +188,13 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     qos_host::signal::install(shutdown.clone());
+    let reload = Arc::new(AtomicBool::new(false));
+    qos_host::signal::on_hup(reload.clone());
+    let watcher = qos_aggregator::tls::watch_reload(reload, shutdown.clone());
     let result = run_serve(&config, shutdown).and_then(|handle| handle.wait());
+    if let Ok(w) = watcher {
+        let _ = w.join();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),
@@ -232,6 +250,30 @@ fn import(csv: &std::path::Path, config_path: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e, 1),
+    }
+}
+
+fn token(role: qos_aggregator::http::auth::Role, name: &str) -> ExitCode {
+    use qos_aggregator::http::auth;
+    let probe = auth::TokenEntry {
+        name: name.into(),
+        role,
+        sha256: auth::hex(&[0; 32]),
+    };
+    if let Err((_, e)) = auth::Auth::new(&[probe]) {
+        eprintln!("qos-aggregator: --name {name:?}: {e}");
+        return ExitCode::from(2);
+    }
+    match auth::new_token() {
+        Ok(token) => {
+            println!("{token}");
+            print!("{}", auth::config_fragment(name, role, &token));
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("qos-aggregator: the system's random generator failed");
+            ExitCode::from(1)
+        }
     }
 }
 

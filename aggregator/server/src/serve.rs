@@ -95,6 +95,9 @@ pub enum ServeError {
     /// `[oscore]` could not be loaded (the message names the edge and the file or value).
     #[error("{0}")]
     Oscore(String),
+    /// A TLS file of `[http]` could not be loaded (the message names it).
+    #[error("[http]: {0}")]
+    HttpTls(String),
     /// A listener thread ended by panicking.
     #[error("the {name} listener stopped unexpectedly")]
     ListenerFailed {
@@ -377,6 +380,18 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
     let readers = (0..config.http.workers)
         .map(|_| store.open_reader())
         .collect::<Result<Vec<Box<dyn StoreRead>>, _>>()?;
+    if config.http.tokens.is_empty() && !config.http.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.http.listen,
+            "HTTP API open to the network without authentication (http.allow_unauthenticated)");
+    }
+    let https = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::ServerSlot::load(cert, key, None)
+                .map_err(|e| ServeError::HttpTls(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    let scheme = if https.is_some() { "https" } else { "http" };
     let http = http::start(
         config.http.listen,
         readers,
@@ -384,9 +399,11 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         started,
         Some(centre.clone()),
         Some(services.clone()),
+        config.http.auth(),
+        https,
     )?;
     tracing::info!(
-        "HTTP API on http://{}{} (health, stats, edges)",
+        "HTTP API on {scheme}://{}{} (health, stats, edges)",
         http.local_addr(),
         http::API_PREFIX
     );

@@ -169,10 +169,10 @@ impl TcpListen {
 impl TlsListen {
     /// Loads the certificate, key and client CA (errors name the file).
     pub fn accept(&self) -> Result<Accept, TlsError> {
-        Ok(Accept::Tls(tls::server_config(
+        Ok(Accept::Tls(tls::ServerSlot::load(
             &self.cert_file,
             &self.key_file,
-            &self.client_ca_file,
+            Some(&self.client_ca_file),
         )?))
     }
 }

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
 
 /// How long a connection thread blocks in a read before it looks for frames to write.
 const IO_POLL: Duration = Duration::from_millis(10);
@@ -64,8 +64,9 @@ pub enum StreamEvent {
 pub enum Accept {
     /// Plain TCP (loopback only, checked by the configuration).
     Plain,
-    /// TLS with required client certificates.
-    Tls(Arc<ServerConfig>),
+    /// TLS with required client certificates (reloadable: each connection takes the current
+    /// settings).
+    Tls(crate::tls::ServerSlot),
 }
 
 /// TLS or not, on the connecting side.
@@ -232,7 +233,7 @@ fn serve_connection<T>(
         }
         Accept::Tls(config) => {
             let mut tcp = tcp;
-            let handshake = ServerConnection::new(config)
+            let handshake = ServerConnection::new(config.current())
                 .map_err(std::io::Error::other)
                 .and_then(|mut conn| {
                     while conn.is_handshaking() {

@@ -7,10 +7,16 @@
 //! - The connecting side ([`client_config`]) trusts `ca_file` only (not the system store),
 //!   checks the server's name against `server_name`, and presents `cert_file`/`key_file`.
 //!
+//! - HTTPS for the API ([`https_server_config`]): `[http] tls_cert`/`tls_key`, no client
+//!   certificates (clients present API tokens).
+//!
 //! Files are PEM: certificates (a chain, leaf first), a private key (PKCS#8, PKCS#1 or SEC1).
+//! Listening sides hold their settings in a [`ServerSlot`]: [`reload_all`] (on SIGHUP) reads
+//! the files again for new connections; a file that does not load is refused and the previous
+//! certificate stays in use.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -134,4 +140,146 @@ pub fn client_config(
 /// `server_name` as rustls wants it.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName(name.into()))
+}
+
+/// What a [`ServerSlot`] is built from, to build it again on reload.
+#[derive(Debug, Clone)]
+struct ServerSource {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
+}
+
+impl ServerSource {
+    fn build(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        match &self.client_ca_file {
+            Some(ca) => server_config(&self.cert_file, &self.key_file, ca),
+            None => https_server_config(&self.cert_file, &self.key_file),
+        }
+    }
+}
+
+/// A listening side's TLS settings that can be replaced while serving (certificate rotation,
+/// SIGHUP): each new connection takes the current settings; connections already established
+/// keep theirs. Every slot of the process is reloaded by [`reload_all`].
+#[derive(Debug, Clone)]
+pub struct ServerSlot(Arc<SlotInner>);
+
+#[derive(Debug)]
+struct SlotInner {
+    source: ServerSource,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+/// The live slots of this process, for [`reload_all`].
+fn registry() -> &'static Mutex<Vec<Weak<SlotInner>>> {
+    static SLOTS: OnceLock<Mutex<Vec<Weak<SlotInner>>>> = OnceLock::new();
+    SLOTS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+impl ServerSlot {
+    /// Loads `cert_file`/`key_file` (and requires client certificates from `client_ca_file`
+    /// when given), and registers the slot for [`reload_all`].
+    pub fn load(
+        cert_file: &Path,
+        key_file: &Path,
+        client_ca_file: Option<&Path>,
+    ) -> Result<ServerSlot, TlsError> {
+        let source = ServerSource {
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            client_ca_file: client_ca_file.map(Path::to_path_buf),
+        };
+        let current = RwLock::new(source.build()?);
+        let slot = ServerSlot(Arc::new(SlotInner { source, current }));
+        let mut slots = registry().lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|w| w.strong_count() > 0);
+        slots.push(Arc::downgrade(&slot.0));
+        Ok(slot)
+    }
+
+    /// The settings for a new connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.0
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the files again; on an error the previous settings stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = self.0.source.build()?;
+        *self.0.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The certificate file (for logs).
+    pub fn cert_file(&self) -> &Path {
+        &self.0.source.cert_file
+    }
+}
+
+/// Reloads every [`ServerSlot`] of the process; each one's error (its previous settings kept).
+pub fn reload_all() -> Vec<TlsError> {
+    let slots: Vec<Arc<SlotInner>> = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    slots
+        .into_iter()
+        .filter_map(|inner| ServerSlot(inner).reload().err())
+        .collect()
+}
+
+/// HTTPS: our certificate, no client certificate asked for (clients authenticate with API
+/// tokens).
+pub fn https_server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let rustls = |source| TlsError::Rustls {
+        context: format!("{} / {}", cert_file.display(), key_file.display()),
+        source,
+    };
+    let (chain, key) = (certs("tls_cert", cert_file)?, key("tls_key", key_file)?);
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(rustls)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(rustls)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Starts a thread that, each time `reload` is set (by SIGHUP), reloads every [`ServerSlot`]
+/// ([`reload_all`]) and logs the outcome: one line per refused file, naming it (the previous
+/// certificate stays in use). It ends once `shutdown` is set.
+pub fn watch_reload(
+    reload: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering;
+    std::thread::Builder::new()
+        .name("tls-reload".into())
+        .spawn(move || {
+            while !shutdown.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if !reload.swap(false, Ordering::SeqCst) {
+                    continue;
+                }
+                let errors = reload_all();
+                if errors.is_empty() {
+                    tracing::info!("SIGHUP: TLS certificates reloaded");
+                }
+                for e in errors {
+                    tracing::error!(
+                        "TLS reload refused, the previous certificate stays in use: {e}"
+                    );
+                }
+            }
+        })
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qos_aggregator::config::{Config, Synchronous};
+use qos_aggregator::http::auth::{self, Role, TokenEntry};
 use qos_aggregator::serve::{run_serve, ServeHandle};
 use qos_aggregator::services::db::summary_record;
 use qos_aggregator::store::{EdgeKey, SqliteStore, Store};
@@ -48,6 +49,11 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 /// A serve with the model, two edges (eu, us) with 40 one-minute windows each (the last 8
 /// failing) and the database's latency metric jumping at the fault.
 fn start_serve(dir: &TempDir) -> ServeHandle {
+    start_serve_with(dir, Vec::new())
+}
+
+/// [`start_serve`] with these API tokens configured.
+fn start_serve_with(dir: &TempDir, tokens: Vec<TokenEntry>) -> ServeHandle {
     let model = dir.0.join("services.toml");
     std::fs::write(&model, SHOP_MODEL).unwrap();
     let mut c = Config::default();
@@ -60,6 +66,7 @@ fn start_serve(dir: &TempDir) -> ServeHandle {
     c.model.poll_ms = 100;
     // A browser keeps several idle keep-alive connections, each holding a worker.
     c.http.workers = 8;
+    c.http.tokens = tokens;
     let now = qos_aggregator::services::now_s();
     let base = (now - now % 600) - 40 * 60;
     let fault = base + 32 * 60;
@@ -313,13 +320,93 @@ fn assets_have_types_etags_and_revalidate() {
     h.stop().unwrap();
 }
 
-#[test]
-fn dashboard_in_headless_chromium() {
+/// Whether chromium and chromedriver are installed (else the reason is printed).
+fn browser_present() -> bool {
     for bin in [CHROMIUM, CHROMEDRIVER] {
         if !Path::new(bin).exists() {
             println!("skipped: {bin} is absent (apt-get install chromium chromium-driver)");
-            return;
+            return false;
         }
+    }
+    true
+}
+
+/// With tokens configured the dashboard asks for one: a wrong token is refused with the
+/// server's reason, a viewer token (kept in sessionStorage, sent as a bearer token) shows the
+/// service map, signing out asks again.
+#[test]
+fn dashboard_signs_in_with_a_viewer_token() {
+    if !browser_present() {
+        return;
+    }
+    let dir = TempDir::new("dashboard", "sign-in");
+    let token = auth::new_token().unwrap();
+    let entry = TokenEntry {
+        name: "wall".into(),
+        role: Role::Viewer,
+        sha256: auth::hex(&auth::sha256(token.as_bytes())),
+    };
+    let h = start_serve_with(&dir, vec![entry]);
+    let addr = h.http_addr();
+    assert_eq!(exchange(addr, "GET", "/api/v1/services", "").status, 401);
+    let d = Driver::start(&dir.0.join("chromium-profile"));
+    d.go(&format!("http://{addr}/#/map"));
+    let asked = d.wait(
+        "the sign-in form",
+        "return !document.getElementById('login').hidden && document.querySelector('main h2')?.textContent === 'Sign in' && document.activeElement.id === 'token' || null;",
+    );
+    assert_eq!(asked, true);
+    let input = d.call(
+        "POST",
+        &d.s("element"),
+        Some(&json!({"using": "css selector", "value": "#token"})),
+    );
+    let input = input
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let type_and_submit = |text: &str| {
+        d.call(
+            "POST",
+            &d.s(&format!("element/{input}/value")),
+            Some(&json!({ "text": format!("{text}\u{E007}") })),
+        );
+    };
+    type_and_submit("qos_not-a-token");
+    let refused = d.wait(
+        "the wrong token refused",
+        "const p = document.querySelector('main p[role=alert]'); return p && p.textContent.includes('not valid') ? p.textContent : null;",
+    );
+    assert!(refused.as_str().unwrap().contains("token"), "{refused}");
+    type_and_submit(&token);
+    let nodes = d.wait(
+        "the service map after signing in",
+        "return document.querySelectorAll('svg g.node').length || null;",
+    );
+    assert!(nodes.as_u64().unwrap() >= 2);
+    let state = d.js(
+        "return [sessionStorage.getItem('qos-token'), document.getElementById('login').hidden, document.getElementById('logout').hidden];",
+    );
+    assert_eq!(state, json!([token, true, false]));
+    d.screenshot(&dir.0.join("signed-in.png"));
+    d.js("document.getElementById('logout').click(); return 1;");
+    d.wait(
+        "the sign-in form again after signing out",
+        "return !document.getElementById('login').hidden && sessionStorage.getItem('qos-token') === null || null;",
+    );
+    drop(d);
+    h.stop().unwrap();
+}
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    if !browser_present() {
+        return;
     }
     let dir = TempDir::new("dashboard", "browser");
     // Screenshots outlive the test's temp dir so they can be looked at.

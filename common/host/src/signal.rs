@@ -27,6 +27,12 @@ pub fn on_usr1(flag: Arc<AtomicBool>) -> bool {
     imp::on_usr1(flag)
 }
 
+/// Makes SIGHUP set `flag` (e.g. "reload certificates"). Call once; later calls keep the first
+/// flag and return `false`. Does nothing (returns `false`) on platforms without SIGHUP.
+pub fn on_hup(flag: Arc<AtomicBool>) -> bool {
+    imp::on_hup(flag)
+}
+
 #[cfg(unix)]
 #[allow(unsafe_code)]
 mod imp {
@@ -71,6 +77,29 @@ mod imp {
         true
     }
 
+    static HUP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    /// SIGHUP is 1 on every Unix.
+    const SIGHUP: c_int = 1;
+
+    extern "C" fn on_hup_signal(_signum: c_int) {
+        // Only an atomic load of the initialised OnceLock and an atomic store.
+        if let Some(flag) = HUP.get() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    pub(super) fn on_hup(flag: Arc<AtomicBool>) -> bool {
+        if HUP.set(flag).is_err() {
+            return false;
+        }
+        // SAFETY: as in `install`: a C handler doing async-signal-safe work only.
+        let previous = unsafe { signal(SIGHUP, on_hup_signal) };
+        if previous == SIG_ERR {
+            tracing::warn!(signum = SIGHUP, "cannot install signal handler");
+        }
+        true
+    }
+
     extern "C" fn on_signal(_signum: c_int) {
         // Only async-signal-safe operations: an atomic load of the initialised OnceLock, an
         // atomic swap, and _exit.
@@ -108,6 +137,10 @@ mod imp {
     }
 
     pub(super) fn on_usr1(_flag: Arc<AtomicBool>) -> bool {
+        false
+    }
+
+    pub(super) fn on_hup(_flag: Arc<AtomicBool>) -> bool {
         false
     }
 }

@@ -28,6 +28,7 @@ use super::server::Response;
 #[derive(Debug, Default)]
 pub struct HttpCounters {
     by_class: [AtomicU64; 6],
+    auth_failures: [AtomicU64; 4],
 }
 
 impl HttpCounters {
@@ -35,6 +36,21 @@ impl HttpCounters {
     pub fn count(&self, status: u16) {
         let class = usize::from(status / 100).min(5);
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request refused by authentication ([`super::auth`]).
+    pub fn count_auth(&self, failure: super::auth::Failure) {
+        self.auth_failures[failure.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The authentication failures by reason, in [`super::auth::Failure::ALL`] order.
+    pub fn auth_failures(&self) -> [(&'static str, u64); 4] {
+        super::auth::Failure::ALL.map(|f| {
+            (
+                f.as_str(),
+                self.auth_failures[f.index()].load(Ordering::Relaxed),
+            )
+        })
     }
 }
 
@@ -297,6 +313,18 @@ pub fn render(
     }
     family(
         &mut out,
+        "qos_http_auth_failures_total",
+        "counter",
+        "HTTP requests refused by authentication, by reason (missing, malformed or invalid token: 401; forbidden role: 403).",
+    );
+    for (reason, n) in http.auth_failures() {
+        let _ = writeln!(
+            out,
+            "qos_http_auth_failures_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
         "qos_uptime_seconds",
         "gauge",
         "Seconds since the process started.",
@@ -329,6 +357,7 @@ mod tests {
         let http = HttpCounters::default();
         http.count(200);
         http.count(404);
+        http.count_auth(crate::http::auth::Failure::Forbidden);
         let edge = EdgeRow {
             edge_id: 7,
             name: None,
@@ -346,6 +375,8 @@ mod tests {
         assert!(text.contains("qos_ingest_rejected_total{reason=\"rate_limited\"} 1\n"));
         assert!(text.contains("qos_edge_gaps_total{edge=\"7\"} 2\n"));
         assert!(text.contains("qos_http_requests_total{code=\"4xx\"} 1\n"));
+        assert!(text.contains("qos_http_auth_failures_total{reason=\"forbidden\"} 1\n"));
+        assert!(text.contains("qos_http_auth_failures_total{reason=\"missing\"} 0\n"));
         assert!(text.contains("# TYPE qos_edge_received_total counter\n"));
         assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
     }

@@ -41,6 +41,7 @@
 //! Each worker owns a read-only store connection ([`StoreRead`]); in WAL mode these never block
 //! the ingest writer, and a slow API client never delays ingest.
 
+pub mod auth;
 pub mod centre_api;
 pub mod dashboard;
 pub mod metrics;
@@ -84,11 +85,34 @@ pub(crate) struct Shared {
 struct Api {
     store: Box<dyn StoreRead>,
     shared: Arc<Shared>,
+    auth: Arc<auth::Auth>,
 }
 
 impl server::Handler for Api {
     fn handle(&mut self, request: &Request) -> Response {
-        let response = route(request, self.store.as_ref(), &self.shared);
+        let response = match self.auth.check(request) {
+            Ok(who) => {
+                if let Some(name) = who.filter(|_| !matches!(request.method(), "GET" | "HEAD")) {
+                    tracing::info!(
+                        token = name,
+                        method = request.method(),
+                        path = request.path(),
+                        "HTTP API write"
+                    );
+                }
+                route(request, self.store.as_ref(), &self.shared)
+            }
+            Err((failure, needed)) => {
+                self.shared.http.count_auth(failure);
+                tracing::info!(
+                    reason = failure.as_str(),
+                    method = request.method(),
+                    path = request.path(),
+                    "HTTP request refused by authentication"
+                );
+                failure.response(needed)
+            }
+        };
         self.shared.http.count(response.status);
         response
     }
@@ -98,7 +122,9 @@ impl server::Handler for Api {
 /// ([`ServerOptions::default`], body limit [`MAX_BODY_BYTES`]). `started` is the process start,
 /// for `uptime_s`.
 /// `centre` serves the endpoints about edges' configurations, probes, brokers and topology
-/// (without it they answer 404).
+/// (without it they answer 404). `auth` holds the accepted tokens ([`auth`]; none: no checks).
+/// With `tls` the API is served over HTTPS only.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     listen: SocketAddr,
     readers: Vec<Box<dyn StoreRead>>,
@@ -106,12 +132,16 @@ pub fn start(
     started: Instant,
     centre: Option<Arc<Centre>>,
     services: Option<Arc<crate::services::Services>>,
+    auth: auth::Auth,
+    tls: Option<crate::tls::ServerSlot>,
 ) -> Result<HttpServer, HttpError> {
     let options = ServerOptions {
         max_body_bytes: MAX_BODY_BYTES,
         ..ServerOptions::default()
     };
-    start_full(listen, readers, stats, started, options, centre, services)
+    start_secured(
+        listen, readers, stats, started, options, centre, services, auth, tls,
+    )
 }
 
 /// [`start`] with explicit limits and timeouts (tests lower the read timeout).
@@ -125,6 +155,38 @@ pub fn start_with(
     start_full(listen, readers, stats, started, options, None, None)
 }
 
+/// [`start_full`] with the accepted tokens ([`auth`]) and, with `tls`, over HTTPS.
+#[allow(clippy::too_many_arguments)]
+pub fn start_secured(
+    listen: SocketAddr,
+    readers: Vec<Box<dyn StoreRead>>,
+    stats: Arc<IngestStats>,
+    started: Instant,
+    options: ServerOptions,
+    centre: Option<Arc<Centre>>,
+    services: Option<Arc<crate::services::Services>>,
+    auth: auth::Auth,
+    tls: Option<crate::tls::ServerSlot>,
+) -> Result<HttpServer, HttpError> {
+    let shared = Arc::new(Shared {
+        stats,
+        started,
+        centre,
+        http: metrics::HttpCounters::default(),
+        services,
+    });
+    let auth = Arc::new(auth);
+    let handlers = readers
+        .into_iter()
+        .map(|store| Api {
+            store,
+            shared: shared.clone(),
+            auth: auth.clone(),
+        })
+        .collect();
+    HttpServer::start_tls(listen, handlers, options, tls)
+}
+
 /// [`start_with`] and a [`Centre`] and the [`crate::services::Services`].
 pub fn start_full(
     listen: SocketAddr,
@@ -135,21 +197,17 @@ pub fn start_full(
     centre: Option<Arc<Centre>>,
     services: Option<Arc<crate::services::Services>>,
 ) -> Result<HttpServer, HttpError> {
-    let shared = Arc::new(Shared {
+    start_secured(
+        listen,
+        readers,
         stats,
         started,
+        options,
         centre,
-        http: metrics::HttpCounters::default(),
         services,
-    });
-    let handlers = readers
-        .into_iter()
-        .map(|store| Api {
-            store,
-            shared: shared.clone(),
-        })
-        .collect();
-    HttpServer::start(listen, handlers, options)
+        auth::Auth::default(),
+        None,
+    )
 }
 
 /// 405 with the allowed methods.
@@ -267,6 +325,13 @@ fn stats(store: &dyn StoreRead, shared: &Shared, uptime_s: u64) -> Response {
     if let Value::Object(map) = &mut body {
         map.insert("store".into(), store_json);
         map.insert("uptime_s".into(), uptime_s.into());
+        let auth: serde_json::Map<String, Value> = shared
+            .http
+            .auth_failures()
+            .into_iter()
+            .map(|(reason, n)| (reason.to_string(), n.into()))
+            .collect();
+        map.insert("http_auth_failures".into(), Value::Object(auth));
     }
     Response::json(200, &body)
 }

@@ -45,6 +45,7 @@ use serde_json::{json, Value};
 
 use super::parse::{find_head_end, head_too_large, parse_head, percent_decode, Head, RequestError};
 use super::parse::{Version, MAX_HEAD_BYTES};
+use crate::tls::ServerSlot;
 
 /// How often a waiting worker or read looks at the shutdown flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -220,6 +221,8 @@ fn reason_phrase(status: u16) -> &'static str {
         100 => "Continue",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -254,6 +257,34 @@ where
 // ---------------------------------------------------------------------------------------------
 // I/O.
 
+/// A connection's byte stream: plain TCP, or TLS over it (`[http] tls_cert`).
+trait Transport: Read + Write + Send {
+    /// The socket underneath (for timeouts).
+    fn tcp(&self) -> &TcpStream;
+    /// Ends our sending side (TLS: `close_notify` first).
+    fn shutdown_write(&mut self) -> std::io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Transport for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+    fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.conn.send_close_notify();
+        self.flush()?;
+        self.sock.shutdown(Shutdown::Write)
+    }
+}
+
 /// Why a read ended without data.
 enum ReadEnd {
     /// The deadline passed.
@@ -273,7 +304,7 @@ type YieldWhen<'a> = Option<(&'a AtomicUsize, Instant)>;
 /// One `read` into `out` before `deadline`, giving up early when `stopping` is set or when
 /// `yield_when` says so.
 fn read_some(
-    stream: &mut TcpStream,
+    stream: &mut dyn Transport,
     out: &mut [u8],
     deadline: Instant,
     stopping: &AtomicBool,
@@ -285,7 +316,7 @@ fn read_some(
             return Err(ReadEnd::Timeout);
         }
         let wait = (deadline - now).min(STOP_POLL);
-        if stream.set_read_timeout(Some(wait)).is_err() {
+        if stream.tcp().set_read_timeout(Some(wait)).is_err() {
             return Err(ReadEnd::Closed);
         }
         match stream.read(out) {
@@ -308,11 +339,16 @@ fn read_some(
 }
 
 /// Writes all of `bytes` before `deadline`.
-fn write_all_before(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> bool {
+fn write_all_before(stream: &mut dyn Transport, bytes: &[u8], deadline: Instant) -> bool {
     let mut rest = bytes;
     while !rest.is_empty() {
         let now = Instant::now();
-        if now >= deadline || stream.set_write_timeout(Some(deadline - now)).is_err() {
+        if now >= deadline
+            || stream
+                .tcp()
+                .set_write_timeout(Some(deadline - now))
+                .is_err()
+        {
             return false;
         }
         match stream.write(rest) {
@@ -327,7 +363,7 @@ fn write_all_before(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> 
 
 /// One connection on a worker.
 struct Connection<'a> {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     /// Received bytes not yet consumed (at most [`MAX_HEAD_BYTES`] plus a body).
     buf: Vec<u8>,
     options: &'a ServerOptions,
@@ -344,7 +380,12 @@ enum Next {
 
 impl Connection<'_> {
     fn serve(mut self, handler: &mut dyn Handler) {
-        let _ = self.stream.set_nodelay(true);
+        let _ = self.stream.tcp().set_nodelay(true);
+        // A TLS handshake writes while the first request is read.
+        let _ = self
+            .stream
+            .tcp()
+            .set_write_timeout(Some(self.options.write_timeout));
         for served in 1..=self.options.max_requests_per_connection.max(1) {
             let last = served >= self.options.max_requests_per_connection;
             match self.one_request(handler, last, served > 1) {
@@ -414,7 +455,7 @@ impl Connection<'_> {
 
     fn write(&mut self, bytes: &[u8]) -> bool {
         let deadline = Instant::now() + self.options.write_timeout;
-        write_all_before(&mut self.stream, bytes, deadline)
+        write_all_before(self.stream.as_mut(), bytes, deadline)
     }
 
     /// Reads the next head (its bytes are consumed from `buf`). `Ok(None)`: closed, idle
@@ -445,7 +486,7 @@ impl Connection<'_> {
             let idle = self.buf.iter().all(|&b| b == b'\r' || b == b'\n');
             let yield_when = idle.then_some((self.waiting, yield_after));
             match read_some(
-                &mut self.stream,
+                self.stream.as_mut(),
                 &mut chunk[..room],
                 deadline,
                 self.stopping,
@@ -482,7 +523,7 @@ impl Connection<'_> {
         while body.len() < len {
             let room = (len - body.len()).min(chunk.len());
             match read_some(
-                &mut self.stream,
+                self.stream.as_mut(),
                 &mut chunk[..room],
                 deadline,
                 self.stopping,
@@ -502,14 +543,14 @@ impl Connection<'_> {
     /// time and amount, so that closing with unread data does not reset the connection before
     /// the client has read the answer.
     fn close_gracefully(mut self) {
-        if self.stream.shutdown(Shutdown::Write).is_err() {
+        if self.stream.shutdown_write().is_err() {
             return;
         }
         let deadline = Instant::now() + LINGER_TIME.min(self.options.read_timeout);
         let mut chunk = [0u8; 4096];
         let mut drained = 0;
         while drained < LINGER_BYTES {
-            match read_some(&mut self.stream, &mut chunk, deadline, self.stopping, None) {
+            match read_some(self.stream.as_mut(), &mut chunk, deadline, self.stopping, None) {
                 Ok(n) => drained += n,
                 Err(_) => break,
             }
@@ -546,6 +587,7 @@ fn accept_loop(
     queue: &SyncSender<TcpStream>,
     stopping: &AtomicBool,
     waiting: &AtomicUsize,
+    tls: bool,
 ) {
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
@@ -559,7 +601,12 @@ fn accept_loop(
                     Ok(()) => {}
                     Err(TrySendError::Full(stream)) => {
                         waiting.fetch_sub(1, Ordering::SeqCst);
-                        refuse_busy(stream);
+                        if tls {
+                            // A TLS client could not read a plain answer: it is just closed.
+                            drop(stream);
+                        } else {
+                            refuse_busy(stream);
+                        }
                     }
                     Err(TrySendError::Disconnected(_)) => return,
                 }
@@ -578,6 +625,7 @@ fn worker_loop(
     options: &ServerOptions,
     stopping: &AtomicBool,
     waiting: &AtomicUsize,
+    tls: Option<&ServerSlot>,
 ) {
     while !stopping.load(Ordering::SeqCst) {
         let next = match queue.lock() {
@@ -588,14 +636,27 @@ fn worker_loop(
             waiting.fetch_sub(1, Ordering::SeqCst);
         }
         match next {
-            Ok(stream) if !stopping.load(Ordering::SeqCst) => Connection {
-                stream,
-                buf: Vec::with_capacity(MAX_HEAD_BYTES),
-                options,
-                stopping,
-                waiting,
+            Ok(stream) if !stopping.load(Ordering::SeqCst) => {
+                let stream: Box<dyn Transport> = match tls {
+                    None => Box::new(stream),
+                    // The current certificate: a reload applies to new connections.
+                    Some(slot) => match rustls::ServerConnection::new(slot.current()) {
+                        Ok(conn) => Box::new(rustls::StreamOwned::new(conn, stream)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "HTTPS connection not set up");
+                            continue;
+                        }
+                    },
+                };
+                Connection {
+                    stream,
+                    buf: Vec::with_capacity(MAX_HEAD_BYTES),
+                    options,
+                    stopping,
+                    waiting,
+                }
+                .serve(handler);
             }
-            .serve(handler),
             Ok(_) | Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
         }
@@ -626,6 +687,17 @@ impl HttpServer {
         handlers: Vec<H>,
         options: ServerOptions,
     ) -> Result<HttpServer, HttpError> {
+        HttpServer::start_tls(listen, handlers, options, None)
+    }
+
+    /// [`HttpServer::start`], serving HTTPS with the settings of `tls` when given (each new
+    /// connection takes its current certificate).
+    pub fn start_tls<H: Handler>(
+        listen: SocketAddr,
+        handlers: Vec<H>,
+        options: ServerOptions,
+        tls: Option<ServerSlot>,
+    ) -> Result<HttpServer, HttpError> {
         if handlers.is_empty() {
             return Err(HttpError::NoWorkers);
         }
@@ -645,22 +717,26 @@ impl HttpServer {
             workers: Vec::new(),
         };
         for (i, mut handler) in handlers.into_iter().enumerate() {
-            let (queue, options, stopping, waiting) = (
+            let (queue, options, stopping, waiting, tls) = (
                 receiver.clone(),
                 options.clone(),
                 server.stopping.clone(),
                 waiting.clone(),
+                tls.clone(),
             );
             let worker = std::thread::Builder::new()
                 .name(format!("http-{i}"))
-                .spawn(move || worker_loop(&queue, &mut handler, &options, &stopping, &waiting))
+                .spawn(move || {
+                    worker_loop(&queue, &mut handler, &options, &stopping, &waiting, tls.as_ref())
+                })
                 .map_err(HttpError::Spawn)?; // `server` is dropped here, stopping the others
             server.workers.push(worker);
         }
         let stopping = server.stopping.clone();
+        let is_tls = tls.is_some();
         let accept = std::thread::Builder::new()
             .name("http-accept".into())
-            .spawn(move || accept_loop(&listener, &sender, &stopping, &waiting))
+            .spawn(move || accept_loop(&listener, &sender, &stopping, &waiting, is_tls))
             .map_err(HttpError::Spawn)?;
         server.listener = Some(accept);
         Ok(server)
