@@ -550,7 +550,13 @@ impl Connection<'_> {
         let mut chunk = [0u8; 4096];
         let mut drained = 0;
         while drained < LINGER_BYTES {
-            match read_some(self.stream.as_mut(), &mut chunk, deadline, self.stopping, None) {
+            match read_some(
+                self.stream.as_mut(),
+                &mut chunk,
+                deadline,
+                self.stopping,
+                None,
+            ) {
                 Ok(n) => drained += n,
                 Err(_) => break,
             }
@@ -727,7 +733,14 @@ impl HttpServer {
             let worker = std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
-                    worker_loop(&queue, &mut handler, &options, &stopping, &waiting, tls.as_ref())
+                    worker_loop(
+                        &queue,
+                        &mut handler,
+                        &options,
+                        &stopping,
+                        &waiting,
+                        tls.as_ref(),
+                    )
                 })
                 .map_err(HttpError::Spawn)?; // `server` is dropped here, stopping the others
             server.workers.push(worker);
