@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qos_aggregator::config::{Config, Synchronous};
 use qos_aggregator::http::auth::{self, Role, TokenEntry};
@@ -22,28 +22,10 @@ use qos_aggregator::store::{EdgeKey, SqliteStore, Store};
 use serde_json::{json, Value};
 
 mod common;
-use common::{exchange_with, Reply, TempDir, SHOP_MODEL};
+use common::{eventually, exchange_with, get, Reply, TempDir, SHOP_MODEL};
 
 fn exchange(addr: SocketAddr, method: &str, target: &str, headers: &str) -> Reply {
     exchange_with(addr, method, target, headers, "")
-}
-
-fn get(addr: SocketAddr, target: &str) -> Value {
-    let r = exchange(addr, "GET", target, "");
-    assert_eq!(r.status, 200, "{target}");
-    r.json()
-}
-
-/// Polls `f` until it returns `Some` (a generous bound against hangs, not a timing assertion).
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "never: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A serve with the model, two edges (eu, us) with 40 one-minute windows each (the last 8

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use minicbor::Decoder;
 use qos_aggregator::config::Config;
@@ -18,35 +18,11 @@ use qos_aggregator::serve::run_serve;
 use qos_aggregator::store::{SqliteReader, StoreRead};
 use qos_wire::event::Event;
 use qos_wire::uplink::RecordKind;
-use serde_json::Value;
 
 mod common;
-use common::{exchange_with, TempDir};
+use common::{eventually, get, TempDir};
 
 const EDGE: u32 = 900;
-
-fn get(addr: SocketAddr, target: &str) -> Value {
-    let r = exchange_with(addr, "GET", target, "", "");
-    assert_eq!(
-        r.status,
-        200,
-        "{target}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json()
-}
-
-/// Polls `f` until it returns `Some` (a generous bound against hangs, not a timing assertion).
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A loopback HTTP server answering `200 OK` until `stop` is set; then its socket is closed
 /// (connections are refused).

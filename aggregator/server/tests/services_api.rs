@@ -6,43 +6,18 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use qos_aggregator::config::{Config, Synchronous};
 use qos_aggregator::serve::{run_serve, ServeHandle};
 use qos_aggregator::services::config::{ScrapeEntry, WebhookEntry};
 use qos_aggregator::services::db::summary_record;
 use qos_aggregator::store::{EdgeKey, SqliteStore, Store};
-use serde_json::Value;
 
 mod common;
-use common::{exchange_with, Reply, TempDir, SHOP_MODEL};
+use common::{eventually, exchange_with, get, Reply, TempDir, SHOP_MODEL};
 
 fn exchange(addr: SocketAddr, method: &str, target: &str, body: &str) -> Reply {
     exchange_with(addr, method, target, "", body)
-}
-
-fn get(addr: SocketAddr, target: &str) -> Value {
-    let r = exchange(addr, "GET", target, "");
-    assert_eq!(
-        r.status,
-        200,
-        "{target}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    r.json()
-}
-
-/// Polls `f` until it returns `Some` (a generous bound against hangs, not a timing assertion).
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A loopback HTTP server answering every request with `body` (status 200), counting them.

@@ -162,3 +162,30 @@ pub fn exchange_with(
     stream.write_all(request.as_bytes()).unwrap();
     read_reply(&mut std::io::BufReader::new(stream), method == "HEAD")
 }
+
+/// `GET target` of the API at `addr`, which must answer 200 with JSON.
+pub fn get(addr: std::net::SocketAddr, target: &str) -> Value {
+    let r = exchange_with(addr, "GET", target, "", "");
+    assert_eq!(
+        r.status,
+        200,
+        "{target}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()
+}
+
+/// Polls `f` until it returns `Some` (a generous bound against hangs, not a timing assertion).
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(90),
+            "never: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
