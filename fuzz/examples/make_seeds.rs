@@ -197,6 +197,7 @@ fn main() {
     let empty: Outbox<8, 256> = Outbox::new(Seq::first_of_epoch(4));
     let saved = empty.save(&mut obuf).expect("save").to_vec();
     write(dir, "outbox_load", "empty", &saved);
+    oscore_seeds(dir, &post);
     text_seeds(dir);
     println!("seeds written to {}", dir.display());
 }
@@ -243,4 +244,31 @@ fn text_seeds(dir: &Path) {
     );
     let model = include_str!("../../aggregator/model/service-model.example.toml");
     write(dir, "service_model", "example", model.as_bytes());
+}
+
+/// `oscore_unprotect`: the first byte picks the mode (see the target); the keys are the
+/// target's.
+fn oscore_seeds(dir: &Path, plain_request: &[u8]) {
+    use qos_oscore::Context;
+    let pair = || {
+        (
+            Context::derive(b"fuzzing-secret-k", b"saltsalt", None, &[0x0e], &[0x5e]).unwrap(),
+            Context::derive(b"fuzzing-secret-k", b"saltsalt", None, &[0x5e], &[0x0e]).unwrap(),
+        )
+    };
+    let with_mode = |mode: u8, bytes: &[u8]| [&[mode][..], bytes].concat();
+    let (mut client, mut server) = pair();
+    let mut protected = vec![0u8; 2048];
+    let (n, _) = client.protect_request(plain_request, &mut protected).unwrap();
+    write(dir, "oscore_unprotect", "request", &with_mode(0, &protected[..n]));
+    write(dir, "oscore_unprotect", "plain", &with_mode(2, plain_request));
+    // The target's mode 1 answers the first request of a fresh client: a GET of /u.
+    let (mut client, _) = pair();
+    let get = [0x40, 0x01, 0x12, 0x34, 0xb1, b'u'];
+    let (n, _) = client.protect_request(&get, &mut protected).unwrap();
+    let mut plain = vec![0u8; 2048];
+    let (_, info) = server.unprotect_request(&protected[..n], &mut plain).unwrap();
+    let answer = [0x60, 0x45, 0x12, 0x34, 0xff, b'o', b'k'];
+    let n = server.protect_response(&answer, &info, &mut protected).unwrap();
+    write(dir, "oscore_unprotect", "response", &with_mode(1, &protected[..n]));
 }
