@@ -191,7 +191,9 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let reload = Arc::new(AtomicBool::new(false));
     qos_host::signal::on_hup(reload.clone());
     let watcher = qos_aggregator::tls::watch_reload(reload, shutdown.clone());
-    let result = run_serve(&config, shutdown).and_then(|handle| handle.wait());
+    let result = run_serve(&config, shutdown.clone()).and_then(|handle| handle.wait());
+    // Also when serve could not start: the reload watcher runs until shutdown.
+    shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Ok(w) = watcher {
         let _ = w.join();
     }
