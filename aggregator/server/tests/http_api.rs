@@ -185,6 +185,8 @@ fn edges_list_every_edge_with_its_counters() {
     assert_eq!(e["duplicates"], 1);
     assert_eq!(e["gaps"], 1);
     assert_eq!(e["dropped_at_edge"], 4);
+    // Link quality is measured by a broker; an edge that talks to serve directly has none.
+    assert!(e["rtt_ms"].is_null() && e["loss"].is_null(), "{e}");
     assert_eq!(e["first_seen"], key.received_at_ms);
     assert_eq!(e["last_seen"], key.received_at_ms);
     let mut fields: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
@@ -201,10 +203,12 @@ fn edges_list_every_edge_with_its_counters() {
             "id",
             "last_seen",
             "last_seq",
+            "loss",
             "name",
             "received",
             "region",
             "registered",
+            "rtt_ms",
             "up"
         ]
     );
