@@ -7,7 +7,7 @@
 //! absent.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
@@ -22,7 +22,7 @@ use qos_aggregator::store::{EdgeKey, SqliteStore, Store};
 use serde_json::{json, Value};
 
 mod common;
-use common::{eventually, exchange_with, get, Reply, TempDir, SHOP_MODEL};
+use common::{eventually, exchange_with, free_port, get, Reply, TempDir, SHOP_MODEL};
 
 fn exchange(addr: SocketAddr, method: &str, target: &str, headers: &str) -> Reply {
     exchange_with(addr, method, target, headers, "")
@@ -95,14 +95,6 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Reads one HTTP/1.1 answer (chromedriver keeps connections open and writes
 /// `Content-Length:N` without a space): its status and body.
 fn read_answer(s: &mut TcpStream) -> std::io::Result<(u16, Vec<u8>)> {

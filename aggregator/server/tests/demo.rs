@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,19 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::TempDir;
+use common::{free_port, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_qos-aggregator");
 /// Generous bound for anything to happen (a build of qos-edge on first use included).
 const PATIENCE: Duration = Duration::from_secs(900);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn try_get(addr: SocketAddr, path: &str) -> Option<serde_json::Value> {
     let mut s = TcpStream::connect(addr).ok()?;

@@ -8,12 +8,12 @@
 //! where that fails.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use qos_aggregator::config::{Config, Synchronous};
 use qos_aggregator::serve::run_serve;
@@ -26,7 +26,7 @@ use qos_wire::summary::Summary;
 use serde_json::Value;
 
 mod common;
-use common::{exchange_with, TempDir, SHOP_MODEL};
+use common::{eventually_within, exchange_with, free_port, TempDir, SHOP_MODEL};
 
 /// A bound against hangs, not a timing assertion.
 const WAIT: Duration = Duration::from_secs(120);
@@ -98,17 +98,6 @@ fn serve_value(serve: SocketAddr, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < WAIT, "never: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Sends one confirmable `POST /u` with `payload` and waits for its acknowledgement (2.04).
 fn post_batch(to: SocketAddr, payload: &[u8]) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -122,20 +111,12 @@ fn post_batch(to: SocketAddr, payload: &[u8]) {
     w.payload(payload).unwrap();
     let n = w.finish();
     let mut rx = [0u8; 1500];
-    eventually("the batch acknowledged", || {
+    eventually_within("the batch acknowledged", WAIT, || {
         sock.send_to(&buf[..n], to).unwrap();
         let (got, _) = sock.recv_from(&mut rx).ok()?;
         let m = qos_coap::Message::parse(&rx[..got]).ok()?;
         (m.code() == Code::CHANGED).then_some(())
     });
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_prometheus(dir: &Path, scrape: SocketAddr) -> (Prometheus, SocketAddr) {
@@ -228,7 +209,7 @@ fn a_real_prometheus_scrapes_our_series_with_our_values() {
 
     // The engine has judged the failing windows once their budget is spent.
     let budget = r#"qos_slo_error_budget_remaining_ratio{service="shop",sli="availability"}"#;
-    eventually("the budget spent", || {
+    eventually_within("the budget spent", WAIT, || {
         serve_value(serve, budget).filter(|&b| b < 1.0)
     });
     // The series serve reports (each must be there before Prometheus is asked).
@@ -244,7 +225,7 @@ fn a_real_prometheus_scrapes_our_series_with_our_values() {
     let expected: Vec<f64> = series
         .iter()
         .map(|s| {
-            eventually(&format!("{s} in serve's /metrics"), || {
+            eventually_within(&format!("{s} in serve's /metrics"), WAIT, || {
                 serve_value(serve, s)
             })
         })
@@ -274,7 +255,7 @@ fn a_real_prometheus_scrapes_our_series_with_our_values() {
 
     let (_prometheus, prom) = start_prometheus(&dir.0, serve);
     for (s, want) in series.iter().zip(&expected) {
-        let got = eventually(&format!("{s} in Prometheus"), || query(prom, s));
+        let got = eventually_within(&format!("{s} in Prometheus"), WAIT, || query(prom, s));
         assert!(
             (got - want).abs() <= 1e-9 * want.abs().max(1.0),
             "{s}: Prometheus has {got}, serve reported {want}"
@@ -290,7 +271,7 @@ fn a_real_prometheus_scrapes_our_series_with_our_values() {
     assert_eq!(targets[0]["lastError"], "", "{v}");
     assert_eq!(targets[0]["scrapeUrl"], format!("http://{serve}/metrics"));
     // Prometheus read every sample of the exposition (nothing dropped as unparsable).
-    let scraped = eventually("scrape_samples_scraped", || {
+    let scraped = eventually_within("scrape_samples_scraped", WAIT, || {
         query(prom, r#"scrape_samples_scraped{job="qos"}"#)
     });
     assert!(scraped >= series.len() as f64, "{scraped}");

@@ -136,10 +136,16 @@ impl Active {
 
 /// Run one scheduled probe from its encoded specification; `at` is its slot (Unix ms).
 pub fn run_scheduled(p: &ActiveProbe, at: u64) -> ProbeResult {
-    match ProbeSpec::decode(&mut minicbor::Decoder::new(&p.spec)) {
-        Ok(spec) => probe::run_with(&spec, at, &p.options).result,
+    run_encoded(&p.spec, ProbeId(p.id), at, &p.options)
+}
+
+/// Run a probe from its encoded specification at `at` (Unix ms); a specification that does not
+/// decode gives a failed result of probe `id` (class `Other`) instead of no result.
+pub fn run_encoded(spec: &[u8], id: ProbeId, at: u64, options: &probe::Options) -> ProbeResult {
+    match ProbeSpec::decode(&mut minicbor::Decoder::new(spec)) {
+        Ok(spec) => probe::run_with(&spec, at, options).result,
         Err(_) => ProbeResult {
-            probe: ProbeId(p.id),
+            probe: id,
             at_ms: at,
             phases: PhaseTimings::new(),
             error: Some(ErrorClass::Other),

@@ -40,10 +40,9 @@ use qos_edge_core::storage::{next_boot, BootError, Slot, Storage};
 use qos_edge_core::thresholds::Thresholds;
 use qos_edge_core::{Downlink, Outbox, Received, Recent, Summariser, Uplink, UplinkConfig};
 use qos_wire::ids::{EdgeId, ProbeId, Seq};
-use qos_wire::outcome::{ErrorClass, PhaseTimings, ProbeResult};
-use qos_wire::probe::ProbeSpec;
+use qos_wire::outcome::ProbeResult;
 
-use qos_edge::active::{run_scheduled, Active};
+use qos_edge::active::{run_encoded, run_scheduled, Active};
 use qos_edge::probe;
 
 use crate::config::Config;
@@ -203,19 +202,12 @@ enum Input {
 /// Run the probe of a `POST /p` (validated by the downlink already). HTTPS uses the system
 /// trust store only (no `ca_file`: that belongs to a configured probe).
 fn run_on_demand(spec_bytes: &[u8]) -> ProbeResult {
-    let at = unix_ms();
-    match ProbeSpec::decode(&mut minicbor::Decoder::new(spec_bytes)) {
-        Ok(spec) => probe::run_with(&spec, at, &probe::Options::default()).result,
-        Err(_) => ProbeResult {
-            probe: ProbeId(0),
-            at_ms: at,
-            phases: PhaseTimings::new(),
-            error: Some(ErrorClass::Other),
-            error_after_us: Some(0),
-            detail: 0,
-            redirects: 0,
-        },
-    }
+    run_encoded(
+        spec_bytes,
+        ProbeId(0),
+        unix_ms(),
+        &probe::Options::default(),
+    )
 }
 
 /// Run until `shutdown` is set.

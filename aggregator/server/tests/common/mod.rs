@@ -176,16 +176,31 @@ pub fn get(addr: std::net::SocketAddr, target: &str) -> Value {
 }
 
 /// Polls `f` until it returns `Some` (a generous bound against hangs, not a timing assertion).
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_within(what, std::time::Duration::from_secs(90), f)
+}
+
+/// [`eventually`] with its own bound against hangs.
+pub fn eventually_within<T>(
+    what: &str,
+    bound: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let start = std::time::Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(90),
-            "never: {what}"
-        );
+        assert!(start.elapsed() < bound, "never: {what}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
