@@ -225,6 +225,8 @@ pub struct BrokerStats {
     /// Datagrams of edges dropped unread because their source exceeded its rate
     /// ([`Broker::with_rate_limit`]).
     pub rejected_rate_limited: u64,
+    /// Batches of edges over their own rate ([`Broker::with_edge_rate_limit`]), answered 4.29.
+    pub rejected_rate_limited_edge: u64,
     /// Block-wise request bodies over `max_body_bytes` (4.13), or batches with a record too
     /// large to forward.
     pub rejected_too_large: u64,
@@ -362,6 +364,10 @@ pub struct Broker<A> {
     next_report: u64,
     /// Token buckets per source ([`Broker::with_rate_limit`]) and the key of a source.
     limiter: Option<crate::ratelimit::SourceLimiter<A>>,
+    /// Token buckets per edge id ([`Broker::with_edge_rate_limit`]).
+    edge_limiter: Option<crate::ratelimit::EdgeLimiter>,
+    /// The Max-Age of the 4.29 answer [`Broker::route`] just gave.
+    max_age: Option<u32>,
     /// Where edges are sent when this broker is draining or full ([`Broker::with_peers`]).
     peers: Vec<String>,
     /// Edges the registry may know before new ones are turned away; 0: no limit.
@@ -414,6 +420,8 @@ impl<A: Copy + Eq> Broker<A> {
             down_relays: Vec::new(),
             next_report: 0,
             limiter: None,
+            edge_limiter: None,
+            max_age: None,
             peers: Vec::new(),
             max_edges: 0,
             draining: false,
@@ -475,6 +483,15 @@ impl<A: Copy + Eq> Broker<A> {
         A: Ord,
     {
         self.limiter = (limit.rate_per_s > 0).then(|| (crate::RateLimiter::new(limit), key));
+        self
+    }
+
+    /// Answers 4.29 Too Many Requests, with Max-Age the seconds until the next token, to the
+    /// batches of an edge over `limit` (per edge id, after the per-address gate of
+    /// [`Broker::with_rate_limit`]); counted in `rejected_rate_limited_edge`. The batch is
+    /// neither queued nor acknowledged: the edge keeps it and sends it again.
+    pub fn with_edge_rate_limit(mut self, limit: crate::RateLimit) -> Self {
+        self.edge_limiter = (limit.rate_per_s > 0).then(|| crate::RateLimiter::new(limit));
         self
     }
 
@@ -553,6 +570,7 @@ impl<A: Copy + Eq> Broker<A> {
             Some(Incoming::Request(req)) => {
                 let payload = whole.as_ref().map_or(req.message.payload(), |(b, _)| b);
                 let (code, cf, location, body) = self.route(now, unix_ms, &req, payload);
+                let max_age = self.max_age.take();
                 let echo = whole.as_ref().map(|(_, e)| *e);
                 let want = qos_coap::block::block2_of(&req.message).ok().flatten();
                 let part = (code.class() == 2 && qos_coap::block::needs_blocks(body.len(), want))
@@ -571,6 +589,9 @@ impl<A: Copy + Eq> Broker<A> {
                         }
                         if let Some(cf) = cf {
                             w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+                        }
+                        if let Some(s) = max_age {
+                            w.uint_option(option::MAX_AGE, s)?;
                         }
                         if let Some(Some((b, part))) = part {
                             qos_coap::block::write_block2(w, b, body.len())?;
@@ -779,6 +800,15 @@ impl<A: Copy + Eq> Broker<A> {
                 };
                 if let Some(hint) = self.turn_away(batch.edge) {
                     return (Code::SERVICE_UNAVAILABLE, None, None, hint);
+                }
+                if let Some(Err(wait)) = self
+                    .edge_limiter
+                    .as_mut()
+                    .map(|l| l.check(now, batch.edge.0))
+                {
+                    self.stats.rejected_rate_limited_edge += 1;
+                    self.max_age = Some(crate::ratelimit::max_age_s(wait));
+                    return plain(Code::TOO_MANY_REQUESTS, "edge over its rate");
                 }
                 let last = batch.last_seq();
                 let parts = if payload.len() <= blockwise::UPSTREAM_BATCH_BYTES {
@@ -1070,6 +1100,7 @@ impl<A: Copy + Eq> Broker<A> {
                     s.unknown_edge,
                     s.rejected_too_large,
                     s.rejected_incomplete,
+                    s.rejected_rate_limited_edge,
                 ],
             },
             total_edges: edges.len() as u64,

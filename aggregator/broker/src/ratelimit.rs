@@ -5,6 +5,11 @@
 //! (idle senders) are forgotten first, then the oldest, so spoofed sources cannot grow it.
 //!
 //! Time is the caller's monotonic `now` in ms. `rate_per_s == 0` disables the limit.
+//!
+//! The same buckets keyed by edge id ([`EdgeLimiter`]) limit each edge's batches once they are
+//! decoded, whatever address they come from: edges behind one NAT share an address, and one
+//! edge may change addresses. Its refusals say how long to wait ([`RateLimiter::check`]), which
+//! the CoAP answer carries as 4.29 Too Many Requests with Max-Age (RFC 8516).
 
 use std::collections::BTreeMap;
 
@@ -39,6 +44,14 @@ struct Bucket {
 /// A [`RateLimiter`] with the function that maps an address to its key (e.g. the IP address
 /// without the port), as the sans-IO cores hold it.
 pub type SourceLimiter<A> = (RateLimiter<A>, fn(A) -> A);
+
+/// Token buckets per edge id (the number of [`qos_wire::ids::EdgeId`]).
+pub type EdgeLimiter = RateLimiter<u32>;
+
+/// The Max-Age (whole seconds, at least 1) of a 4.29 answer telling a sender to wait `wait_ms`.
+pub fn max_age_s(wait_ms: u64) -> u32 {
+    u32::try_from(wait_ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX)
+}
 
 /// Token buckets per key.
 #[derive(Debug, Clone)]
@@ -78,8 +91,13 @@ impl<K: Ord + Copy> RateLimiter<K> {
 
     /// Whether a datagram from `key` at `now` may be processed (it takes a token).
     pub fn allow(&mut self, now: u64, key: K) -> bool {
+        self.check(now, key).is_ok()
+    }
+
+    /// [`RateLimiter::allow`], telling on refusal how many ms until `key` has a token again.
+    pub fn check(&mut self, now: u64, key: K) -> Result<(), u64> {
         if self.limit.rate_per_s == 0 {
-            return true;
+            return Ok(());
         }
         let cap = self.capacity();
         let rate = u64::from(self.limit.rate_per_s);
@@ -96,10 +114,11 @@ impl<K: Ord + Copy> RateLimiter<K> {
         b.at = now;
         if b.milli >= 1000 {
             b.milli -= 1000;
-            true
+            Ok(())
         } else {
             self.refused += 1;
-            false
+            // `rate` milli-tokens per ms: the missing ones, rounded up.
+            Err((1000 - b.milli).div_ceil(rate))
         }
     }
 
@@ -150,6 +169,18 @@ mod tests {
         assert_eq!(l.refused(), 6);
         // Long idle: back to the burst, not more.
         assert_eq!((0..10).filter(|_| l.allow(60_000, 1)).count(), 5);
+    }
+
+    #[test]
+    fn a_refusal_says_how_long_to_wait() {
+        let mut l = limiter(2, 1, 8);
+        assert_eq!(l.check(0, 1), Ok(()));
+        // Two tokens per second: the next one in 500 ms.
+        assert_eq!(l.check(0, 1), Err(500));
+        assert_eq!(l.check(300, 1), Err(200));
+        assert_eq!(l.check(500, 1), Ok(()));
+        assert_eq!((max_age_s(1), max_age_s(1000), max_age_s(1001)), (1, 1, 2));
+        assert_eq!(max_age_s(0), 1);
     }
 
     #[test]

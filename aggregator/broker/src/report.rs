@@ -33,7 +33,7 @@ pub const REPORT_PATH: &str = "b";
 pub const MAX_REPORT_BYTES: usize = 1024;
 
 /// Names of the refusal counters of [`ReportStats::rejected`], in wire order.
-pub const REJECT_REASONS: [&str; 11] = [
+pub const REJECT_REASONS: [&str; 12] = [
     "malformed",
     "bad_batch",
     "bad_content_format",
@@ -45,6 +45,7 @@ pub const REJECT_REASONS: [&str; 11] = [
     "unknown_edge",
     "too_large",
     "incomplete",
+    "rate_limited_edge",
 ];
 
 /// The counters in a report.
@@ -294,7 +295,7 @@ mod tests {
                 dropped_quota: 6,
                 relayed: 7,
                 relay_timeouts: 8,
-                rejected: [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19],
+                rejected: [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20],
             },
             total_edges: 3,
             edges: (0..3).map(edge).collect(),

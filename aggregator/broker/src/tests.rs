@@ -69,6 +69,7 @@ struct Answer {
     code: Code,
     payload: Vec<u8>,
     location: Vec<String>,
+    max_age: Option<u32>,
 }
 
 struct H {
@@ -167,6 +168,7 @@ impl H {
                         .options_numbered(option::LOCATION_PATH)
                         .map(|v| String::from_utf8(v.to_vec()).unwrap())
                         .collect(),
+                    max_age: message.uint_option(option::MAX_AGE),
                 });
             }
         }
@@ -1016,4 +1018,48 @@ fn paced_replay_lets_live_batches_through_while_a_backlog_drains_in_order_per_ed
     );
     println!("append order: backlog batches each live batch waited behind: {waits:?}");
     assert!(waits[0] > K as usize + 1, "{waits:?}");
+}
+
+#[test]
+fn an_edge_over_its_own_rate_gets_4_29_while_another_edge_at_the_same_address_does_not() {
+    let limit = crate::RateLimit {
+        rate_per_s: 1,
+        burst: 3,
+        max_sources: 16,
+    };
+    let mut h = H::new();
+    h.broker = Broker::new(config(), UPSTREAM, Box::new(h.queue.clone()), 7)
+        .unwrap()
+        .with_edge_rate_limit(limit);
+    // Edges 10 (noisy) and 11 (quiet) behind one address (a NAT): both come from EDGE_A.
+    let mut refused = 0;
+    let mut seq = 0;
+    for _ in 0..20 {
+        let a = h.post_batch(EDGE_A, &batch(10, seq, 1));
+        if a.code == Code::CHANGED {
+            assert_eq!(acked(&a), seq);
+            seq += 1;
+        } else {
+            assert_eq!(a.code, Code::TOO_MANY_REQUESTS);
+            assert_eq!(a.max_age, Some(1), "one token per second");
+            refused += 1;
+        }
+    }
+    assert_eq!((seq, refused), (3, 17), "the burst, then refusals");
+    for i in 0..3 {
+        let a = h.post_batch(EDGE_A, &batch(11, i, 1));
+        assert_eq!(a.code, Code::CHANGED, "the quiet edge, batch {i}");
+    }
+    // Refused batches are neither queued nor acknowledged: 3 + 3 queued.
+    assert_eq!(h.queued(), 6);
+    assert_eq!(h.broker.stats().rejected_rate_limited_edge, 17);
+    let report = h.broker.report(h.now);
+    let at = crate::report::REJECT_REASONS
+        .iter()
+        .position(|r| *r == "rate_limited_edge")
+        .unwrap();
+    assert_eq!(report.stats.rejected[at], 17);
+    // A second later the noisy edge has a token again.
+    h.now += 1_000;
+    assert_eq!(h.post_batch(EDGE_A, &batch(10, seq, 1)).code, Code::CHANGED);
 }
