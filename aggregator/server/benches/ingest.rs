@@ -262,6 +262,7 @@ fn start_serve_ingest(dir: &Path) -> Ingest {
         reliability: ReliabilityConfig::default(),
         rate_limit: RateLimitConfig {
             rate_per_s: 0,
+            edge_rate_per_s: 0,
             ..RateLimitConfig::default()
         },
     };
@@ -360,6 +361,7 @@ fn main() {
         max_queue_bytes: 1 << 30,
         rate_limit: RateLimitConfig {
             rate_per_s: 0,
+            edge_rate_per_s: 0,
             ..RateLimitConfig::default()
         },
         ..BrokerSection::default()

@@ -215,6 +215,7 @@ pub fn run_broker(
     )
     .map_err(|e| BrokerRunError::Coap(e.to_string()))?
     .with_rate_limit(config.rate_limit.limit(), crate::config::rate_key)
+    .with_edge_rate_limit(config.rate_limit.edge_limit())
     .with_peers(
         config.peers.iter().map(ToString::to_string).collect(),
         config.max_edges,
@@ -497,7 +498,8 @@ fn broker_loop(
                         + s.rejected_registration
                         + s.rejected_not_found
                         + s.rejected_method
-                        + s.rejected_rate_limited,
+                        + s.rejected_rate_limited
+                        + s.rejected_rate_limited_edge,
                     edges = broker.registry().edges().count(),
                     registered = broker.registry().registered(now),
                     "broker counters"

@@ -51,6 +51,8 @@ struct Reply {
     etag: Option<u32>,
     location: Option<qos_broker::directory::DirectoryAnswer>,
     cf: Option<u16>,
+    /// Max-Age, seconds (a 4.29's wait).
+    max_age: Option<u32>,
     body: Vec<u8>,
 }
 
@@ -61,6 +63,7 @@ impl Reply {
             etag: None,
             location: None,
             cf,
+            max_age: None,
             body,
         }
     }
@@ -99,6 +102,8 @@ pub struct CoapServer<A> {
     waiting: Vec<Order<A>>,
     /// Token buckets per source ([`CoapServer::with_rate_limit`]) and the key of a source.
     limiter: Option<qos_broker::ratelimit::SourceLimiter<A>>,
+    /// Token buckets per edge id ([`CoapServer::with_edge_rate_limit`]).
+    edge_limiter: Option<qos_broker::ratelimit::EdgeLimiter>,
     /// OSCORE with edges ([`CoapServer::with_oscore`]).
     oscore: Option<OscoreGate<A>>,
 }
@@ -113,6 +118,7 @@ impl<A: Copy + Ord> CoapServer<A> {
             asked: Vec::new(),
             waiting: Vec::new(),
             limiter: None,
+            edge_limiter: None,
             oscore: None,
         })
     }
@@ -142,6 +148,36 @@ impl<A: Copy + Ord> CoapServer<A> {
     pub fn with_rate_limit(mut self, limit: qos_broker::RateLimit, key: fn(A) -> A) -> Self {
         self.limiter = (limit.rate_per_s > 0).then(|| (qos_broker::RateLimiter::new(limit), key));
         self
+    }
+
+    /// Answers 4.29 Too Many Requests with Max-Age (and counts as `rate_limited_edge`) the
+    /// batches of an edge over `limit`, per edge id whatever its address, once decoded and
+    /// before they are stored. Batches forwarded by a broker are not limited here: the broker
+    /// limits its edges itself ([`qos_broker::Broker::with_edge_rate_limit`]).
+    pub fn with_edge_rate_limit(mut self, limit: qos_broker::RateLimit) -> Self {
+        self.edge_limiter = (limit.rate_per_s > 0).then(|| qos_broker::RateLimiter::new(limit));
+        self
+    }
+
+    /// The 4.29 answer to a batch of `edge` from `from` when the edge is over its rate.
+    fn edge_over_rate(&mut self, now: u64, from: A, edge: u32) -> Option<Reply> {
+        let limiter = self.edge_limiter.as_mut()?;
+        if self
+            .centre
+            .as_ref()
+            .is_some_and(|c| c.state().is_broker(from))
+        {
+            return None;
+        }
+        let wait = limiter.check(now, edge).err()?;
+        self.ingest.stats().reject(RejectReason::RateLimitedEdge);
+        let mut r = Reply::new(
+            Code::TOO_MANY_REQUESTS,
+            None,
+            b"edge over its rate".to_vec(),
+        );
+        r.max_age = Some(qos_broker::ratelimit::max_age_s(wait));
+        Some(r)
     }
 
     /// Serves the centre's resources (`/c`, `/rd`) and carries out its [`Order`]s.
@@ -293,14 +329,17 @@ impl<A: Copy + Ord> CoapServer<A> {
             Some(group) if req.message.path_is(UPLINK_PATH) => match self.check_uplink(&req) {
                 Err(r) => r,
                 Ok(payload) => match self.ingest.prepare(payload, unix_ms) {
-                    Ok(batch) => {
-                        group.push((req.handle, batch));
-                        return;
-                    }
+                    Ok(batch) => match self.edge_over_rate(now, from, batch.edge()) {
+                        Some(r) => r,
+                        None => {
+                            group.push((req.handle, batch));
+                            return;
+                        }
+                    },
                     Err(e) => uplink_refused(e),
                 },
             },
-            _ => self.route(&req, unix_ms),
+            _ => self.route(now, &req, unix_ms),
         };
         self.answer(now, &req.handle, r);
     }
@@ -316,15 +355,18 @@ impl<A: Copy + Ord> CoapServer<A> {
             if let Some(cf) = r.cf {
                 w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
             }
+            if let Some(s) = r.max_age {
+                w.uint_option(option::MAX_AGE, s)?;
+            }
             w.payload(&r.body)
         });
     }
 
-    fn route(&mut self, req: &Request<'_, A>, unix_ms: u64) -> Reply {
+    fn route(&mut self, now: u64, req: &Request<'_, A>, unix_ms: u64) -> Reply {
         let m = &req.message;
         let stats = self.ingest.stats().clone();
         if m.path_is(UPLINK_PATH) {
-            return self.uplink(req, unix_ms);
+            return self.uplink(now, req, unix_ms);
         }
         if m.path_is(".well-known/core") {
             if m.code() != Code::GET {
@@ -387,7 +429,7 @@ impl<A: Copy + Ord> CoapServer<A> {
         Ok(m.payload())
     }
 
-    fn uplink(&mut self, req: &Request<'_, A>, unix_ms: u64) -> Reply {
+    fn uplink(&mut self, now: u64, req: &Request<'_, A>, unix_ms: u64) -> Reply {
         let payload = match self.check_uplink(req) {
             Ok(p) => p,
             Err(r) => return r,
@@ -396,6 +438,9 @@ impl<A: Copy + Ord> CoapServer<A> {
             Ok(b) => b,
             Err(e) => return uplink_refused(e),
         };
+        if let Some(r) = self.edge_over_rate(now, req.from, batch.edge()) {
+            return r;
+        }
         match self.ingest.commit(std::slice::from_ref(&batch)) {
             Ok(acks) => self.acked(req.from, &batch, acks[0], unix_ms),
             Err(e) => uplink_refused(e),

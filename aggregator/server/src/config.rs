@@ -257,6 +257,19 @@ pub struct HttpConfig {
     /// `tls_key`: the PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// `max_connections`: connections open at once (waiting for a worker or served), at least
+    /// 1; a new one beyond is answered 503 with `Retry-After` and closed (over HTTPS: closed).
+    /// Default 64.
+    pub max_connections: usize,
+    /// `max_connections_per_peer`: connections open at once from one client IP address, at
+    /// least 1; beyond, as above. Default 16.
+    pub max_connections_per_peer: usize,
+    /// `peer_rate_per_s`: requests per second one client IP address may send on average (a
+    /// token bucket); a request beyond is answered 429 with `Retry-After` and its connection
+    /// closed. 0 disables the limit. Default 100.
+    pub peer_rate_per_s: u32,
+    /// `peer_burst`: requests one client IP address may send at once, at least 1. Default 500.
+    pub peer_burst: u32,
 }
 
 impl Default for HttpConfig {
@@ -268,11 +281,27 @@ impl Default for HttpConfig {
             tokens: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            max_connections: 64,
+            max_connections_per_peer: 16,
+            peer_rate_per_s: 100,
+            peer_burst: 500,
         }
     }
 }
 
 impl HttpConfig {
+    /// The HTTP server's limits ([`crate::http::server`]).
+    pub fn server_options(&self) -> crate::http::ServerOptions {
+        crate::http::ServerOptions {
+            max_connections: self.max_connections.max(1),
+            queue_capacity: self.max_connections.max(1),
+            max_connections_per_peer: self.max_connections_per_peer.max(1),
+            peer_rate_per_s: self.peer_rate_per_s,
+            peer_burst: self.peer_burst.max(1),
+            ..crate::http::ServerOptions::default()
+        }
+    }
+
     /// The accepted tokens (validated by [`Config::validate`]; an invalid list gives none).
     pub fn auth(&self) -> crate::http::auth::Auth {
         crate::http::auth::Auth::new(&self.tokens).unwrap_or_default()
@@ -299,6 +328,14 @@ pub struct CoapConfig {
 /// sender (flooding, broken or hostile) cannot starve the others. A datagram over its source's
 /// rate is dropped unread and counted (`rejected.rate_limited`); a CoAP sender retransmits, so
 /// a well-behaved peer over the limit is slowed, not lost.
+///
+/// Behind that first, cheap gate, a token bucket per edge id limits each edge's batches once
+/// they are decoded (`edge_rate_per_s`, `edge_burst`), whatever address they come from: edges
+/// behind one NAT share an address, and one edge may change addresses. A batch over its edge's
+/// rate is answered 4.29 Too Many Requests with Max-Age (the seconds until the edge may send
+/// again), neither stored nor acknowledged, and counted (`rejected.rate_limited_edge`); the
+/// edge keeps it and sends it again. `serve` does not apply it to batches a broker forwards
+/// (the broker applied it to its edges).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
@@ -311,6 +348,15 @@ pub struct RateLimitConfig {
     /// `max_sources`: sources tracked at once, at least 1; beyond, idle ones are forgotten
     /// first. Default 65536.
     pub max_sources: usize,
+    /// `edge_rate_per_s`: batches per second one edge (by id) may send on average; 0 disables
+    /// the per-edge limit. Default 50 (an edge sends a few per window, and replays a backlog
+    /// of at most a few hundred records at once).
+    pub edge_rate_per_s: u32,
+    /// `edge_burst`: batches one edge may send at once, at least 1. Default 500.
+    pub edge_burst: u32,
+    /// `edge_max_tracked`: edges tracked at once, at least 1; beyond, idle ones are forgotten
+    /// first (so memory stays bounded whatever ids arrive). Default 65536.
+    pub edge_max_tracked: usize,
 }
 
 impl Default for RateLimitConfig {
@@ -319,6 +365,9 @@ impl Default for RateLimitConfig {
             rate_per_s: 2000,
             burst: 4000,
             max_sources: 65_536,
+            edge_rate_per_s: 50,
+            edge_burst: 500,
+            edge_max_tracked: 65_536,
         }
     }
 }
@@ -330,6 +379,15 @@ impl RateLimitConfig {
             rate_per_s: self.rate_per_s,
             burst: self.burst.max(1),
             max_sources: self.max_sources.max(1),
+        }
+    }
+
+    /// The per-edge limiter's settings.
+    pub fn edge_limit(&self) -> qos_broker::RateLimit {
+        qos_broker::RateLimit {
+            rate_per_s: self.edge_rate_per_s,
+            burst: self.edge_burst.max(1),
+            max_sources: self.edge_max_tracked.max(1),
         }
     }
 }
@@ -554,6 +612,18 @@ impl Config {
                 &self.http.workers,
                 "expected 1 to 16 threads",
             ));
+        }
+        for (field, value) in [
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.max_connections_per_peer",
+                self.http.max_connections_per_peer,
+            ),
+            ("http.peer_burst", self.http.peer_burst as usize),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, &value, "expected at least 1"));
+            }
         }
         if let Err((i, e)) = crate::http::auth::Auth::new(&self.http.tokens) {
             return Err(ConfigError::Token {
@@ -821,6 +891,12 @@ mod tests {
         let cases = [
             ("[http]\nworkers = 0\n", "http.workers"),
             ("[http]\nworkers = 17\n", "http.workers"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            (
+                "[http]\nmax_connections_per_peer = 0\n",
+                "http.max_connections_per_peer",
+            ),
+            ("[http]\npeer_burst = 0\n", "http.peer_burst"),
             (
                 "[coap.reliability]\nack_timeout_ms = 0\n",
                 "coap.reliability.ack_timeout_ms",

@@ -195,7 +195,8 @@ pub fn start_ingest_with(
     )
     .map_err(|e| ServeError::Coap(e.to_string()))?
     .with_centre(centre)
-    .with_rate_limit(coap.rate_limit.limit(), crate::config::rate_key);
+    .with_rate_limit(coap.rate_limit.limit(), crate::config::rate_key)
+    .with_edge_rate_limit(coap.rate_limit.edge_limit());
     let server = match oscore {
         Some(gate) => server.with_oscore(gate),
         None => server,
@@ -392,11 +393,12 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         _ => None,
     };
     let scheme = if https.is_some() { "https" } else { "http" };
-    let http = http::start(
+    let http = http::start_limited(
         config.http.listen,
         readers,
         stats.clone(),
         started,
+        config.http.server_options(),
         Some(centre.clone()),
         Some(services.clone()),
         config.http.auth(),

@@ -47,11 +47,14 @@ pub enum RejectReason {
     /// OSCORE: a plaintext request naming an edge that uses OSCORE, or a protected one naming
     /// another edge than its key's.
     OscoreRequired,
+    /// The edge sent batches over its own rate (`[coap.rate_limit] edge_rate_per_s`, counted
+    /// per edge id whatever its address); answered 4.29 with Max-Age, not stored.
+    RateLimitedEdge,
 }
 
 impl RejectReason {
     /// Every reason, in rendering order. Adding a variant means adding it here.
-    pub const ALL: [RejectReason; 16] = [
+    pub const ALL: [RejectReason; 17] = [
         RejectReason::Malformed,
         RejectReason::Truncated,
         RejectReason::UnsupportedVersion,
@@ -68,6 +71,7 @@ impl RejectReason {
         RejectReason::OscoreStale,
         RejectReason::OscoreMalformed,
         RejectReason::OscoreRequired,
+        RejectReason::RateLimitedEdge,
     ];
 
     /// The snake_case name used in JSON and logs.
@@ -89,6 +93,7 @@ impl RejectReason {
             RejectReason::OscoreStale => "oscore_stale",
             RejectReason::OscoreMalformed => "oscore_malformed",
             RejectReason::OscoreRequired => "oscore_required",
+            RejectReason::RateLimitedEdge => "rate_limited_edge",
         }
     }
 
@@ -111,6 +116,7 @@ impl RejectReason {
             RejectReason::OscoreStale => 13,
             RejectReason::OscoreMalformed => 14,
             RejectReason::OscoreRequired => 15,
+            RejectReason::RateLimitedEdge => 16,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! | `qos_silence_events_total` | `kind` | events of [`crate::silence`] raised since start (`broker_silent`, `broker_back`, `region_silent`, `region_back`) |
 //! | `qos_regions_silent`, `qos_brokers_silent` | | regions and brokers silent now |
 //! | `qos_http_requests_total` | `code` | HTTP requests answered, by status class (`2xx`, `4xx`, `5xx`, ...) |
+//! | `qos_http_refused_total` | `reason` | HTTP connections and requests turned away by the server's limits (`connections`, `peer_connections`, `rate_limited`, `too_large`, `timeout`) |
 //! | `qos_uptime_seconds` | | since start |
 
 use std::fmt::Write as _;
@@ -29,6 +30,8 @@ use super::server::Response;
 pub struct HttpCounters {
     by_class: [AtomicU64; 6],
     auth_failures: [AtomicU64; 4],
+    /// Connections and requests the server turned away by its limits ([`super::server`]).
+    pub refused: std::sync::Arc<super::server::Refusals>,
 }
 
 impl HttpCounters {
@@ -325,6 +328,15 @@ pub fn render(
     }
     family(
         &mut out,
+        "qos_http_refused_total",
+        "counter",
+        "HTTP connections and requests turned away by the server's limits, by reason (connections, peer_connections: 503; rate_limited: 429; too_large: 413/414/431; timeout: 408).",
+    );
+    for (reason, n) in http.refused.snapshot() {
+        let _ = writeln!(out, "qos_http_refused_total{{reason=\"{reason}\"}} {n}");
+    }
+    family(
+        &mut out,
         "qos_uptime_seconds",
         "gauge",
         "Seconds since the process started.",
@@ -358,6 +370,8 @@ mod tests {
         http.count(200);
         http.count(404);
         http.count_auth(crate::http::auth::Failure::Forbidden);
+        http.refused
+            .count(crate::http::server::Refusal::PeerConnections);
         let edge = EdgeRow {
             edge_id: 7,
             name: None,
@@ -377,6 +391,8 @@ mod tests {
         assert!(text.contains("qos_http_requests_total{code=\"4xx\"} 1\n"));
         assert!(text.contains("qos_http_auth_failures_total{reason=\"forbidden\"} 1\n"));
         assert!(text.contains("qos_http_auth_failures_total{reason=\"missing\"} 0\n"));
+        assert!(text.contains("qos_http_refused_total{reason=\"peer_connections\"} 1\n"));
+        assert!(text.contains("qos_http_refused_total{reason=\"rate_limited\"} 0\n"));
         assert!(text.contains("# TYPE qos_edge_received_total counter\n"));
         assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
     }

@@ -135,9 +135,36 @@ pub fn start(
     auth: auth::Auth,
     tls: Option<crate::tls::ServerSlot>,
 ) -> Result<HttpServer, HttpError> {
+    start_limited(
+        listen,
+        readers,
+        stats,
+        started,
+        ServerOptions::default(),
+        centre,
+        services,
+        auth,
+        tls,
+    )
+}
+
+/// [`start`] with the limits of `options` (`[http]`'s connection and rate limits), the body
+/// limit set to [`MAX_BODY_BYTES`].
+#[allow(clippy::too_many_arguments)]
+pub fn start_limited(
+    listen: SocketAddr,
+    readers: Vec<Box<dyn StoreRead>>,
+    stats: Arc<IngestStats>,
+    started: Instant,
+    options: ServerOptions,
+    centre: Option<Arc<Centre>>,
+    services: Option<Arc<crate::services::Services>>,
+    auth: auth::Auth,
+    tls: Option<crate::tls::ServerSlot>,
+) -> Result<HttpServer, HttpError> {
     let options = ServerOptions {
         max_body_bytes: MAX_BODY_BYTES,
-        ..ServerOptions::default()
+        ..options
     };
     start_secured(
         listen, readers, stats, started, options, centre, services, auth, tls,
@@ -176,6 +203,7 @@ pub fn start_secured(
         services,
     });
     let auth = Arc::new(auth);
+    let refused = shared.http.refused.clone();
     let handlers = readers
         .into_iter()
         .map(|store| Api {
@@ -184,7 +212,7 @@ pub fn start_secured(
             auth: auth.clone(),
         })
         .collect();
-    HttpServer::start_tls(listen, handlers, options, tls)
+    HttpServer::start_counted(listen, handlers, options, tls, refused)
 }
 
 /// [`start_with`] and a [`Centre`] and the [`crate::services::Services`].
@@ -332,6 +360,10 @@ fn stats(store: &dyn StoreRead, shared: &Shared, uptime_s: u64) -> Response {
             .map(|(reason, n)| (reason.to_string(), n.into()))
             .collect();
         map.insert("http_auth_failures".into(), Value::Object(auth));
+        let refused: serde_json::Map<String, Value> = (shared.http.refused.snapshot().iter())
+            .map(|(reason, n)| (reason.to_string(), (*n).into()))
+            .collect();
+        map.insert("http_refused".into(), Value::Object(refused));
     }
     Response::json(200, &body)
 }

@@ -3,7 +3,24 @@
 //!
 //! One listener thread accepts connections and hands them to a fixed pool of worker threads
 //! through a bounded queue; when the queue is full the connection is answered `503` at once and
-//! closed, so a flood never grows memory. Each worker serves one connection at a time:
+//! closed, so a flood never grows memory. Limits per peer IP address keep one client from
+//! starving the others (each refusal counted by reason in [`Refusals`]):
+//!
+//! - at most [`ServerOptions::max_connections`] connections are open at once (waiting or
+//!   served), and at most [`ServerOptions::max_connections_per_peer`] from one address; a
+//!   connection beyond either is answered `503` with `Retry-After` at once on the listener
+//!   thread and closed (over HTTPS it is just closed): `connections`, `peer_connections`;
+//! - a free worker takes the waiting connection whose address has the fewest connections being
+//!   served (the oldest among equals), not simply the oldest, and one address is served on at
+//!   most all workers but one (with two or more): a peer that opened many connections, even
+//!   stalled ones, does not keep a newcomer from another address waiting behind all of them.
+//!   (Several peers stalling together can still hold every worker, each connection until its
+//!   read timeout);
+//! - each address has a token bucket of [`ServerOptions::peer_burst`] requests refilled at
+//!   [`ServerOptions::peer_rate_per_s`]; a request beyond is answered `429 Too Many Requests`
+//!   with `Retry-After` (seconds until the next token) and the connection closed: `rate_limited`.
+//!
+//! Each worker serves one connection at a time:
 //!
 //! - the request line and headers ("head") are read into a buffer of at most [`MAX_HEAD_BYTES`]
 //!   with at most [`MAX_HEADER_LINES`](super::parse::MAX_HEADER_LINES) header lines (`414` when the request line alone does not
@@ -32,12 +49,12 @@
 //! itself), lets requests in progress finish, closes idle keep-alive connections and joins every
 //! thread.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -75,6 +92,17 @@ pub struct ServerOptions {
     pub max_requests_per_connection: usize,
     /// Accepted connections waiting for a free worker; beyond this they get `503`. Default 64.
     pub queue_capacity: usize,
+    /// Connections open at once (waiting for a worker or served); beyond, `503`. Default 64.
+    pub max_connections: usize,
+    /// Connections open at once from one peer IP address; beyond, `503`. Default 16.
+    pub max_connections_per_peer: usize,
+    /// Requests per second one peer IP address may send on average; beyond, `429` with
+    /// `Retry-After`. 0: no limit. Default 100.
+    pub peer_rate_per_s: u32,
+    /// Requests one peer IP address may send at once (its bucket's size). Default 500.
+    pub peer_burst: u32,
+    /// Peer addresses whose rate is tracked at once (idle ones forgotten first). Default 4096.
+    pub max_peers: usize,
 }
 
 impl Default for ServerOptions {
@@ -85,7 +113,77 @@ impl Default for ServerOptions {
             max_body_bytes: 64 * 1024,
             max_requests_per_connection: 100,
             queue_capacity: 64,
+            max_connections: 64,
+            max_connections_per_peer: 16,
+            peer_rate_per_s: 100,
+            peer_burst: 500,
+            max_peers: 4096,
         }
+    }
+}
+
+/// Why the server turned a connection or a request away, counted in [`Refusals`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// [`ServerOptions::max_connections`] (or the waiting queue) full: `503`.
+    Connections,
+    /// [`ServerOptions::max_connections_per_peer`] reached by the peer's address: `503`.
+    PeerConnections,
+    /// The peer's address over [`ServerOptions::peer_rate_per_s`]: `429`.
+    RateLimited,
+    /// A head over [`MAX_HEAD_BYTES`] or a body over [`ServerOptions::max_body_bytes`]: `413`,
+    /// `414` or `431`.
+    TooLarge,
+    /// A head or body not received within [`ServerOptions::read_timeout`]: `408`.
+    Timeout,
+}
+
+impl Refusal {
+    /// Every reason, in rendering order.
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Connections,
+        Refusal::PeerConnections,
+        Refusal::RateLimited,
+        Refusal::TooLarge,
+        Refusal::Timeout,
+    ];
+
+    /// The snake_case name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Connections => "connections",
+            Refusal::PeerConnections => "peer_connections",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::TooLarge => "too_large",
+            Refusal::Timeout => "timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Refusal::Connections => 0,
+            Refusal::PeerConnections => 1,
+            Refusal::RateLimited => 2,
+            Refusal::TooLarge => 3,
+            Refusal::Timeout => 4,
+        }
+    }
+}
+
+/// Connections and requests turned away, by [`Refusal`].
+#[derive(Debug, Default)]
+pub struct Refusals([AtomicU64; Refusal::ALL.len()]);
+
+impl Refusals {
+    /// One more refusal for `reason`.
+    pub fn count(&self, reason: Refusal) {
+        self.0[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts by reason name, in [`Refusal::ALL`] order.
+    pub fn snapshot(&self) -> [(&'static str, u64); Refusal::ALL.len()] {
+        Refusal::ALL.map(|r| (r.as_str(), self.0[r.index()].load(Ordering::Relaxed)))
     }
 }
 
@@ -230,6 +328,7 @@ fn reason_phrase(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -368,8 +467,10 @@ struct Connection<'a> {
     buf: Vec<u8>,
     options: &'a ServerOptions,
     stopping: &'a AtomicBool,
-    /// Connections accepted and waiting for a worker.
-    waiting: &'a AtomicUsize,
+    /// The connections of every peer, the waiting queue and the rate limits.
+    peers: &'a Peers,
+    /// The peer's address.
+    ip: IpAddr,
 }
 
 /// What to do after a request.
@@ -406,6 +507,18 @@ impl Connection<'_> {
             Err(e) => return self.refuse(&e, false),
         };
         let head_only = head.method == "HEAD";
+        if let Err(wait_ms) = self.peers.check_rate(self.ip) {
+            self.peers.refused.count(Refusal::RateLimited);
+            let secs = wait_ms.div_ceil(1000).max(1);
+            tracing::debug!(peer = %self.ip, "HTTP request over the peer's rate: 429");
+            let response = Response::json(
+                429,
+                &json!({"error": "too many requests", "reason": "over this address's request rate", "retry_after_s": secs}),
+            )
+            .with_header("Retry-After", secs.to_string());
+            let bytes = response.encode(head_only, false);
+            return self.write(&bytes).then_some(Next::Close);
+        }
         let declared = head.content_length.unwrap_or(0);
         if declared > self.options.max_body_bytes as u64 {
             let e = RequestError::new(413, "request body too large")
@@ -449,6 +562,11 @@ impl Connection<'_> {
     /// Answers a request that cannot be served; the connection closes afterwards.
     fn refuse(&mut self, e: &RequestError, head_only: bool) -> Option<Next> {
         tracing::debug!(error = %e, "HTTP request refused");
+        match e.status {
+            413 | 414 | 431 => self.peers.refused.count(Refusal::TooLarge),
+            408 => self.peers.refused.count(Refusal::Timeout),
+            _ => {}
+        }
         let bytes = e.to_response().encode(head_only, false);
         self.write(&bytes).then_some(Next::Close)
     }
@@ -484,7 +602,7 @@ impl Connection<'_> {
             scanned = self.buf.len();
             let room = (MAX_HEAD_BYTES - self.buf.len()).min(chunk.len());
             let idle = self.buf.iter().all(|&b| b == b'\r' || b == b'\n');
-            let yield_when = idle.then_some((self.waiting, yield_after));
+            let yield_when = idle.then_some((&self.peers.waiting, yield_after));
             match read_some(
                 self.stream.as_mut(),
                 &mut chunk[..room],
@@ -565,13 +683,14 @@ impl Connection<'_> {
 }
 
 /// Answers `503` on the listener thread without blocking it, and closes.
-fn refuse_busy(mut stream: TcpStream) {
-    tracing::warn!("HTTP queue full: connection refused with 503");
-    let response = Response::json(
-        503,
-        &json!({"error": "server busy", "reason": "too many connections waiting"}),
-    )
-    .with_header("Retry-After", "1");
+fn refuse_busy(mut stream: TcpStream, why: Refusal) {
+    let reason = match why {
+        Refusal::PeerConnections => "too many connections from this address",
+        _ => "too many connections",
+    };
+    tracing::warn!(reason, "HTTP connection refused with 503");
+    let response = Response::json(503, &json!({"error": "server busy", "reason": reason}))
+        .with_header("Retry-After", "1");
     if stream.set_nonblocking(true).is_err() {
         return;
     }
@@ -588,33 +707,153 @@ fn refuse_busy(mut stream: TcpStream) {
     }
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    queue: &SyncSender<TcpStream>,
-    stopping: &AtomicBool,
-    waiting: &AtomicUsize,
-    tls: bool,
-) {
+/// The open connections per peer address, the queue of those waiting for a worker, and the
+/// request rate per address; shared by the listener and the workers.
+struct Peers {
+    table: Mutex<PeerTable>,
+    /// Signalled when a connection is queued.
+    ready: Condvar,
+    /// Connections waiting for a worker (read without the lock by idle connections).
+    waiting: AtomicUsize,
+    options: Arc<ServerOptions>,
+    refused: Arc<Refusals>,
+    /// The origin of the rate limiter's clock.
+    started: Instant,
+    /// Workers one address may hold at once: all but one (with two or more).
+    per_peer_workers: usize,
+}
+
+struct PeerTable {
+    /// Connections open per address (waiting or served).
+    open: HashMap<IpAddr, usize>,
+    /// Connections on a worker per address.
+    serving: HashMap<IpAddr, usize>,
+    total: usize,
+    queue: VecDeque<(TcpStream, IpAddr)>,
+    rate: qos_broker::RateLimiter<IpAddr>,
+}
+
+impl Peers {
+    fn new(options: Arc<ServerOptions>, refused: Arc<Refusals>, workers: usize) -> Peers {
+        let rate = qos_broker::RateLimiter::new(qos_broker::RateLimit {
+            rate_per_s: options.peer_rate_per_s,
+            burst: options.peer_burst,
+            max_sources: options.max_peers,
+        });
+        Peers {
+            table: Mutex::new(PeerTable {
+                open: HashMap::new(),
+                serving: HashMap::new(),
+                total: 0,
+                queue: VecDeque::new(),
+                rate,
+            }),
+            ready: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            options,
+            refused,
+            started: Instant::now(),
+            per_peer_workers: workers.saturating_sub(1).max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PeerTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a new connection from `ip`, or says why it is refused.
+    fn admit(&self, stream: TcpStream, ip: IpAddr) -> Result<(), (TcpStream, Refusal)> {
+        let mut t = self.lock();
+        if t.total >= self.options.max_connections.max(1)
+            || t.queue.len() >= self.options.queue_capacity.max(1)
+        {
+            return Err((stream, Refusal::Connections));
+        }
+        let open = t.open.get(&ip).copied().unwrap_or(0);
+        if open >= self.options.max_connections_per_peer.max(1) {
+            return Err((stream, Refusal::PeerConnections));
+        }
+        t.open.insert(ip, open + 1);
+        t.total += 1;
+        t.queue.push_back((stream, ip));
+        // Counted before it is visible to a worker, which counts it out.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        drop(t);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next connection for a worker: of the address with the fewest connections being
+    /// served (and fewer than [`Peers::per_peer_workers`]), the oldest; `None` once `stopping`.
+    fn take(&self, stopping: &AtomicBool) -> Option<(TcpStream, IpAddr)> {
+        let mut t = self.lock();
+        loop {
+            if stopping.load(Ordering::SeqCst) {
+                return None;
+            }
+            let pick = t
+                .queue
+                .iter()
+                .enumerate()
+                .map(|(i, (_, ip))| (t.serving.get(ip).copied().unwrap_or(0), i))
+                .filter(|(serving, _)| *serving < self.per_peer_workers)
+                .min()
+                .map(|(_, i)| i);
+            if let Some((stream, ip)) = pick.and_then(|i| t.queue.remove(i)) {
+                *t.serving.entry(ip).or_default() += 1;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return Some((stream, ip));
+            }
+            t = match self.ready.wait_timeout(t, STOP_POLL) {
+                Ok((t, _)) => t,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// A connection of `ip` taken by [`Peers::take`] is closed.
+    fn done(&self, ip: IpAddr) {
+        let mut guard = self.lock();
+        let t = &mut *guard;
+        t.total = t.total.saturating_sub(1);
+        for map in [&mut t.open, &mut t.serving] {
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Takes a request token of `ip`, or says how many ms until it has one.
+    fn check_rate(&self, ip: IpAddr) -> Result<(), u64> {
+        if self.options.peer_rate_per_s == 0 {
+            return Ok(());
+        }
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.lock().rate.check(now, ip)
+    }
+}
+
+fn accept_loop(listener: &TcpListener, peers: &Peers, stopping: &AtomicBool, tls: bool) {
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             return;
         }
         match conn {
             Ok(stream) => {
-                // Counted before it is visible to a worker, which counts it out.
-                waiting.fetch_add(1, Ordering::SeqCst);
-                match queue.try_send(stream) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(stream)) => {
-                        waiting.fetch_sub(1, Ordering::SeqCst);
-                        if tls {
-                            // A TLS client could not read a plain answer: it is just closed.
-                            drop(stream);
-                        } else {
-                            refuse_busy(stream);
-                        }
+                let Ok(peer) = stream.peer_addr() else {
+                    continue; // already gone
+                };
+                if let Err((stream, why)) = peers.admit(stream, peer.ip()) {
+                    peers.refused.count(why);
+                    if tls {
+                        // A TLS client could not read a plain answer: it is just closed.
+                        drop(stream);
+                    } else {
+                        refuse_busy(stream, why);
                     }
-                    Err(TrySendError::Disconnected(_)) => return,
                 }
             }
             Err(e) => {
@@ -625,47 +864,44 @@ fn accept_loop(
     }
 }
 
+/// Gives a connection's place back when it is closed (also if its handler panics).
+struct Served<'a>(&'a Peers, IpAddr);
+
+impl Drop for Served<'_> {
+    fn drop(&mut self) {
+        self.0.done(self.1);
+    }
+}
+
 fn worker_loop(
-    queue: &Mutex<Receiver<TcpStream>>,
+    peers: &Peers,
     handler: &mut dyn Handler,
     options: &ServerOptions,
     stopping: &AtomicBool,
-    waiting: &AtomicUsize,
     tls: Option<&ServerSlot>,
 ) {
-    while !stopping.load(Ordering::SeqCst) {
-        let next = match queue.lock() {
-            Ok(queue) => queue.recv_timeout(STOP_POLL),
-            Err(_) => return,
-        };
-        if next.is_ok() {
-            waiting.fetch_sub(1, Ordering::SeqCst);
-        }
-        match next {
-            Ok(stream) if !stopping.load(Ordering::SeqCst) => {
-                let stream: Box<dyn Transport> = match tls {
-                    None => Box::new(stream),
-                    // The current certificate: a reload applies to new connections.
-                    Some(slot) => match rustls::ServerConnection::new(slot.current()) {
-                        Ok(conn) => Box::new(rustls::StreamOwned::new(conn, stream)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "HTTPS connection not set up");
-                            continue;
-                        }
-                    },
-                };
-                Connection {
-                    stream,
-                    buf: Vec::with_capacity(MAX_HEAD_BYTES),
-                    options,
-                    stopping,
-                    waiting,
+    while let Some((stream, ip)) = peers.take(stopping) {
+        let _served = Served(peers, ip);
+        let stream: Box<dyn Transport> = match tls {
+            None => Box::new(stream),
+            // The current certificate: a reload applies to new connections.
+            Some(slot) => match rustls::ServerConnection::new(slot.current()) {
+                Ok(conn) => Box::new(rustls::StreamOwned::new(conn, stream)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTPS connection not set up");
+                    continue;
                 }
-                .serve(handler);
-            }
-            Ok(_) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {}
+            },
+        };
+        Connection {
+            stream,
+            buf: Vec::with_capacity(MAX_HEAD_BYTES),
+            options,
+            stopping,
+            peers,
+            ip,
         }
+        .serve(handler);
     }
 }
 
@@ -675,6 +911,7 @@ pub struct HttpServer {
     stopping: Arc<AtomicBool>,
     listener: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    peers: Arc<Peers>,
 }
 
 impl std::fmt::Debug for HttpServer {
@@ -704,6 +941,18 @@ impl HttpServer {
         options: ServerOptions,
         tls: Option<ServerSlot>,
     ) -> Result<HttpServer, HttpError> {
+        HttpServer::start_counted(listen, handlers, options, tls, Arc::default())
+    }
+
+    /// [`HttpServer::start_tls`], counting the connections and requests turned away in
+    /// `refused`.
+    pub fn start_counted<H: Handler>(
+        listen: SocketAddr,
+        handlers: Vec<H>,
+        options: ServerOptions,
+        tls: Option<ServerSlot>,
+        refused: Arc<Refusals>,
+    ) -> Result<HttpServer, HttpError> {
         if handlers.is_empty() {
             return Err(HttpError::NoWorkers);
         }
@@ -712,36 +961,25 @@ impl HttpServer {
             message: e.to_string(),
         })?;
         let addr = listener.local_addr().unwrap_or(listen);
-        let (sender, receiver) = mpsc::sync_channel(options.queue_capacity);
-        let receiver = Arc::new(Mutex::new(receiver));
         let options = Arc::new(options);
-        let waiting = Arc::new(AtomicUsize::new(0));
+        let peers = Arc::new(Peers::new(options.clone(), refused, handlers.len()));
         let mut server = HttpServer {
             addr,
             stopping: Arc::new(AtomicBool::new(false)),
             listener: None,
             workers: Vec::new(),
+            peers: peers.clone(),
         };
         for (i, mut handler) in handlers.into_iter().enumerate() {
-            let (queue, options, stopping, waiting, tls) = (
-                receiver.clone(),
+            let (peers, options, stopping, tls) = (
+                peers.clone(),
                 options.clone(),
                 server.stopping.clone(),
-                waiting.clone(),
                 tls.clone(),
             );
             let worker = std::thread::Builder::new()
                 .name(format!("http-{i}"))
-                .spawn(move || {
-                    worker_loop(
-                        &queue,
-                        &mut handler,
-                        &options,
-                        &stopping,
-                        &waiting,
-                        tls.as_ref(),
-                    )
-                })
+                .spawn(move || worker_loop(&peers, &mut handler, &options, &stopping, tls.as_ref()))
                 .map_err(HttpError::Spawn)?; // `server` is dropped here, stopping the others
             server.workers.push(worker);
         }
@@ -749,7 +987,7 @@ impl HttpServer {
         let is_tls = tls.is_some();
         let accept = std::thread::Builder::new()
             .name("http-accept".into())
-            .spawn(move || accept_loop(&listener, &sender, &stopping, &waiting, is_tls))
+            .spawn(move || accept_loop(&listener, &peers, &stopping, is_tls))
             .map_err(HttpError::Spawn)?;
         server.listener = Some(accept);
         Ok(server)
@@ -768,6 +1006,7 @@ impl HttpServer {
 
     fn shut_down(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.peers.ready.notify_all();
         if let Some(listener) = self.listener.take() {
             // Wake the blocked `accept`; it sees the flag and returns.
             let wake = SocketAddr::new(loopback_for(self.addr.ip()), self.addr.port());
