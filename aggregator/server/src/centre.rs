@@ -34,6 +34,26 @@ use crate::store::{StoreError, BUSY_TIMEOUT};
 pub const MAX_CONFIG_BYTES: usize = 1024;
 /// Longest `reason` of a report (the wire's bound; a longer one is refused with the report).
 pub const MAX_REASON: usize = qos_wire::config::MAX_REASON;
+/// Addresses [`CentreState::senders`] and [`CentreState::reports`] each hold at most; beyond,
+/// the one heard from least recently is forgotten ([`make_room`]), so senders of spoofed
+/// addresses cannot grow them without bound.
+pub const MAX_PEERS: usize = 4096;
+
+/// Makes room for `key` in `map` of at most `max` entries: when `key` is new and the map is
+/// full, the entry with the smallest `heard` (the least recently heard) is removed.
+pub fn make_room<K: Ord + Copy, V>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    max: usize,
+    heard: impl Fn(&V) -> u64,
+) {
+    if map.len() < max || map.contains_key(&key) {
+        return;
+    }
+    if let Some(oldest) = map.iter().min_by_key(|(_, v)| heard(v)).map(|(k, _)| *k) {
+        map.remove(&oldest);
+    }
+}
 
 /// A configuration compiled from TOML.
 #[derive(Debug, Clone, PartialEq)]
@@ -530,6 +550,27 @@ impl<A> Centre<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_tables_are_bounded_and_forget_the_least_recently_heard() {
+        let mut map: BTreeMap<u32, u64> = BTreeMap::new();
+        for (k, heard) in [(1, 50), (2, 10), (3, 30)] {
+            make_room(&mut map, k, 3, |v| *v);
+            map.insert(k, heard);
+        }
+        // Known keys take no room.
+        make_room(&mut map, 1, 3, |v| *v);
+        assert_eq!(map.len(), 3);
+        // A new one pushes out 2, heard at 10.
+        make_room(&mut map, 4, 3, |v| *v);
+        map.insert(4, 60);
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), [1, 3, 4]);
+        for k in 100..10_000 {
+            make_room(&mut map, k, 3, |v| *v);
+            map.insert(k, u64::from(k));
+            assert!(map.len() <= 3);
+        }
+    }
 
     const GOOD: &str = "window_s = 30\n[[probe]]\nid = 1\nkind = \"tcp\"\ntarget = \"h:1\"\n";
 

@@ -452,6 +452,9 @@ impl<A: Copy + Ord> CoapServer<A> {
         if let Some(centre) = &self.centre {
             let mut st = centre.state();
             st.via.insert(batch.edge(), from);
+            crate::centre::make_room(&mut st.senders, from, crate::centre::MAX_PEERS, |s| {
+                s.last_batch_ms
+            });
             let seen = st.senders.entry(from).or_default();
             seen.edges.insert(batch.edge());
             seen.last_batch_ms = unix_ms;
@@ -657,7 +660,9 @@ fn broker_report<A: Copy + Ord>(centre: &Centre<A>, req: &Request<'_, A>, unix_m
     }
     match qos_broker::BrokerReport::decode(m.payload()) {
         Ok(r) => {
-            centre.state().reports.insert(req.from, (unix_ms, r));
+            let mut st = centre.state();
+            crate::centre::make_room(&mut st.reports, req.from, crate::centre::MAX_PEERS, |r| r.0);
+            st.reports.insert(req.from, (unix_ms, r));
             Reply::new(Code::CHANGED, None, Vec::new())
         }
         Err(why) => Reply::new(Code::BAD_REQUEST, None, why.into_bytes()),

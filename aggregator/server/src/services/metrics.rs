@@ -16,6 +16,23 @@ use crate::store::{SqliteStore, Synchronous};
 
 /// Most bad rows listed (all are counted).
 pub const MAX_LISTED: usize = 20;
+/// Longest component or metric name, bytes; a row with a longer one is bad.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest line `import --csv` reads; a longer one is skipped to its end as a bad row.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// A row's names: not empty, at most [`MAX_NAME_BYTES`].
+fn check_names(component: &str, metric: &str) -> Result<(), String> {
+    if component.is_empty() || metric.is_empty() {
+        return Err("empty component or metric".into());
+    }
+    if component.len() > MAX_NAME_BYTES || metric.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "component or metric name longer than {MAX_NAME_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
 
 /// What a body held.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -62,9 +79,7 @@ pub fn csv_row(row: &str) -> Result<Option<Point>, String> {
         .parse()
         .map_err(|_| format!("time `{}` is not a number", cols[0]))?;
     let (component, metric) = (cols[1].trim(), cols[2].trim());
-    if component.is_empty() || metric.is_empty() {
-        return Err("empty component or metric".into());
-    }
+    check_names(component, metric)?;
     let v = cols[3].trim();
     if v.is_empty() {
         return Err("empty value".into());
@@ -93,6 +108,7 @@ fn json_row(row: &str) -> Result<Point, String> {
     let s = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     let component = s("component").ok_or("missing string `component`")?;
     let metric = s("metric").ok_or("missing string `metric`")?;
+    check_names(component, metric)?;
     if !time.is_finite() || !value.is_finite() {
         return Err("not a finite number".into());
     }
@@ -164,9 +180,11 @@ pub fn import_csv(database: &Path, file: &Path) -> Result<(u64, u64), ImportErro
     let size = std::fs::metadata(file).map_err(read_err)?.len().max(1);
     let f = std::fs::File::open(file).map_err(read_err)?;
     let mut reader = std::io::BufReader::new(f);
-    let mut line = String::new();
-    if reader.read_line(&mut line).map_err(read_err)? == 0
-        || line.trim().replace(' ', "") != "time,component,metric,value"
+    let mut bytes = Vec::with_capacity(MAX_LINE_BYTES);
+    let (k, long) = read_line_bounded(&mut reader, &mut bytes, MAX_LINE_BYTES).map_err(read_err)?;
+    if k == 0
+        || long
+        || String::from_utf8_lossy(&bytes).trim().replace(' ', "") != "time,component,metric,value"
     {
         return Err(ImportError::Header {
             path: file.to_path_buf(),
@@ -178,16 +196,24 @@ pub fn import_csv(database: &Path, file: &Path) -> Result<(u64, u64), ImportErro
     let mut conn = rusqlite::Connection::open(database).map_err(crate::store::StoreError::from)?;
     conn.busy_timeout(crate::store::BUSY_TIMEOUT)
         .map_err(crate::store::StoreError::from)?;
-    let (mut read, mut n, mut bad, mut lines) = (line.len() as u64, 0u64, 0u64, 1usize);
+    let (mut read, mut n, mut bad, mut lines) = (k as u64, 0u64, 0u64, 1usize);
     let mut chunk = Vec::with_capacity(50_000);
     loop {
-        line.clear();
-        let k = reader.read_line(&mut line).map_err(read_err)?;
+        let (k, long) =
+            read_line_bounded(&mut reader, &mut bytes, MAX_LINE_BYTES).map_err(read_err)?;
         if k == 0 {
             break;
         }
         read += k as u64;
         lines += 1;
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            bad += 1; // not UTF-8
+            continue;
+        };
+        if long {
+            bad += 1;
+            continue;
+        }
         if line.trim().is_empty() {
             continue;
         }
@@ -214,6 +240,39 @@ pub fn import_csv(database: &Path, file: &Path) -> Result<(u64, u64), ImportErro
     Ok((n, bad))
 }
 
+/// Reads the next line (with its newline) into `line`, keeping at most `max` bytes of it: the
+/// bytes consumed (0 at the end of the input) and whether the line was longer than `max`.
+fn read_line_bounded(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    line.clear();
+    let (mut consumed, mut long) = (0, false);
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((consumed, long));
+        }
+        let (take, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let room = max - line.len().min(max);
+        long |= take > room;
+        line.extend_from_slice(&buf[..take.min(room)]);
+        r.consume(take);
+        consumed += take;
+        if end {
+            return Ok((consumed, long));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +284,50 @@ mod tests {
         assert_eq!(p.bad, 4);
         assert_eq!(p.errors[0].0, 3);
         assert_eq!(p.points[1].metric, "lat");
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        let long = "m".repeat(MAX_NAME_BYTES + 1);
+        let ok = "m".repeat(MAX_NAME_BYTES);
+        let p = parse(&format!(
+            "time,component,metric,value\n1,db,{long},1\n2,{long},cpu,1\n3,db,{ok},1\n"
+        ));
+        assert_eq!((p.points.len(), p.bad), (1, 2));
+        assert!(
+            p.errors[0].1.contains("longer than 256 bytes"),
+            "{:?}",
+            p.errors
+        );
+        let p = parse(&format!(
+            "{{\"time\":1,\"component\":\"db\",\"metric\":\"{long}\",\"value\":2}}\n"
+        ));
+        assert_eq!((p.points.len(), p.bad), (0, 1));
+    }
+
+    #[test]
+    fn import_skips_an_overlong_line_without_reading_it_whole() {
+        let dir = std::env::temp_dir().join(format!("qos-import-long-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("m.csv");
+        // A 1 MiB line with no newline before the next row, then good rows.
+        let huge = "9".repeat(1 << 20);
+        let mut content =
+            format!("time,component,metric,value\n1,db,cpu,1\n{huge}\n2,db,cpu,2\n").into_bytes();
+        // Not UTF-8: a bad row too.
+        content.extend_from_slice(b"\xff\xfe,db,cpu,3\n");
+        std::fs::write(&csv, content).unwrap();
+        let (points, bad) = import_csv(&dir.join("qos.sqlite"), &csv).unwrap();
+        assert_eq!((points, bad), (2, 2));
+        let mut r = std::io::Cursor::new(b"abcdef\nxy".to_vec());
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut r, &mut line, 4).unwrap(), (7, true));
+        assert_eq!(line, b"abcd");
+        assert_eq!(read_line_bounded(&mut r, &mut line, 4).unwrap(), (2, false));
+        assert_eq!(line, b"xy");
+        assert_eq!(read_line_bounded(&mut r, &mut line, 4).unwrap(), (0, false));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
