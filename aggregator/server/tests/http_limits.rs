@@ -127,6 +127,10 @@ fn many_stalled_connections_of_one_peer_do_not_keep_another_peer_waiting() {
         text.contains("qos_http_refused_total{reason=\"peer_connections\"} 16\n"),
         "{text}"
     );
+    println!(
+        "20 stalled connections from one address: {refused} refused 503, 4 held; \
+         the other address: 5 of 5 requests answered 200"
+    );
     drop(stalled);
 }
 
@@ -165,6 +169,10 @@ fn a_request_flood_of_one_peer_is_answered_429_and_another_peer_is_served() {
     assert_eq!(
         stats["http_refused"]["rate_limited"], limited as u64,
         "{stats}"
+    );
+    println!(
+        "40 requests from one address (1/s, burst 5): {ok} answered 200, {limited} 429; \
+         the other address: 3 of 3 answered 200"
     );
 }
 
