@@ -3,6 +3,7 @@
 # verdict read from its HTTP API.
 #
 #   start_serve                 # sets http_port, coap_port; api PATH queries /api/v1/PATH
+#                               # (serve_toml: more of serve's configuration, e.g. [oscore])
 #   check_edge ID MIN_RECEIVED  # the edge is listed with received >= MIN and gaps == 0
 
 tmp=$(mktemp -d)
@@ -47,6 +48,8 @@ listen = "127.0.0.1:$coap_port"
 
 [store]
 data_dir = "$tmp/data"
+
+${serve_toml:-}
 TOML
   "${CARGO_TARGET_DIR:-$root/target}/debug/qos-aggregator" serve --config "$tmp/aggregator.toml" \
     >"$tmp/aggregator.log" 2>&1 &

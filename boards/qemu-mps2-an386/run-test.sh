@@ -6,7 +6,9 @@
 #
 # From inside QEMU the host's 127.0.0.1 is 10.0.2.2, the only address the firmware talks to.
 # Environment: QOS_EDGE_ID (101), QOS_RUN_SECS (20), QOS_ACK_TARGET (5: the firmware exits once
-# this many summaries are acknowledged), MIN_RECEIVED (3). Installs what it misses
+# this many summaries are acknowledged), MIN_RECEIVED (3), QOS_FEATURES (the firmware's cargo
+# features, e.g. `oscore`: then serve gets the board's test credentials in `[oscore]`, so it
+# stores only protected batches from this edge, and the verdict needs them). Installs what it misses
 # (qemu-system-arm with apt-get, defmt-print with cargo install, the thumbv7em target).
 set -euo pipefail
 
@@ -15,8 +17,22 @@ root=$(cd "$here/../.." && pwd)
 edge_id=${QOS_EDGE_ID:-101}
 min_received=${MIN_RECEIVED:-3}
 fw=$here/target/thumbv7em-none-eabihf/release/qos-board-qemu-mps2-an386
+features=${QOS_FEATURES:-}
 
 . "$root/boards/serve-harness.sh"
+
+# --- OSCORE: serve holds the board's test credentials (src/config.rs: its QOS_OSCORE_* defaults)
+if [[ ",$features," == *,oscore,* ]]; then
+  printf '%s' "qemu-test-secret-not-for-use" | od -An -tx1 | tr -d ' \n' >"$tmp/edge.key"
+  chmod 600 "$tmp/edge.key"
+  serve_toml="[oscore]
+[[oscore.edge]]
+edge = $edge_id
+kid = \"71\"
+serve_id = \"73\"
+salt = \"\"
+secret_file = \"$tmp/edge.key\""
+fi
 
 # --- tools --------------------------------------------------------------------------------
 if ! command -v qemu-system-arm >/dev/null; then
@@ -47,9 +63,9 @@ pids+=($!)
 export QOS_EDGE_ID=$edge_id QOS_PROBE_PORT=$probe_port QOS_COAP_PORT=$coap_port
 export QOS_RUN_SECS=${QOS_RUN_SECS:-20} QOS_ACK_TARGET=${QOS_ACK_TARGET:-5}
 export QOS_EPOCH=$(date +%s) # a fresh boot epoch per build (no persistent storage in QEMU)
-(cd "$here" && cargo build -q --release)
+(cd "$here" && cargo build -q --release --features "$features")
 # Again with the clock base: only the board crate is rebuilt, so the base is current at boot.
-(cd "$here" && QOS_UNIX_BASE=$(date +%s) cargo build -q --release)
+(cd "$here" && QOS_UNIX_BASE=$(date +%s) cargo build -q --release --features "$features")
 "$here/size.sh"
 
 echo "--- QEMU (mps2-an386) ---"
@@ -64,4 +80,14 @@ echo "--- QEMU exit status: $qemu_rc ---"
 
 # --- verdict from the super-manager -------------------------------------------------------
 check_edge "$edge_id" "$min_received"
-echo "PASS: QEMU mps2-an386 firmware delivered its summaries to qos-aggregator"
+if [[ ",$features," == *,oscore,* ]]; then
+  grep -q "OSCORE with the super-manager" "$tmp/firmware.log" || fail "the firmware did not use OSCORE"
+  python3 - "$tmp/stats.json" <<'PY' || fail "OSCORE refusals at serve"
+import json, sys
+rejected = json.load(open(sys.argv[1])).get("rejected", {})
+bad = {k: v for k, v in rejected.items() if k.startswith("oscore") and v}
+assert not bad, f"serve refused OSCORE datagrams: {bad}"
+print("serve: no OSCORE refusals")
+PY
+fi
+echo "PASS: QEMU mps2-an386 firmware${features:+ (features: $features)} delivered its summaries to qos-aggregator"
