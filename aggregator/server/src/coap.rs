@@ -45,12 +45,13 @@ pub const MAX_MESSAGE: usize = 1152;
 pub const WELL_KNOWN_CORE: &str =
     "</u>;rt=\"qos.uplink\";ct=60,</c>;rt=\"qos.config\";ct=60,</rd>;rt=\"core.rd\",</b>;rt=\"qos.broker\";ct=60";
 
-/// An answer: code, ETag, Location-Path `rd/<n>`, Content-Format, payload.
+/// An answer: code, ETag, Location-Path `rd/<n>`, Content-Format, Block1 echo, payload.
 struct Reply {
     code: Code,
     etag: Option<u32>,
     location: Option<qos_broker::directory::DirectoryAnswer>,
     cf: Option<u16>,
+    block1: Option<qos_coap::option::Block>,
     body: Vec<u8>,
 }
 
@@ -61,6 +62,7 @@ impl Reply {
             etag: None,
             location: None,
             cf,
+            block1: None,
             body,
         }
     }
@@ -83,6 +85,9 @@ pub type ServerEndpoint<A> = Link<A, 64, 1024, MAX_MESSAGE, 64, 64>;
 #[path = "coap_streams.rs"]
 pub mod streams;
 
+#[path = "coap_block.rs"]
+pub mod block;
+
 /// Map the TOML reliability settings to the endpoint's.
 pub fn coap_config(r: &ReliabilityConfig) -> CoapConfig {
     CoapConfig::with_reliability(r.ack_timeout_ms, r.ack_random_factor, r.max_retransmit)
@@ -101,6 +106,8 @@ pub struct CoapServer<A> {
     limiter: Option<qos_broker::ratelimit::SourceLimiter<A>>,
     /// OSCORE with edges ([`CoapServer::with_oscore`]).
     oscore: Option<OscoreGate<A>>,
+    /// Block1 reassembly ([`block`]).
+    blocks: block::Blocks<A>,
 }
 
 impl<A: Copy + Ord> CoapServer<A> {
@@ -114,6 +121,7 @@ impl<A: Copy + Ord> CoapServer<A> {
             waiting: Vec::new(),
             limiter: None,
             oscore: None,
+            blocks: block::Blocks::new(),
         })
     }
 
@@ -289,20 +297,30 @@ impl<A: Copy + Ord> CoapServer<A> {
             }
             None => return,
         };
+        let mut whole = Vec::new();
+        let Some((req, block1)) =
+            self.blocks
+                .request(now, req, &mut whole, &mut self.endpoint, &stats)
+        else {
+            return;
+        };
         let r = match group {
-            Some(group) if req.message.path_is(UPLINK_PATH) => match self.check_uplink(&req) {
-                Err(r) => r,
-                Ok(payload) => match self.ingest.prepare(payload, unix_ms) {
-                    Ok(batch) => {
-                        group.push((req.handle, batch));
-                        return;
-                    }
-                    Err(e) => uplink_refused(e),
-                },
-            },
+            // A reassembled body is stored on its own, so its answer can echo Block1.
+            Some(group) if req.message.path_is(UPLINK_PATH) && block1.is_none() => {
+                match self.check_uplink(&req) {
+                    Err(r) => r,
+                    Ok(payload) => match self.ingest.prepare(payload, unix_ms) {
+                        Ok(batch) => {
+                            group.push((req.handle, batch));
+                            return;
+                        }
+                        Err(e) => uplink_refused(e),
+                    },
+                }
+            }
             _ => self.route(&req, unix_ms),
         };
-        self.answer(now, &req.handle, r);
+        self.answer(now, &req.handle, Reply { block1, ..r });
     }
 
     fn answer(&mut self, now: u64, handle: &RequestHandle<A>, r: Reply) {
@@ -315,6 +333,9 @@ impl<A: Copy + Ord> CoapServer<A> {
             }
             if let Some(cf) = r.cf {
                 w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+            }
+            if let Some(b) = r.block1 {
+                w.block_option(option::BLOCK1, b)?;
             }
             w.payload(&r.body)
         });

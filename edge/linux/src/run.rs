@@ -261,6 +261,12 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         seed,
     )
     .map_err(|e| RunError::Uplink(format!("{e:?}")))?;
+    // Block-wise batches (RFC 7959 Block1) for a backlog; not with OSCORE, whose requests
+    // brokers relay unopened, one datagram each.
+    let uplink = match u.blocks() {
+        Some(b) if cfg.oscore.is_none() => uplink.with_blocks(b),
+        _ => uplink,
+    };
     let mut uplink = match &cfg.oscore {
         Some(o) => {
             let ctx = o.context().map_err(RunError::Uplink)?;
