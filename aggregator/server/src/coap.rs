@@ -21,6 +21,9 @@
 //!   sent straight to an edge registered here, or with `id=<edge>` to the broker its last batch
 //!   came from.
 //!
+//! A request in Block1 blocks (RFC 7959, e.g. an edge's backlog as one large batch) is
+//! reassembled first ([`block`]) and then handled as above, its answer echoing Block1.
+//!
 //! The UDP driver is [`crate::serve::start_ingest`]; tests drive this type directly.
 
 use std::sync::mpsc::Sender;

@@ -549,11 +549,18 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     deregister(&receiver, &socket, &mut uplink, &mut centre, &mut tx, mono);
     save_outbox(&mut storage, uplink.outbox());
     let s = uplink.stats();
+    let o = uplink.outbox().stats();
     tracing::info!(
         batches = s.batches,
         acked = s.acked_batches,
         failovers = s.failovers,
         queued = uplink.outbox().len(),
+        in_flight = uplink.outbox().in_flight().map_or(0, |f| f.count),
+        acked_records = o.acked,
+        dropped_records = o.dropped,
+        block_batches = s.block_batches,
+        blocks = s.blocks,
+        block_fallbacks = s.block_fallbacks,
         "edge stopped"
     );
     Ok(())
