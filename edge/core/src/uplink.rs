@@ -128,7 +128,7 @@ pub struct UplinkStats {
     pub refused: u32,
     /// 5.xx answers.
     pub server_errors: u32,
-    /// Batches started block-wise (RFC 7959 Block1).
+    /// Batches started block-wise (RFC 7959 Block1; a restart after a failure counts again).
     pub block_batches: u32,
     /// Blocks sent (first transmissions).
     pub blocks: u32,
@@ -1139,7 +1139,18 @@ mod tests {
         /// Runs until the outbox is empty (or 10 virtual minutes pass). `lose(i)` drops the
         /// `i`-th datagram of the uplink (from 0); `refuse_blocks` makes the server answer
         /// any Block1 request 4.13 (a server without block-wise transfer).
-        fn run(up: &mut BigUp, mut lose: impl FnMut(usize) -> bool, refuse_blocks: bool) -> Seen {
+        fn run(up: &mut BigUp, lose: impl FnMut(usize) -> bool, refuse_blocks: bool) -> Seen {
+            run_lossy(up, lose, |_| false, refuse_blocks)
+        }
+
+        /// [`run`], also dropping the `i`-th answer of the server when `lose_answer(i)`.
+        fn run_lossy(
+            up: &mut BigUp,
+            mut lose: impl FnMut(usize) -> bool,
+            mut lose_answer: impl FnMut(usize) -> bool,
+            refuse_blocks: bool,
+        ) -> Seen {
+            let mut answers = 0;
             let mut server = Server::new(CoapConfig::default(), 9).unwrap();
             let mut r: Reassembler<u8, 2, MAX_BODY> = Reassembler::new(MAX_BODY, 2, 60_000);
             let mut seen = Seen::default();
@@ -1207,6 +1218,10 @@ mod tests {
                     }
                     let mut out = [0u8; MSG];
                     while let Some((_, k)) = server.poll_transmit(now, &mut out) {
+                        answers += 1;
+                        if lose_answer(answers - 1) {
+                            continue;
+                        }
                         let reply = out[..k].to_vec();
                         assert!(up.handle_datagram(now, B1, &reply).is_none());
                     }
@@ -1249,16 +1264,29 @@ mod tests {
         }
 
         #[test]
-        fn a_lost_answer_to_a_block_is_covered_by_the_servers_deduplication() {
+        fn a_block_lost_twice_is_sent_a_third_time() {
             let mut up = loaded(30, BlockConfig::default());
-            // Datagram 0 is block 0; losing the answer is modelled by losing nothing but
-            // duplicating: the uplink's retransmission after a lost ack hits the cache. Here
-            // the first block's request is lost twice in a row.
+            // Datagrams 0 and 1 are block 0 and its first retransmission.
             let seen = run(&mut up, |i| i == 0 || i == 1, false);
             assert!(up.outbox().is_empty());
             assert_eq!(seen.stored.len(), 30);
             assert_eq!(seen.batches.len(), 1);
             assert_eq!(seen.datagrams, seen.blocks.len() + 2);
+        }
+
+        #[test]
+        fn a_lost_continue_is_answered_again_from_the_servers_cache() {
+            let mut up = loaded(30, BlockConfig::default());
+            // The server's 2.31 to block 1 is lost: the edge retransmits block 1 (same
+            // message ID), the server's deduplication answers it again, the reassembler
+            // sees it once.
+            let seen = run_lossy(&mut up, |_| false, |i| i == 1, false);
+            assert!(up.outbox().is_empty());
+            assert_eq!(seen.stored.len(), 30);
+            assert_eq!(seen.batches.len(), 1);
+            let n = seen.blocks.len();
+            assert_eq!(seen.blocks, (0..n as u32).collect::<StdVec<_>>());
+            assert_eq!(seen.datagrams, n + 1, "block 1 twice on the wire");
         }
 
         #[test]
@@ -1281,6 +1309,71 @@ mod tests {
             let st = up.stats();
             assert_eq!((st.block_fallbacks, st.refused), (1, 0));
             assert_eq!(up.outbox().stats().dropped, 0);
+        }
+
+        #[test]
+        fn a_silent_broker_mid_transfer_restarts_the_batch_at_the_next_one() {
+            let mut up = BigUp::new(
+                EdgeId(5),
+                &[B1, 3],
+                UplinkConfig::default(),
+                Outbox::new(Seq(0)),
+                7,
+            )
+            .unwrap()
+            .with_blocks(BlockConfig::default());
+            for i in 0..30 {
+                let s: Summary<128> = qos_wire::samples::http_summary(i + 1, 60, 0);
+                up.push_summary(&s).unwrap();
+            }
+            let mut buf = [0u8; MSG];
+            let mut server = Server::new(CoapConfig::default(), 9).unwrap();
+            let mut r: Reassembler<u8, 2, MAX_BODY> = Reassembler::new(MAX_BODY, 2, 60_000);
+            // Broker B1 answers block 0 with 2.31, then falls silent.
+            up.poll(0);
+            let (to, n) = up.poll_transmit(0, &mut buf).unwrap();
+            assert_eq!(to, B1);
+            let bytes = buf[..n].to_vec();
+            let Some(Incoming::Request(req)) = server.handle_datagram(0, EDGE, &bytes) else {
+                panic!("block 0");
+            };
+            let Block1Request::Answer(a) = r.request(0, EDGE, &req.message) else {
+                panic!("continue");
+            };
+            server
+                .respond(0, &req.handle, a.code(), |w| a.write(w))
+                .unwrap();
+            let (_, k) = server.poll_transmit(0, &mut buf).unwrap();
+            let reply = buf[..k].to_vec();
+            assert!(up.handle_datagram(1, B1, &reply).is_none());
+            let (to, n) = up.poll_transmit(1, &mut buf).expect("block 1 at once");
+            let b1 = Message::parse(&buf[..n]).unwrap();
+            assert_eq!(to, B1);
+            assert_eq!(qos_coap::block::block1_of(&b1).unwrap().unwrap().num(), 1);
+            // Nothing more from B1: at the failover deadline the batch starts over, block 0
+            // at broker 3, with the same records.
+            let mut now = 1;
+            let restart = loop {
+                now = up.poll_timeout().unwrap().max(now + 1);
+                up.poll(now);
+                if let Some((to, n)) = up.poll_transmit(now, &mut buf) {
+                    if to == 3 {
+                        break Message::parse(&buf[..n])
+                            .unwrap()
+                            .option(option::BLOCK1)
+                            .map(|v| qos_coap::option::Block::decode(v).unwrap().num());
+                    }
+                }
+                assert!(now < 60_000, "no failover");
+            };
+            assert_eq!(restart, Some(0));
+            assert_eq!(now, 1 + UplinkConfig::default().failover_after_ms);
+            assert_eq!(
+                (up.stats().failovers, up.stats().block_batches),
+                (1, 2),
+                "a restart counts again"
+            );
+            assert_eq!(up.outbox().len(), 30, "nothing released, nothing dropped");
         }
 
         #[test]
