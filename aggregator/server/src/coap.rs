@@ -21,6 +21,9 @@
 //!   sent straight to an edge registered here, or with `id=<edge>` to the broker its last batch
 //!   came from.
 //!
+//! A request in Block1 blocks (RFC 7959, e.g. an edge's backlog as one large batch) is
+//! reassembled first ([`block`]) and then handled as above, its answer echoing Block1.
+//!
 //! The UDP driver is [`crate::serve::start_ingest`]; tests drive this type directly.
 
 use std::sync::mpsc::Sender;
@@ -45,7 +48,7 @@ pub const MAX_MESSAGE: usize = 1152;
 pub const WELL_KNOWN_CORE: &str =
     "</u>;rt=\"qos.uplink\";ct=60,</c>;rt=\"qos.config\";ct=60,</rd>;rt=\"core.rd\",</b>;rt=\"qos.broker\";ct=60";
 
-/// An answer: code, ETag, Location-Path `rd/<n>`, Content-Format, payload.
+/// An answer: code, ETag, Location-Path `rd/<n>`, Content-Format, Block1 echo, payload.
 struct Reply {
     code: Code,
     etag: Option<u32>,
@@ -53,6 +56,7 @@ struct Reply {
     cf: Option<u16>,
     /// Max-Age, seconds (a 4.29's wait).
     max_age: Option<u32>,
+    block1: Option<qos_coap::option::Block>,
     body: Vec<u8>,
 }
 
@@ -64,6 +68,7 @@ impl Reply {
             location: None,
             cf,
             max_age: None,
+            block1: None,
             body,
         }
     }
@@ -86,6 +91,9 @@ pub type ServerEndpoint<A> = Link<A, 64, 1024, MAX_MESSAGE, 64, 64>;
 #[path = "coap_streams.rs"]
 pub mod streams;
 
+#[path = "coap_block.rs"]
+pub mod block;
+
 /// Map the TOML reliability settings to the endpoint's.
 pub fn coap_config(r: &ReliabilityConfig) -> CoapConfig {
     CoapConfig::with_reliability(r.ack_timeout_ms, r.ack_random_factor, r.max_retransmit)
@@ -106,6 +114,8 @@ pub struct CoapServer<A> {
     edge_limiter: Option<qos_broker::ratelimit::EdgeLimiter>,
     /// OSCORE with edges ([`CoapServer::with_oscore`]).
     oscore: Option<OscoreGate<A>>,
+    /// Block1 reassembly ([`block`]).
+    blocks: block::Blocks<A>,
 }
 
 impl<A: Copy + Ord> CoapServer<A> {
@@ -120,6 +130,7 @@ impl<A: Copy + Ord> CoapServer<A> {
             limiter: None,
             edge_limiter: None,
             oscore: None,
+            blocks: block::Blocks::new(),
         })
     }
 
@@ -325,23 +336,33 @@ impl<A: Copy + Ord> CoapServer<A> {
             }
             None => return,
         };
+        let mut whole = Vec::new();
+        let Some((req, block1)) =
+            self.blocks
+                .request(now, req, &mut whole, &mut self.endpoint, &stats)
+        else {
+            return;
+        };
         let r = match group {
-            Some(group) if req.message.path_is(UPLINK_PATH) => match self.check_uplink(&req) {
-                Err(r) => r,
-                Ok(payload) => match self.ingest.prepare(payload, unix_ms) {
-                    Ok(batch) => match self.edge_over_rate(now, from, batch.edge()) {
-                        Some(r) => r,
-                        None => {
-                            group.push((req.handle, batch));
-                            return;
-                        }
+            // A reassembled body is stored on its own, so its answer can echo Block1.
+            Some(group) if req.message.path_is(UPLINK_PATH) && block1.is_none() => {
+                match self.check_uplink(&req) {
+                    Err(r) => r,
+                    Ok(payload) => match self.ingest.prepare(payload, unix_ms) {
+                        Ok(batch) => match self.edge_over_rate(now, from, batch.edge()) {
+                            Some(r) => r,
+                            None => {
+                                group.push((req.handle, batch));
+                                return;
+                            }
+                        },
+                        Err(e) => uplink_refused(e),
                     },
-                    Err(e) => uplink_refused(e),
-                },
-            },
+                }
+            }
             _ => self.route(now, &req, unix_ms),
         };
-        self.answer(now, &req.handle, r);
+        self.answer(now, &req.handle, Reply { block1, ..r });
     }
 
     fn answer(&mut self, now: u64, handle: &RequestHandle<A>, r: Reply) {
@@ -357,6 +378,9 @@ impl<A: Copy + Ord> CoapServer<A> {
             }
             if let Some(s) = r.max_age {
                 w.uint_option(option::MAX_AGE, s)?;
+            }
+            if let Some(b) = r.block1 {
+                w.block_option(option::BLOCK1, b)?;
             }
             w.payload(&r.body)
         });

@@ -362,6 +362,111 @@ impl<A: Copy + Eq, const SLOTS: usize, const MAX: usize> Reassembler<A, SLOTS, M
     }
 }
 
+/// The key of a Block1 transfer for [`Reassembler::block`]: FNV-1a over the request's method,
+/// Uri-Path and Uri-Query options (RFC 7959 §2.3 matches the blocks of one body by endpoint
+/// and request options; the endpoint is the reassembler's peer).
+pub fn request_key(m: &Message<'_>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes.iter().chain(&[0xff]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&[m.code().raw()]);
+    m.uri_path().for_each(&mut eat);
+    m.uri_queries().for_each(&mut eat);
+    h
+}
+
+/// What a server does with a request that may carry a Block1 option
+/// ([`Reassembler::request`]).
+#[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Block1Request<'b> {
+    /// No Block1 option: the request's own payload is the body.
+    Whole,
+    /// The last block completed the body: process `body` as the request's payload and echo
+    /// `block` (Block1) in the final response.
+    Complete {
+        /// The last block, to echo.
+        block: Block,
+        /// The whole body.
+        body: &'b [u8],
+    },
+    /// Answer the request with this (a 2.31 Continue or a refusal) and do nothing else.
+    Answer(Block1Answer),
+}
+
+/// The answer to a Block1 block that does not complete a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Block1Answer {
+    /// Stored, more expected: 2.31 Continue echoing the block.
+    Continue(Block),
+    /// Refused ([`Refusal::code`]).
+    Refused(Refusal),
+    /// The Block1 option does not decode: 4.02 Bad Option.
+    BadOption,
+}
+
+impl Block1Answer {
+    /// The response code.
+    pub const fn code(self) -> Code {
+        match self {
+            Block1Answer::Continue(_) => Code::CONTINUE,
+            Block1Answer::Refused(r) => r.code(),
+            Block1Answer::BadOption => Code::BAD_OPTION,
+        }
+    }
+
+    /// Writes the options of the answer (Block1 for 2.31, Size1 for 4.13), in option order.
+    pub fn write_options(self, w: &mut MessageWriter<'_>) -> Result<(), WriteError> {
+        match self {
+            Block1Answer::Continue(b) => w.block_option(option::BLOCK1, b),
+            Block1Answer::Refused(r) => r.write_options(w),
+            Block1Answer::BadOption => Ok(()),
+        }
+    }
+
+    /// The diagnostic payload (empty for 2.31).
+    pub const fn diagnostic(self) -> &'static [u8] {
+        match self {
+            Block1Answer::Continue(_) => b"",
+            Block1Answer::Refused(Refusal::TooLarge { .. }) => b"body too large",
+            Block1Answer::Refused(Refusal::Incomplete) => b"block missing",
+            Block1Answer::Refused(Refusal::Busy) => b"too many block-wise transfers",
+            Block1Answer::Refused(_) => b"bad block",
+            Block1Answer::BadOption => b"bad Block1",
+        }
+    }
+
+    /// Writes the whole answer: options and diagnostic payload.
+    pub fn write(self, w: &mut MessageWriter<'_>) -> Result<(), WriteError> {
+        self.write_options(w)?;
+        w.payload(self.diagnostic())
+    }
+}
+
+impl<A: Copy + Eq, const SLOTS: usize, const MAX: usize> Reassembler<A, SLOTS, MAX> {
+    /// Block1 handling of a whole request from `peer` at `now`: its Block1 option (if any),
+    /// Size1 and payload, keyed by [`request_key`]. What servers share; they count and answer.
+    pub fn request(&mut self, now: u64, peer: A, m: &Message<'_>) -> Block1Request<'_> {
+        let b = match block1_of(m) {
+            Ok(None) => return Block1Request::Whole,
+            Ok(Some(b)) => b,
+            Err(()) => return Block1Request::Answer(Block1Answer::BadOption),
+        };
+        let size1 = m.uint_option(option::SIZE1);
+        match self.block(now, peer, request_key(m), b, size1, m.payload()) {
+            Block1Step::Continue(b) => Block1Request::Answer(Block1Answer::Continue(b)),
+            Block1Step::Complete { block, body } => Block1Request::Complete { block, body },
+            Block1Step::Refused(r) => Block1Request::Answer(Block1Answer::Refused(r)),
+        }
+    }
+}
+
 /// Block2 serving (RFC 7959 §2.4), stateless: the block of `body` a request asks for.
 ///
 /// `requested` is the request's Block2 option (`None`: block 0), `max_szx` the largest block
@@ -460,6 +565,13 @@ impl Block1Sender {
     /// The next block to send and its payload slice of `body` (the same body every call),
     /// or `None` when everything was sent. Remembers it as in flight.
     pub fn next_block<'b>(&mut self, body: &'b [u8]) -> Option<(Block, &'b [u8])> {
+        let (block, range) = self.next_range()?;
+        Some((block, body.get(range)?))
+    }
+
+    /// Like [`Block1Sender::next_block`] for a body the caller does not hold whole (it
+    /// regenerates the slice): the next block and the byte range of the body it carries.
+    pub fn next_range(&mut self) -> Option<(Block, core::ops::Range<usize>)> {
         let size = 1usize << (self.szx + 4);
         if self.last_out {
             return None;
@@ -470,7 +582,22 @@ impl Block1Sender {
         let block = Block::new(num, more, self.szx)?;
         self.sent = Some(block);
         self.last_out = !more;
-        Some((block, body.get(self.offset..end)?))
+        Some((block, self.offset..end))
+    }
+
+    /// The body length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The block in flight (sent, not answered yet).
+    pub fn in_flight(&self) -> Option<Block> {
+        self.sent
     }
 
     /// The option values to write with a block: Block1, and Size1 with block 0.
@@ -849,6 +976,88 @@ mod tests {
         assert_eq!(rounds, 6);
         assert_eq!(got, Some(data));
         assert_eq!(s.next_block(&[]), None);
+    }
+
+    /// A request with Uri-Path `u`, and Block1 / Size1 when given.
+    fn req(block1: Option<&[u8]>, size1: Option<u32>, payload: &[u8]) -> Vec<u8> {
+        let mut buf = std::vec![0u8; 1200];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            crate::MessageType::Confirmable,
+            Code::POST,
+            1,
+            b"t",
+        )
+        .unwrap();
+        w.uri_path("u").unwrap();
+        if let Some(b) = block1 {
+            w.option(option::BLOCK1, b).unwrap();
+        }
+        if let Some(s) = size1 {
+            w.uint_option(option::SIZE1, s).unwrap();
+        }
+        w.payload(payload).unwrap();
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn whole_requests_reassemble_by_their_block1_option() {
+        let mut r = R::new(2048, 1, 10_000);
+        let plain = req(None, None, b"abc");
+        assert_eq!(
+            r.request(0, 1, &Message::parse(&plain).unwrap()),
+            Block1Request::Whole
+        );
+        // A Block1 value of 4 bytes does not decode: 4.02.
+        let bad = req(Some(&[1, 2, 3, 4]), None, b"abc");
+        let Block1Request::Answer(a) = r.request(0, 1, &Message::parse(&bad).unwrap()) else {
+            panic!("an answer");
+        };
+        assert_eq!((a, a.code()), (Block1Answer::BadOption, Code::BAD_OPTION));
+        // Size1 over the limit: 4.13 with Size1 written.
+        let enc = |b: Block| {
+            let (v, n) = b.encode();
+            v[3 - n..].to_vec()
+        };
+        let big = req(Some(&enc(blk(0, true, 6))), Some(4000), &[0; 1024]);
+        let Block1Request::Answer(a) = r.request(0, 1, &Message::parse(&big).unwrap()) else {
+            panic!("an answer");
+        };
+        let mut out = [0u8; 64];
+        let mut w = MessageWriter::new(
+            &mut out,
+            crate::MessageType::Acknowledgement,
+            a.code(),
+            1,
+            b"t",
+        )
+        .unwrap();
+        a.write(&mut w).unwrap();
+        let n = w.finish();
+        let m = Message::parse(&out[..n]).unwrap();
+        assert_eq!(m.code(), Code::REQUEST_ENTITY_TOO_LARGE);
+        assert_eq!(m.uint_option(option::SIZE1), Some(2048));
+        assert_eq!(m.payload(), b"body too large");
+        // Two blocks: Continue echoing block 0, then the body.
+        let data = body(1500);
+        let b0 = req(Some(&enc(blk(0, true, 6))), None, &data[..1024]);
+        assert_eq!(
+            r.request(0, 1, &Message::parse(&b0).unwrap()),
+            Block1Request::Answer(Block1Answer::Continue(blk(0, true, 6)))
+        );
+        let b1 = req(Some(&enc(blk(1, false, 6))), None, &data[1024..]);
+        assert_eq!(
+            r.request(0, 1, &Message::parse(&b1).unwrap()),
+            Block1Request::Complete {
+                block: blk(1, false, 6),
+                body: &data[..]
+            }
+        );
+        // The key names method and URI: another path is another transfer.
+        let other = Message::parse(&plain).unwrap();
+        assert_ne!(request_key(&other), 0);
     }
 
     #[test]

@@ -246,6 +246,21 @@ impl<const N: usize, const REC: usize> Outbox<N, REC> {
         n
     }
 
+    /// Drop the records of the batch in flight numbered up to `last` (the receiver refused
+    /// that part of it for good), counting them as dropped. Returns how many.
+    pub fn drop_in_flight_up_to(&mut self, last: Seq) -> usize {
+        let n = self
+            .entries
+            .iter()
+            .take_while(|e| matches!(e.seq, Some(s) if s <= last.0))
+            .count();
+        for _ in 0..n {
+            self.entries.remove(0);
+        }
+        self.stats.dropped = self.stats.dropped.saturating_add(n as u64);
+        n
+    }
+
     /// Serialise the whole outbox (records, numbers, counters) with postcard, for a board that
     /// persists it across a reboot.
     pub fn save<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], postcard::Error> {

@@ -27,6 +27,18 @@
 //!   [`Received::Control`], and [`Uplink::poll_control_failure`] names one that failed. No new
 //!   batch starts while a control exchange is in flight or waiting for the batch in flight
 //!   (NSTART 1 per peer), so control exchanges are never starved by a busy outbox.
+//! - A batch fits in one datagram ([`MAX_BATCH`] bytes of payload), unless block-wise
+//!   transfer is on (feature `block`, [`Uplink::with_blocks`]): then a batch may grow to
+//!   [`BlockConfig::max_body`] bytes (e.g. after the edge was cut off and summaries piled up)
+//!   and one larger than a datagram goes as RFC 7959 Block1 blocks of
+//!   [`BlockConfig::szx`], each block its own CON exchange (retransmitted, timed out and
+//!   failed over like a batch: a failure restarts the batch from block 0, at the next broker).
+//!   The server's 2.31 Continue asks for the next block (in the smaller size it may ask for);
+//!   the answer to the last block is the batch's answer. A 4.13, 4.08, 4.02 or 4.00 to a
+//!   block (a smaller limit, a receiver that lost the transfer, one without block-wise
+//!   transfer) turns blocks off for `return_after_ms` or until the next broker change: the same
+//!   records go again at once in single-datagram batches, nothing is dropped. Block bodies are
+//!   not held in memory: each block's bytes are regenerated from the outbox.
 
 use heapless::Vec;
 use qos_coap::{
@@ -47,6 +59,30 @@ use crate::outbox::{InFlight, Outbox, PushError};
 pub const MSG: usize = 1152;
 /// Largest batch payload: leaves room for the CoAP header, token and options within [`MSG`].
 pub const MAX_BATCH: usize = 1024;
+
+/// Largest batch body sent block-wise, bytes (the broker's and the super-manager's limit).
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Block-wise batches ([`Uplink::with_blocks`]).
+#[cfg(feature = "block")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockConfig {
+    /// Largest batch body, bytes ([`MAX_BATCH`]..=[`MAX_BODY`]); a batch over [`MAX_BATCH`]
+    /// goes in Block1 blocks.
+    pub max_body: usize,
+    /// Block size: `2^(szx + 4)` bytes, 0..=6 (16 to 1024).
+    pub szx: u8,
+}
+
+#[cfg(feature = "block")]
+impl Default for BlockConfig {
+    fn default() -> Self {
+        BlockConfig {
+            max_body: 4096,
+            szx: 6,
+        }
+    }
+}
 
 /// The CoAP endpoint of an edge: 4 concurrent exchanges, 8 deduplication entries.
 pub type EdgeEndpoint<A> = Endpoint<A, 4, 8, MSG>;
@@ -92,6 +128,12 @@ pub struct UplinkStats {
     pub refused: u32,
     /// 5.xx answers.
     pub server_errors: u32,
+    /// Batches started block-wise (RFC 7959 Block1; a restart after a failure counts again).
+    pub block_batches: u32,
+    /// Blocks sent (first transmissions).
+    pub blocks: u32,
+    /// Falls back to single-datagram batches after a 4.13, 4.08, 4.02 or 4.00 to a block.
+    pub block_fallbacks: u32,
 }
 
 /// Control exchanges in flight at most.
@@ -146,6 +188,17 @@ pub struct Uplink<A, const B: usize, const N: usize, const REC: usize> {
     /// OSCORE on the requests to the super-manager ([`Uplink::with_oscore`]).
     #[cfg(feature = "oscore")]
     oscore: Option<crate::oscore::EdgeOscore<MSG>>,
+    /// Block-wise batches, when on.
+    #[cfg(feature = "block")]
+    blocks: Option<BlockConfig>,
+    /// The block-wise transfer of the batch in flight: its sender, the `dropped` count its
+    /// head carries and its records (fixed for the transfer, so every block is cut from the
+    /// same body).
+    #[cfg(feature = "block")]
+    transfer: Option<(qos_coap::block::Block1Sender, u64, InFlight)>,
+    /// Blocks are off until then (after a 4.13, 4.08, 4.02 or 4.00 to a block).
+    #[cfg(feature = "block")]
+    blocks_off_until: u64,
 }
 
 impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B, N, REC> {
@@ -179,7 +232,25 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             control_waiting: false,
             #[cfg(feature = "oscore")]
             oscore: None,
+            #[cfg(feature = "block")]
+            blocks: None,
+            #[cfg(feature = "block")]
+            transfer: None,
+            #[cfg(feature = "block")]
+            blocks_off_until: 0,
         })
+    }
+
+    /// Sends batches larger than one datagram block-wise (RFC 7959 Block1) from now on, up
+    /// to `config.max_body` bytes (clamped to [`MAX_BATCH`]..=[`MAX_BODY`]) in blocks of
+    /// `2^(szx+4)` bytes (`szx` at most 6).
+    #[cfg(feature = "block")]
+    pub fn with_blocks(mut self, config: BlockConfig) -> Self {
+        self.blocks = Some(BlockConfig {
+            max_body: config.max_body.clamp(MAX_BATCH, MAX_BODY),
+            szx: config.szx.min(6),
+        });
+        self
     }
 
     /// Protects the requests to the super-manager with OSCORE (RFC 8613) from now on, with
@@ -276,6 +347,11 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                 if let Some((id, flight, _)) = self.exchange {
                     if id == exchange {
                         self.exchange = None;
+                        #[cfg(feature = "block")]
+                        if self.transfer.is_some() {
+                            self.on_block_answer(now, flight, &message);
+                            return None;
+                        }
                         self.on_answer(now, flight, message.code(), message.payload());
                     }
                 }
@@ -361,7 +437,7 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             self.fail_over(now);
         } else if code.class() == 4 {
             self.stats.refused += 1;
-            let dropped = self.outbox.drop_in_flight();
+            let dropped = self.outbox.drop_in_flight_up_to(flight.last());
             warn!(
                 "batch from {} refused ({:?}); {} records dropped",
                 flight.first.0,
@@ -386,6 +462,7 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             };
             if matches!(self.exchange, Some((id, _, _)) if id == failed) {
                 self.exchange = None;
+                self.end_transfer();
                 self.stats.failures += 1;
                 self.fail_over(now);
             } else if let Some(i) = self.controls.iter().position(|c| c.0 == failed) {
@@ -399,6 +476,7 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             if limit > 0 && now.saturating_sub(sent) >= limit {
                 self.endpoint.cancel(id);
                 self.exchange = None;
+                self.end_transfer();
                 self.stats.failures += 1;
                 self.fail_over(now);
             }
@@ -415,6 +493,10 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                 self.endpoint.cancel(id);
                 let _ = self.failed_controls.push(id);
                 self.stats.failures += 1;
+                if self.exchange.is_none() {
+                    // A transfer between two blocks would go on at another broker: restart.
+                    self.end_transfer();
+                }
                 self.fail_over(now);
             }
         }
@@ -428,6 +510,10 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
     }
 
     fn fail_over(&mut self, now: u64) {
+        #[cfg(feature = "block")]
+        {
+            self.blocks_off_until = 0;
+        }
         if self.brokers.len() > 1 {
             if self.current == 0 {
                 self.left_first_at = now;
@@ -438,39 +524,115 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
         }
     }
 
+    /// Ends the block-wise transfer in progress, if any (it restarts from block 0).
+    fn end_transfer(&mut self) {
+        #[cfg(feature = "block")]
+        {
+            self.transfer = None;
+        }
+    }
+
+    /// The largest batch body to send now.
+    fn body_limit(&self, now: u64) -> usize {
+        #[cfg(feature = "block")]
+        if let Some(b) = self.blocks {
+            if now >= self.blocks_off_until {
+                return b.max_body;
+            }
+        }
+        let _ = now;
+        MAX_BATCH
+    }
+
+    /// Copies `body[start..start + out.len()]` of the batch of the first `flight.count`
+    /// in-flight records (head with `dropped`, then the records) into `out`. Returns the
+    /// bytes copied and the body's whole length, `None` if the head does not encode.
+    fn batch_window(
+        &self,
+        flight: InFlight,
+        dropped: u64,
+        start: usize,
+        out: &mut [u8],
+    ) -> Option<(usize, usize)> {
+        let mut head = [0u8; 32];
+        let h = encode_into(&mut head, |e| {
+            encode_batch_head(e, self.edge, flight.first, dropped, flight.count)
+        })
+        .ok()?;
+        let records = self
+            .outbox
+            .in_flight_records()
+            .take(usize::from(flight.count))
+            .map(|r| r.bytes());
+        let (mut pos, mut copied) = (0, 0);
+        for chunk in core::iter::once(&head[..h]).chain(records) {
+            let (lo, hi) = (pos, pos + chunk.len());
+            let (a, b) = (lo.max(start), hi.min(start + out.len()));
+            if a < b {
+                out[a - start..b - start].copy_from_slice(&chunk[a - lo..b - lo]);
+                copied += b - a;
+            }
+            pos = hi;
+        }
+        Some((copied, pos))
+    }
+
     fn send_batch(&mut self, now: u64) {
+        #[cfg(feature = "block")]
+        if self.transfer.is_some() {
+            self.send_block(now);
+            return;
+        }
         if self.current != 0
             && now.saturating_sub(self.left_first_at) >= self.config.return_after_ms
         {
             self.current = 0;
         }
         let head_room = 32;
-        let Some(flight) = self.outbox.start_batch(MAX_BATCH - head_room, MAX_RECORDS) else {
+        let limit = self.body_limit(now);
+        let Some(all) = self.outbox.start_batch(limit - head_room, MAX_RECORDS) else {
             return;
         };
-        let mut payload = [0u8; MAX_BATCH];
-        let dropped = self.outbox.stats().dropped;
-        let edge = self.edge;
-        let records = &self.outbox;
-        let n = encode_into(&mut payload, |e| {
-            encode_batch_head(e, edge, flight.first, dropped, flight.count)?;
-            for r in records.in_flight_records() {
-                use minicbor::encode::Write;
-                e.writer_mut()
-                    .write_all(r.bytes())
-                    .map_err(|_| qos_wire::codec::WireError::BufferFull)?;
+        // The records in flight may be more than fit now (numbered for a block-wise batch
+        // that was refused, or before a restart): send the longest prefix that fits; the
+        // cumulative ack releases it and the rest follows.
+        let mut used = head_room;
+        let mut count = 0u16;
+        for r in self.outbox.in_flight_records().take(usize::from(all.count)) {
+            if count > 0 && used + r.bytes().len() > limit {
+                break;
             }
-            Ok(())
-        });
-        let Ok(n) = n else {
+            used += r.bytes().len();
+            count += 1;
+        }
+        let flight = InFlight {
+            first: all.first,
+            count,
+        };
+        let dropped = self.outbox.stats().dropped;
+        let mut payload = [0u8; MAX_BATCH];
+        let Some((n, total)) = self.batch_window(flight, dropped, 0, &mut payload) else {
+            return;
+        };
+        if total > MAX_BATCH {
+            #[cfg(feature = "block")]
+            if limit > MAX_BATCH {
+                let szx = self.blocks.map_or(6, |b| b.szx);
+                let sender = qos_coap::block::Block1Sender::new(total, szx);
+                self.transfer = Some((sender, dropped, flight));
+                self.stats.block_batches += 1;
+                self.exchange = None;
+                self.send_block_of(now, flight);
+                return;
+            }
             // A record larger than a batch can never be sent: drop it visibly.
-            let dropped = self.outbox.drop_in_flight();
+            let dropped = self.outbox.drop_in_flight_up_to(flight.last());
             warn!(
                 "batch does not fit in a message; {} records dropped",
                 dropped
             );
             return;
-        };
+        }
         let to = self.brokers[self.current];
         let sent = self
             .endpoint
@@ -485,6 +647,99 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                 self.stats.batches += 1;
             }
             Err(e) => warn!("cannot start batch exchange: {:?}", e),
+        }
+    }
+
+    /// Sends the next block of the transfer in progress.
+    #[cfg(feature = "block")]
+    fn send_block(&mut self, now: u64) {
+        if let Some((_, _, flight)) = self.transfer {
+            self.send_block_of(now, flight);
+        }
+    }
+
+    /// Sends the next block of the transfer of `flight`.
+    #[cfg(feature = "block")]
+    fn send_block_of(&mut self, now: u64, flight: InFlight) {
+        let Some((mut sender, dropped, _)) = self.transfer else {
+            return;
+        };
+        let Some((block, range)) = sender.next_range() else {
+            self.transfer = None;
+            return;
+        };
+        let mut payload = [0u8; qos_coap::block::MAX_BLOCK];
+        let len = range.len().min(payload.len());
+        let Some((n, _)) = self.batch_window(flight, dropped, range.start, &mut payload[..len])
+        else {
+            self.transfer = None;
+            return;
+        };
+        let to = self.brokers[self.current];
+        let sent = self
+            .endpoint
+            .request(now, to, Reliability::Confirmable, Code::POST, |w| {
+                w.uri_path(UPLINK_PATH)?;
+                w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
+                sender.write_options(w, block)?;
+                w.payload(&payload[..n])
+            });
+        match sent {
+            Ok(id) => {
+                self.transfer = Some((sender, dropped, flight));
+                self.exchange = Some((id, flight, now));
+                self.stats.blocks += 1;
+                if block.num() == 0 {
+                    self.stats.batches += 1;
+                }
+            }
+            Err(e) => {
+                // Not sent: the same block again at the next poll.
+                warn!("cannot send block {}: {:?}", block.num(), e);
+            }
+        }
+    }
+
+    /// The answer to a block of the transfer in progress.
+    #[cfg(feature = "block")]
+    fn on_block_answer(&mut self, now: u64, flight: InFlight, message: &Message<'_>) {
+        use qos_coap::block::SendStep;
+        let Some((mut sender, dropped, _)) = self.transfer.take() else {
+            return;
+        };
+        let code = message.code();
+        let echo = qos_coap::block::block1_of(message).ok().flatten();
+        match sender.on_response(code, echo) {
+            SendStep::Next => {
+                self.transfer = Some((sender, dropped, flight));
+                if self.controls.is_empty() && !self.control_waiting {
+                    self.send_block_of(now, flight);
+                }
+            }
+            // 4.13 (a smaller limit), 4.08 (the receiver lost the transfer), 4.02 (a receiver
+            // that does not know Block1, a critical option), 4.00 (a block it finds bad):
+            // none of these says anything about the records, so they are not dropped.
+            SendStep::Done
+                if code == Code::REQUEST_ENTITY_TOO_LARGE
+                    || code == Code::REQUEST_ENTITY_INCOMPLETE
+                    || code == Code::BAD_OPTION
+                    || code == Code::BAD_REQUEST =>
+            {
+                warn!(
+                    "block-wise batch refused with {}.{:02}; single-datagram batches for now",
+                    code.class(),
+                    code.detail()
+                );
+                self.stats.block_fallbacks += 1;
+                self.blocks_off_until = now.saturating_add(self.config.return_after_ms).max(1);
+            }
+            SendStep::Done => self.on_answer(now, flight, code, message.payload()),
+            _ => {
+                warn!("block-wise batch: unexpected answer; single-datagram batches for now");
+                self.stats.failures += 1;
+                self.stats.block_fallbacks += 1;
+                self.blocks_off_until = now.saturating_add(self.config.return_after_ms).max(1);
+            }
         }
     }
 
@@ -839,6 +1094,307 @@ mod tests {
         up.poll(8_000);
         assert_eq!(up.poll_control_failure(), Some(id));
         assert_eq!(up.stats().failures, 1);
+    }
+
+    /// Block-wise batches: a driver with virtual time between the uplink and a server that
+    /// reassembles Block1 with the shared [`qos_coap::block::Reassembler`].
+    #[cfg(feature = "block")]
+    mod blockwise {
+        use super::*;
+        use qos_coap::block::{Block1Request, Reassembler};
+        use std::vec::Vec as StdVec;
+
+        type BigUp = Uplink<u8, 2, 64, 256>;
+
+        /// What the server saw and did.
+        #[derive(Default)]
+        struct Seen {
+            /// Datagrams the uplink sent (lost ones included).
+            datagrams: usize,
+            /// Block1 numbers received, in order (repeats included).
+            blocks: StdVec<u32>,
+            /// Batches complete: (first seq, record count, dropped, single datagram?).
+            batches: StdVec<(u64, usize, u64, bool)>,
+            /// Sequence numbers stored, in order of arrival.
+            stored: StdVec<u64>,
+        }
+
+        fn loaded(n: u64, cfg: BlockConfig) -> BigUp {
+            let mut up = BigUp::new(
+                EdgeId(5),
+                &[B1],
+                UplinkConfig::default(),
+                Outbox::new(Seq::first_of_epoch(1)),
+                7,
+            )
+            .unwrap()
+            .with_blocks(cfg);
+            for i in 0..n {
+                let s: Summary<128> = qos_wire::samples::http_summary(i + 1, 60, 0);
+                up.push_summary(&s).unwrap();
+            }
+            up
+        }
+
+        /// Runs until the outbox is empty (or 10 virtual minutes pass). `lose(i)` drops the
+        /// `i`-th datagram of the uplink (from 0); `refuse_blocks` makes the server answer
+        /// any Block1 request 4.13 (a server without block-wise transfer).
+        fn run(up: &mut BigUp, lose: impl FnMut(usize) -> bool, refuse_blocks: bool) -> Seen {
+            run_lossy(up, lose, |_| false, refuse_blocks)
+        }
+
+        /// [`run`], also dropping the `i`-th answer of the server when `lose_answer(i)`.
+        fn run_lossy(
+            up: &mut BigUp,
+            mut lose: impl FnMut(usize) -> bool,
+            mut lose_answer: impl FnMut(usize) -> bool,
+            refuse_blocks: bool,
+        ) -> Seen {
+            let mut answers = 0;
+            let mut server = Server::new(CoapConfig::default(), 9).unwrap();
+            let mut r: Reassembler<u8, 2, MAX_BODY> = Reassembler::new(MAX_BODY, 2, 60_000);
+            let mut seen = Seen::default();
+            let mut buf = [0u8; MSG];
+            let mut now = 0;
+            while !up.outbox().is_empty() && now < 600_000 {
+                up.poll(now);
+                while let Some((_, n)) = up.poll_transmit(now, &mut buf) {
+                    seen.datagrams += 1;
+                    if lose(seen.datagrams - 1) {
+                        continue;
+                    }
+                    let bytes = buf[..n].to_vec();
+                    if let Some(Incoming::Request(req)) = server.handle_datagram(now, EDGE, &bytes)
+                    {
+                        let m = req.message;
+                        assert!(m.path_is(UPLINK_PATH));
+                        let b1 = qos_coap::block::block1_of(&m).unwrap();
+                        if let Some(b) = b1 {
+                            seen.blocks.push(b.num());
+                        }
+                        let mut store = |body: &[u8], single: bool| {
+                            let batch = qos_wire::uplink::Batch::decode(body).unwrap();
+                            let recs: StdVec<u64> = batch.records().map(|r| r.seq.0).collect();
+                            seen.batches.push((
+                                batch.first_seq.0,
+                                recs.len(),
+                                batch.dropped,
+                                single,
+                            ));
+                            seen.stored.extend(recs);
+                            ack_all(body).1
+                        };
+                        if b1.is_some() && refuse_blocks {
+                            server
+                                .respond(now, &req.handle, Code::REQUEST_ENTITY_TOO_LARGE, |w| {
+                                    w.uint_option(option::SIZE1, 1024)
+                                })
+                                .unwrap();
+                        } else {
+                            match r.request(now, EDGE, &m) {
+                                Block1Request::Answer(a) => server
+                                    .respond(now, &req.handle, a.code(), |w| a.write(w))
+                                    .unwrap(),
+                                Block1Request::Complete { block, body } => {
+                                    let ack = store(body, false);
+                                    server
+                                        .respond(now, &req.handle, Code::CHANGED, |w| {
+                                            w.block_option(option::BLOCK1, block)?;
+                                            w.payload(&ack)
+                                        })
+                                        .unwrap()
+                                }
+                                _ => {
+                                    assert!(m.payload().len() <= MAX_BATCH);
+                                    let ack = store(m.payload(), true);
+                                    server
+                                        .respond(now, &req.handle, Code::CHANGED, |w| {
+                                            w.payload(&ack)
+                                        })
+                                        .unwrap()
+                                }
+                            }
+                        }
+                    }
+                    let mut out = [0u8; MSG];
+                    while let Some((_, k)) = server.poll_transmit(now, &mut out) {
+                        answers += 1;
+                        if lose_answer(answers - 1) {
+                            continue;
+                        }
+                        let reply = out[..k].to_vec();
+                        assert!(up.handle_datagram(now, B1, &reply).is_none());
+                    }
+                    up.poll(now);
+                }
+                now = up.poll_timeout().map_or(now + 1_000, |t| t.max(now + 1));
+            }
+            seen
+        }
+
+        #[test]
+        fn a_large_batch_goes_in_blocks_and_a_lost_block_is_retransmitted() {
+            let cfg = BlockConfig {
+                max_body: 4096,
+                szx: 5,
+            };
+            let mut up = loaded(30, cfg);
+            let first = Seq::first_of_epoch(1).0;
+            // The second datagram (block 1) is lost once: the CoAP layer sends it again.
+            let seen = run(&mut up, |i| i == 1, false);
+            assert!(up.outbox().is_empty());
+            assert_eq!(seen.stored, (first..first + 30).collect::<StdVec<_>>());
+            assert_eq!(seen.batches.len(), 1, "one batch: {:?}", seen.batches);
+            assert!(!seen.batches[0].3, "reassembled from blocks");
+            let nblocks = seen.blocks.len();
+            assert!(nblocks >= 4, "blocks of 512 bytes: {:?}", seen.blocks);
+            assert_eq!(
+                seen.blocks,
+                (0..nblocks as u32).collect::<StdVec<_>>(),
+                "each block once at the server"
+            );
+            assert_eq!(seen.datagrams, nblocks + 1, "one retransmission");
+            let st = up.stats();
+            assert_eq!((st.block_batches, st.blocks), (1, nblocks as u32));
+            assert_eq!(
+                (st.acked_batches, st.failures, st.block_fallbacks),
+                (1, 0, 0)
+            );
+            assert_eq!(up.outbox().stats().dropped, 0);
+        }
+
+        #[test]
+        fn a_block_lost_twice_is_sent_a_third_time() {
+            let mut up = loaded(30, BlockConfig::default());
+            // Datagrams 0 and 1 are block 0 and its first retransmission.
+            let seen = run(&mut up, |i| i == 0 || i == 1, false);
+            assert!(up.outbox().is_empty());
+            assert_eq!(seen.stored.len(), 30);
+            assert_eq!(seen.batches.len(), 1);
+            assert_eq!(seen.datagrams, seen.blocks.len() + 2);
+        }
+
+        #[test]
+        fn a_lost_continue_is_answered_again_from_the_servers_cache() {
+            let mut up = loaded(30, BlockConfig::default());
+            // The server's 2.31 to block 1 is lost: the edge retransmits block 1 (same
+            // message ID), the server's deduplication answers it again, the reassembler
+            // sees it once.
+            let seen = run_lossy(&mut up, |_| false, |i| i == 1, false);
+            assert!(up.outbox().is_empty());
+            assert_eq!(seen.stored.len(), 30);
+            assert_eq!(seen.batches.len(), 1);
+            let n = seen.blocks.len();
+            assert_eq!(seen.blocks, (0..n as u32).collect::<StdVec<_>>());
+            assert_eq!(seen.datagrams, n + 1, "block 1 twice on the wire");
+        }
+
+        #[test]
+        fn a_server_without_blocks_gets_the_same_records_in_single_datagram_batches() {
+            let mut up = loaded(30, BlockConfig::default());
+            let first = Seq::first_of_epoch(1).0;
+            let seen = run(&mut up, |_| false, true);
+            assert!(up.outbox().is_empty());
+            assert_eq!(
+                seen.stored,
+                (first..first + 30).collect::<StdVec<_>>(),
+                "no gap, no duplicate"
+            );
+            assert_eq!(seen.blocks, [0], "block 0 refused once");
+            assert!(seen.batches.len() >= 2, "{:?}", seen.batches);
+            assert!(
+                seen.batches.iter().all(|b| b.3 && b.2 == 0),
+                "single, nothing dropped"
+            );
+            let st = up.stats();
+            assert_eq!((st.block_fallbacks, st.refused), (1, 0));
+            assert_eq!(up.outbox().stats().dropped, 0);
+        }
+
+        #[test]
+        fn a_silent_broker_mid_transfer_restarts_the_batch_at_the_next_one() {
+            let mut up = BigUp::new(
+                EdgeId(5),
+                &[B1, 3],
+                UplinkConfig::default(),
+                Outbox::new(Seq(0)),
+                7,
+            )
+            .unwrap()
+            .with_blocks(BlockConfig::default());
+            for i in 0..30 {
+                let s: Summary<128> = qos_wire::samples::http_summary(i + 1, 60, 0);
+                up.push_summary(&s).unwrap();
+            }
+            let mut buf = [0u8; MSG];
+            let mut server = Server::new(CoapConfig::default(), 9).unwrap();
+            let mut r: Reassembler<u8, 2, MAX_BODY> = Reassembler::new(MAX_BODY, 2, 60_000);
+            // Broker B1 answers block 0 with 2.31, then falls silent.
+            up.poll(0);
+            let (to, n) = up.poll_transmit(0, &mut buf).unwrap();
+            assert_eq!(to, B1);
+            let bytes = buf[..n].to_vec();
+            let Some(Incoming::Request(req)) = server.handle_datagram(0, EDGE, &bytes) else {
+                panic!("block 0");
+            };
+            let Block1Request::Answer(a) = r.request(0, EDGE, &req.message) else {
+                panic!("continue");
+            };
+            server
+                .respond(0, &req.handle, a.code(), |w| a.write(w))
+                .unwrap();
+            let (_, k) = server.poll_transmit(0, &mut buf).unwrap();
+            let reply = buf[..k].to_vec();
+            assert!(up.handle_datagram(1, B1, &reply).is_none());
+            let (to, n) = up.poll_transmit(1, &mut buf).expect("block 1 at once");
+            let b1 = Message::parse(&buf[..n]).unwrap();
+            assert_eq!(to, B1);
+            assert_eq!(qos_coap::block::block1_of(&b1).unwrap().unwrap().num(), 1);
+            // Nothing more from B1: at the failover deadline the batch starts over, block 0
+            // at broker 3, with the same records.
+            let mut now = 1;
+            let restart = loop {
+                now = up.poll_timeout().unwrap().max(now + 1);
+                up.poll(now);
+                if let Some((to, n)) = up.poll_transmit(now, &mut buf) {
+                    if to == 3 {
+                        break Message::parse(&buf[..n])
+                            .unwrap()
+                            .option(option::BLOCK1)
+                            .map(|v| qos_coap::option::Block::decode(v).unwrap().num());
+                    }
+                }
+                assert!(now < 60_000, "no failover");
+            };
+            assert_eq!(restart, Some(0));
+            assert_eq!(now, 1 + UplinkConfig::default().failover_after_ms);
+            assert_eq!(
+                (up.stats().failovers, up.stats().block_batches),
+                (1, 2),
+                "a restart counts again"
+            );
+            assert_eq!(up.outbox().len(), 30, "nothing released, nothing dropped");
+        }
+
+        #[test]
+        fn without_blocks_a_backlog_goes_in_single_datagram_batches() {
+            let mut up = BigUp::new(
+                EdgeId(5),
+                &[B1],
+                UplinkConfig::default(),
+                Outbox::new(Seq(0)),
+                7,
+            )
+            .unwrap();
+            for i in 0..30 {
+                let s: Summary<128> = qos_wire::samples::http_summary(i + 1, 60, 0);
+                up.push_summary(&s).unwrap();
+            }
+            let seen = run(&mut up, |_| false, false);
+            assert_eq!(seen.stored, (0..30).collect::<StdVec<_>>());
+            assert!(seen.blocks.is_empty());
+            assert!(seen.batches.len() >= 2);
+        }
     }
 
     #[test]

@@ -215,6 +215,23 @@ pub struct UplinkSection {
     /// Ask the broker for this edge's central configuration (`GET /c`) every this many
     /// seconds, and right after each registration; 0 disables the poll.
     pub config_poll_s: u32,
+    /// Largest batch body, bytes (1024..=16384): a batch over 1024 bytes (a backlog after a
+    /// cut) goes block-wise (RFC 7959 Block1); 1024 keeps every batch within one datagram.
+    pub max_body: usize,
+    /// Block size of block-wise batches, bytes: 16, 32, 64, 128, 256, 512 or 1024.
+    pub block_size: usize,
+}
+
+impl UplinkSection {
+    /// The block-wise settings of the uplink core, `None` when batches stay single-datagram.
+    pub fn blocks(&self) -> Option<qos_edge_core::uplink::BlockConfig> {
+        (self.max_body > qos_edge_core::uplink::MAX_BATCH).then(|| {
+            qos_edge_core::uplink::BlockConfig {
+                max_body: self.max_body,
+                szx: self.block_size.trailing_zeros().saturating_sub(4) as u8,
+            }
+        })
+    }
 }
 
 impl Default for UplinkSection {
@@ -230,6 +247,8 @@ impl Default for UplinkSection {
             bind: None,
             lifetime_s: qos_wire::registration::DEFAULT_LIFETIME,
             config_poll_s: 60,
+            max_body: 4096,
+            block_size: 1024,
         }
     }
 }
@@ -337,6 +356,20 @@ impl Config {
         }
         if u.lifetime_s < qos_wire::registration::MIN_LIFETIME {
             return Err("uplink.lifetime_s must be at least 60 (RFC 9176)".into());
+        }
+        if !(qos_edge_core::uplink::MAX_BATCH..=qos_edge_core::uplink::MAX_BODY)
+            .contains(&u.max_body)
+        {
+            return Err(format!(
+                "uplink.max_body {}: must be within 1024..=16384 bytes",
+                u.max_body
+            ));
+        }
+        if !u.block_size.is_power_of_two() || !(16..=1024).contains(&u.block_size) {
+            return Err(format!(
+                "uplink.block_size {}: must be 16, 32, 64, 128, 256, 512 or 1024 bytes",
+                u.block_size
+            ));
         }
         if self.metrics.interval_s == Some(0) {
             return Err("metrics.interval_s must be at least 1".into());
@@ -617,6 +650,24 @@ steps = [{ send = "x" }, { expect = "y" }]
     }
 
     #[test]
+    fn block_settings_map_to_the_core() {
+        let base = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\n";
+        let p = |extra: &str| Config::parse(&format!("{base}{extra}"), Path::new("e.toml"));
+        let b = p("").unwrap().uplink.blocks().unwrap();
+        assert_eq!((b.max_body, b.szx), (4096, 6));
+        let b = p("[uplink]\nmax_body = 16384\nblock_size = 256\n")
+            .unwrap()
+            .uplink
+            .blocks()
+            .unwrap();
+        assert_eq!((b.max_body, b.szx), (16384, 4));
+        assert_eq!(
+            p("[uplink]\nmax_body = 1024\n").unwrap().uplink.blocks(),
+            None
+        );
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let text = "[edge]\nid = 1\nname = \"a\"\nregion = \"r\"\ncolour = 3\n";
         let err = Config::parse(text, Path::new("e.toml"))
@@ -634,6 +685,10 @@ steps = [{ send = "x" }, { expect = "y" }]
                 "probe 1",
             ),
             ("[uplink]\nbrokers = []\n", "uplink.brokers"),
+            ("[uplink]\nmax_body = 1000\n", "uplink.max_body 1000"),
+            ("[uplink]\nmax_body = 16385\n", "uplink.max_body 16385"),
+            ("[uplink]\nblock_size = 1000\n", "uplink.block_size 1000"),
+            ("[uplink]\nblock_size = 2048\n", "uplink.block_size 2048"),
             ("[metrics]\ninterval_s = 0\n", "metrics.interval_s"),
             ("[metrics]\nenable = false\n", "enable"),
             (

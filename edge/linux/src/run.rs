@@ -261,6 +261,12 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
         seed,
     )
     .map_err(|e| RunError::Uplink(format!("{e:?}")))?;
+    // Block-wise batches (RFC 7959 Block1) for a backlog; not with OSCORE, whose requests
+    // brokers relay unopened, one datagram each.
+    let uplink = match u.blocks() {
+        Some(b) if cfg.oscore.is_none() => uplink.with_blocks(b),
+        _ => uplink,
+    };
     let mut uplink = match &cfg.oscore {
         Some(o) => {
             let ctx = o.context().map_err(RunError::Uplink)?;
@@ -543,11 +549,18 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
     deregister(&receiver, &socket, &mut uplink, &mut centre, &mut tx, mono);
     save_outbox(&mut storage, uplink.outbox());
     let s = uplink.stats();
+    let o = uplink.outbox().stats();
     tracing::info!(
         batches = s.batches,
         acked = s.acked_batches,
         failovers = s.failovers,
         queued = uplink.outbox().len(),
+        in_flight = uplink.outbox().in_flight().map_or(0, |f| f.count),
+        acked_records = o.acked,
+        dropped_records = o.dropped,
+        block_batches = s.block_batches,
+        blocks = s.blocks,
+        block_fallbacks = s.block_fallbacks,
         "edge stopped"
     );
     Ok(())

@@ -24,9 +24,9 @@
 //! [`BrokerStats::rejected_incomplete`]: super::BrokerStats::rejected_incomplete
 //! [`BrokerStats::rejected_malformed`]: super::BrokerStats::rejected_malformed
 
-use qos_coap::block::{self, Block1Step, Refusal};
-use qos_coap::option::{self, Block};
-use qos_coap::{Code, Message, Request};
+use qos_coap::block::{self, Block1Answer, Block1Request, Refusal};
+use qos_coap::option::Block;
+use qos_coap::Request;
 use qos_wire::codec::encode_into;
 use qos_wire::ids::Seq;
 use qos_wire::uplink::{encode_batch_head, Batch};
@@ -51,21 +51,6 @@ pub(super) enum Body {
     Reassembled(Vec<u8>, Block),
     /// A 2.31 or a refusal was sent; nothing more to do.
     Answered,
-}
-
-/// The key of a transfer: method, Uri-Path and Uri-Query (FNV-1a).
-fn key(m: &Message<'_>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes.iter().chain(&[0xff]) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(&[m.code().raw()]);
-    m.uri_path().for_each(&mut eat);
-    m.uri_queries().for_each(&mut eat);
-    h
 }
 
 /// Splits `batch` into batches of consecutive records of at most `max` bytes each:
@@ -101,51 +86,26 @@ pub(super) fn split_batch(batch: &Batch<'_>, max: usize) -> Result<Vec<(Seq, Seq
 }
 
 impl<A: Copy + Eq> Broker<A> {
-    /// Block1 handling of an edge's request: answers the blocks that do not complete a body.
+    /// Block1 handling of an edge's request (the shared [`block::Reassembler::request`]):
+    /// answers the blocks that do not complete a body.
     pub(super) fn block1_body(&mut self, now: u64, req: &Request<'_, A>) -> Body {
-        let m = &req.message;
-        let b = match block::block1_of(m) {
-            Ok(None) => return Body::Whole,
-            Ok(Some(b)) => b,
-            Err(()) => {
-                self.stats.rejected_malformed += 1;
-                let _ = self.down.respond(now, &req.handle, Code::BAD_OPTION, |w| {
-                    w.payload(b"bad Block1")
-                });
-                return Body::Answered;
-            }
-        };
-        let size1 = m.uint_option(option::SIZE1);
-        let step = self
-            .blocks
-            .block(now, req.from, key(m), b, size1, m.payload());
-        let (code, refusal) = match step {
-            Block1Step::Complete { block, body } => {
+        let answer = match self.blocks.request(now, req.from, &req.message) {
+            Block1Request::Complete { block, body } => {
                 return Body::Reassembled(body.to_vec(), block);
             }
-            Block1Step::Continue(block) => {
-                let _ = self.down.respond(now, &req.handle, Code::CONTINUE, |w| {
-                    w.block_option(option::BLOCK1, block)
-                });
-                return Body::Answered;
-            }
-            Block1Step::Refused(r) => (r.code(), r),
+            Block1Request::Answer(a) => a,
+            _ => return Body::Whole,
         };
-        match refusal {
-            Refusal::TooLarge { .. } => self.stats.rejected_too_large += 1,
-            Refusal::Incomplete => self.stats.rejected_incomplete += 1,
-            Refusal::Busy => self.stats.relay_overload += 1,
+        match answer {
+            Block1Answer::Continue(_) => {}
+            Block1Answer::Refused(Refusal::TooLarge { .. }) => self.stats.rejected_too_large += 1,
+            Block1Answer::Refused(Refusal::Incomplete) => self.stats.rejected_incomplete += 1,
+            Block1Answer::Refused(Refusal::Busy) => self.stats.relay_overload += 1,
             _ => self.stats.rejected_malformed += 1,
         }
-        let _ = self.down.respond(now, &req.handle, code, |w| {
-            refusal.write_options(w)?;
-            w.payload(match refusal {
-                Refusal::TooLarge { .. } => b"body too large".as_slice(),
-                Refusal::Incomplete => b"block missing",
-                Refusal::Busy => b"too many block-wise transfers",
-                _ => b"bad block",
-            })
-        });
+        let _ = self
+            .down
+            .respond(now, &req.handle, answer.code(), |w| answer.write(w));
         Body::Answered
     }
 }
