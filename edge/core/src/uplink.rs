@@ -20,7 +20,9 @@
 //!   no receiver will accept it: the batch is dropped and counted in `dropped`, so the loss is
 //!   visible upstream, and the outbox moves on. Any other 4.xx (4.04, 4.05, ...) says the peer
 //!   is not a broker for us (a wrong address): that is a broker failure, so the uplink fails
-//!   over and keeps the batch.
+//!   over and keeps the batch. A 4.29 (Too Many Requests: this edge over its rate at the
+//!   receiver) is neither: the batch is kept and goes again to the same broker after the
+//!   answer's Max-Age (60 s without one; at least 1 s, at most [`MAX_RATE_WAIT_MS`]).
 //! - Besides batches the uplink carries *control* exchanges for the [`centre`](crate::centre)
 //!   (registration, configuration poll, configuration report): [`Uplink::control_request`]
 //!   sends one to the current broker, [`Uplink::handle`] returns its answer as
@@ -128,6 +130,8 @@ pub struct UplinkStats {
     pub refused: u32,
     /// 5.xx answers.
     pub server_errors: u32,
+    /// 4.29 answers (this edge over its rate at the receiver): the batch waited Max-Age.
+    pub rate_limited: u32,
     /// Batches started block-wise (RFC 7959 Block1; a restart after a failure counts again).
     pub block_batches: u32,
     /// Blocks sent (first transmissions).
@@ -135,6 +139,9 @@ pub struct UplinkStats {
     /// Falls back to single-datagram batches after a 4.13, 4.08, 4.02 or 4.00 to a block.
     pub block_fallbacks: u32,
 }
+
+/// The longest wait a 4.29's Max-Age can impose on the uplink, ms.
+pub const MAX_RATE_WAIT_MS: u64 = 600_000;
 
 /// Control exchanges in flight at most.
 pub const MAX_CONTROL: usize = 2;
@@ -352,7 +359,7 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                             self.on_block_answer(now, flight, &message);
                             return None;
                         }
-                        self.on_answer(now, flight, message.code(), message.payload());
+                        self.on_answer(now, flight, &message);
                     }
                 }
                 None
@@ -408,7 +415,8 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
         self.failed_controls.pop()
     }
 
-    fn on_answer(&mut self, now: u64, flight: InFlight, code: Code, payload: &[u8]) {
+    fn on_answer(&mut self, now: u64, flight: InFlight, message: &Message<'_>) {
+        let (code, payload) = (message.code(), message.payload());
         if code == Code::CHANGED || code == Code::CREATED {
             match Ack::decode(payload) {
                 Ok(ack) if ack.acked >= flight.first => {
@@ -421,6 +429,16 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                     self.not_before = now + self.config.retry_after_ms;
                 }
             }
+        } else if code == Code::TOO_MANY_REQUESTS {
+            // Over this edge's rate at the receiver (RFC 8516): not a broker failure and
+            // nothing wrong with the records. The batch is kept and goes again to the same
+            // broker once Max-Age has passed (60 s without one, RFC 7252 §5.10.5), waiting at
+            // least 1 s and at most `MAX_RATE_WAIT_MS`.
+            let wait_s = message.uint_option(option::MAX_AGE).unwrap_or(60);
+            let wait_ms = (u64::from(wait_s) * 1000).clamp(1000, MAX_RATE_WAIT_MS);
+            warn!("batch refused 4.29 (over our rate); again in {} ms", wait_ms);
+            self.stats.rate_limited += 1;
+            self.not_before = now + wait_ms;
         } else if code.class() == 4 && !code.rejects_content() {
             warn!(
                 "broker answered {}.{:02} to a batch: not a broker for us; failing over",
@@ -733,7 +751,7 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
                 self.stats.block_fallbacks += 1;
                 self.blocks_off_until = now.saturating_add(self.config.return_after_ms).max(1);
             }
-            SendStep::Done => self.on_answer(now, flight, code, message.payload()),
+            SendStep::Done => self.on_answer(now, flight, message),
             _ => {
                 warn!("block-wise batch: unexpected answer; single-datagram batches for now");
                 self.stats.failures += 1;
@@ -978,6 +996,66 @@ mod tests {
             2,
             "and on to the next after another deadline"
         );
+    }
+
+    /// One exchange whose answer is 4.29 with the given Max-Age (none: the option left out).
+    fn too_many(up: &mut Up, server: &mut Server, now: u64, max_age: Option<u32>) {
+        let mut buf = [0u8; MSG];
+        up.poll(now);
+        let (_, n) = up.poll_transmit(now, &mut buf).expect("a batch");
+        let bytes = buf[..n].to_vec();
+        let Some(Incoming::Request(req)) = server.handle_datagram(now, EDGE, &bytes) else {
+            panic!("not a request")
+        };
+        server
+            .respond(now, &req.handle, Code::TOO_MANY_REQUESTS, |w| {
+                if let Some(s) = max_age {
+                    w.uint_option(option::MAX_AGE, s)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let mut out = [0u8; MSG];
+        while let Some((_, m)) = server.poll_transmit(now, &mut out) {
+            let reply = out[..m].to_vec();
+            assert!(up.handle_datagram(now, B1, &reply).is_none());
+        }
+        up.poll(now);
+    }
+
+    #[test]
+    fn over_its_rate_the_edge_waits_max_age_at_the_same_broker_and_keeps_the_batch() {
+        let mut up = Up::new(
+            EdgeId(5),
+            &[B1, 3],
+            UplinkConfig::default(),
+            Outbox::new(Seq(0)),
+            7,
+        )
+        .unwrap();
+        let mut server = Server::new(CoapConfig::default(), 8).unwrap();
+        up.push_summary(&summary(1)).unwrap();
+        too_many(&mut up, &mut server, 0, Some(3));
+        assert_eq!(up.stats().rate_limited, 1);
+        assert_eq!(up.outbox().len(), 1, "kept");
+        assert_eq!(
+            (up.stats().refused, up.stats().failovers, up.broker()),
+            (0, 0, B1),
+            "neither dropped nor a broker failure"
+        );
+        assert_eq!(up.poll_timeout(), Some(3_000), "Max-Age 3 s");
+        assert_eq!(exchange(&mut up, &mut server, 2_999, ack_all), 0);
+        assert_eq!(exchange(&mut up, &mut server, 3_000, ack_all), 1);
+        assert!(up.outbox().is_empty());
+
+        // Without Max-Age: its default, 60 s (RFC 7252 §5.10.5); an absurd one is capped.
+        up.push_summary(&summary(2)).unwrap();
+        too_many(&mut up, &mut server, 10_000, None);
+        assert_eq!(up.poll_timeout(), Some(70_000));
+        assert_eq!(exchange(&mut up, &mut server, 69_999, ack_all), 0);
+        too_many(&mut up, &mut server, 70_000, Some(u32::MAX));
+        assert_eq!(up.poll_timeout(), Some(70_000 + MAX_RATE_WAIT_MS));
+        assert_eq!(up.stats().rate_limited, 3);
     }
 
     #[test]
