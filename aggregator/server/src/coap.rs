@@ -612,7 +612,7 @@ fn broker_report<A: Copy + Ord>(centre: &Centre<A>, req: &Request<'_, A>, unix_m
     }
     match qos_broker::BrokerReport::decode(m.payload()) {
         Ok(r) => {
-            centre.state().reports.insert(req.from, (unix_ms, r));
+            centre.state().record_broker_report(req.from, unix_ms, r);
             Reply::new(Code::CHANGED, None, Vec::new())
         }
         Err(why) => Reply::new(Code::BAD_REQUEST, None, why.into_bytes()),
