@@ -148,7 +148,7 @@ fn an_oscore_edge_speaks_through_a_broker_that_cannot_read_it() {
     let serve = Serve::start_with(&dir, &serve_part);
     let tap = Tap::start(serve.coap);
     let broker_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-    let broker = start_broker(&dir, 0, broker_addr, tap.listen, "");
+    let broker = start_broker(&dir, 0, broker_addr, tap.listen, "report_interval_ms = 500");
     let target = TcpTarget::start();
     let spec = EdgeSpec {
         id: EDGE,
@@ -173,6 +173,18 @@ fn an_oscore_edge_speaks_through_a_broker_that_cannot_read_it() {
     assert!(
         row["broker"].is_string() && row["broker"] != "direct",
         "{row}"
+    );
+    // The broker counts what it relayed unread, in its report (GET /api/v1/brokers).
+    wait_for(
+        "the broker's report to count protected relays",
+        WAIT,
+        || {
+            let list = serve.get_json("/api/v1/brokers")?;
+            match list["brokers"][0]["report"]["protected_relayed"].as_u64() {
+                Some(n) if n >= 1 => Ok(()),
+                _ => Err(format!("{list}")),
+            }
+        },
     );
     edge.kill9();
     broker.kill9();

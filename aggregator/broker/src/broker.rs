@@ -382,6 +382,8 @@ pub struct Broker<A> {
     pacer: replay::Pacer,
     /// The latest (monotonic `now`, Unix ms) pair the driver gave, to tell batches' age.
     clock: Option<(u64, u64)>,
+    /// This broker's stable id, sent in its reports ([`Broker::with_id`]).
+    id: String,
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -433,7 +435,25 @@ impl<A: Copy + Eq> Broker<A> {
             pinger: link::Pinger::new(seed),
             pacer: replay::Pacer::new(config.replay),
             clock: None,
+            id: String::new(),
         })
+    }
+
+    /// This broker's stable id (at most [`crate::report::MAX_ID_BYTES`] bytes; longer is cut at
+    /// a character boundary), sent in its reports so the upstream recognises it after a
+    /// restart from another address. Default: none (the upstream keys it by address).
+    pub fn with_id(mut self, id: &str) -> Self {
+        let mut end = id.len().min(crate::report::MAX_ID_BYTES);
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.id = id[..end].to_string();
+        self
+    }
+
+    /// This broker's id ([`Broker::with_id`]).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Brokers to send edges to (their addresses as text, e.g. `127.0.0.1:5685`) when this one
@@ -1079,6 +1099,8 @@ impl<A: Copy + Eq> Broker<A> {
         let mut edges: Vec<&EdgeEntry<A>> = self.registry.edges().collect();
         edges.sort_by_key(|e| std::cmp::Reverse(e.last_seen_ms));
         BrokerReport {
+            id: self.id.clone(),
+            protected_relayed: s.protected_relayed,
             stats: ReportStats {
                 received: s.received,
                 acked: s.acked,

@@ -4,7 +4,8 @@
 //! broker from it. CDDL (`common/wire/qos.cddl`):
 //!
 //! ```text
-//! broker-report = [v: 1, stats: broker-stats, total_edges: uint, edges: [* broker-edge]]
+//! broker-report = [v: 1, stats: broker-stats, total_edges: uint, edges: [* broker-edge],
+//!                  ? broker-id: tstr, ? protected_relayed: uint]
 //! broker-stats = [received: uint, acked: uint, forwarded: uint, queued: uint,
 //!                 queued_bytes: uint, dropped_quota: uint, relayed: uint, relay_timeouts: uint,
 //!                 * rejected: uint]
@@ -19,6 +20,12 @@
 //!
 //! The `rejected` counters after the eighth are the broker's refusals by reason, in the order
 //! of [`REJECT_REASONS`] (an older broker sends none, a newer one may send more).
+//!
+//! `broker-id` is the broker's stable identity (`[broker] id`, or the one it made at its first
+//! start, kept in its data directory; empty when it has none): the super-manager keys its
+//! broker registry by it, so a restarted broker talking from a new address replaces its old
+//! entry. `protected_relayed` counts the OSCORE-protected requests of edges the broker relayed
+//! upstream unread. Older brokers leave both out.
 //!
 //! `edges` holds the most recently heard edges that fit in one CoAP message; `total_edges`
 //! says how many the registry knows, so a cut list is visible. Decoding skips elements a newer
@@ -92,9 +99,16 @@ pub struct ReportEdge {
     pub loss_permille: Option<u16>,
 }
 
+/// Longest broker id (bytes) a report carries.
+pub const MAX_ID_BYTES: usize = 64;
+
 /// A broker's report.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BrokerReport {
+    /// The broker's stable id (empty: none, the super-manager keys it by address).
+    pub id: String,
+    /// OSCORE-protected requests of edges relayed upstream unread.
+    pub protected_relayed: u64,
     /// Counters.
     pub stats: ReportStats,
     /// Edges the registry knows.
@@ -109,7 +123,7 @@ fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, 
     let total = buf.len();
     let mut e = Encoder::new(&mut buf[..]);
     let s = &r.stats;
-    e.array(4)?.u8(1)?.array(8 + REJECT_REASONS.len() as u64)?;
+    e.array(6)?.u8(1)?.array(8 + REJECT_REASONS.len() as u64)?;
     for v in [
         s.received,
         s.acked,
@@ -140,6 +154,7 @@ fn encode_with(r: &BrokerReport, edges: usize, buf: &mut [u8]) -> Result<usize, 
             };
         }
     }
+    e.str(&r.id)?.u64(r.protected_relayed)?;
     Ok(total - e.writer().len())
 }
 
@@ -237,11 +252,27 @@ impl BrokerReport {
             edges.push(edge);
             skip(&mut d, k.saturating_sub(8)).map_err(bad)?;
         }
-        skip(&mut d, outer - 4).map_err(bad)?;
+        let mut id = String::new();
+        let mut protected_relayed = 0;
+        if outer >= 5 {
+            id = d.str().map_err(bad)?.to_string();
+            if id.len() > MAX_ID_BYTES {
+                return Err(format!(
+                    "bad broker-report: broker id of {} bytes (at most {MAX_ID_BYTES})",
+                    id.len()
+                ));
+            }
+        }
+        if outer >= 6 {
+            protected_relayed = d.u64().map_err(bad)?;
+        }
+        skip(&mut d, outer.saturating_sub(6)).map_err(bad)?;
         if d.position() != bytes.len() || d.datatype().ok() == Some(Type::Break) {
             return Err("bad broker-report: trailing bytes".into());
         }
         Ok(BrokerReport {
+            id,
+            protected_relayed,
             stats: ReportStats {
                 received: c[0],
                 acked: c[1],
@@ -286,6 +317,8 @@ mod tests {
     #[test]
     fn round_trip_and_cut_to_one_message() {
         let mut r = BrokerReport {
+            id: "region-b1".into(),
+            protected_relayed: 20,
             stats: ReportStats {
                 received: 1,
                 acked: 2,
@@ -316,6 +349,35 @@ mod tests {
     }
 
     #[test]
+    fn an_older_report_without_id_still_decodes_and_a_newer_one_is_skipped() {
+        // [1, [8 counters], 0, []]: an older broker's report.
+        let old = [0x84, 0x01, 0x88, 0, 0, 0, 0, 0, 0, 0, 7, 0x00, 0x80];
+        let r = BrokerReport::decode(&old).unwrap();
+        assert_eq!((r.id.as_str(), r.protected_relayed), ("", 0));
+        assert_eq!(r.stats.relay_timeouts, 7);
+        // A newer one with one more element at the end.
+        let mut newer = BrokerReport {
+            id: "b".into(),
+            protected_relayed: 3,
+            ..BrokerReport::default()
+        }
+        .encode();
+        newer[0] = 0x87;
+        newer.push(0xf6);
+        let r = BrokerReport::decode(&newer).unwrap();
+        assert_eq!((r.id.as_str(), r.protected_relayed), ("b", 3));
+        // An over-long id is refused with its length.
+        let long = BrokerReport {
+            id: "x".repeat(MAX_ID_BYTES + 1),
+            ..BrokerReport::default()
+        }
+        .encode();
+        assert!(BrokerReport::decode(&long)
+            .unwrap_err()
+            .contains("65 bytes"));
+    }
+
+    #[test]
     fn matches_the_cddl_when_a_validator_is_at_hand() {
         let Ok(out) = std::process::Command::new("cddl-verify")
             .arg("--help")
@@ -327,6 +389,8 @@ mod tests {
             return;
         }
         let r = BrokerReport {
+            id: "site-7".into(),
+            protected_relayed: 4,
             total_edges: 2,
             edges: (0..2).map(edge).collect(),
             ..BrokerReport::default()

@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! [broker]
+//! id = ""
 //! listen = "127.0.0.1:5684"
 //! upstream = "127.0.0.1:5683"
 //! data_dir = "./qos-broker-data"
@@ -39,6 +40,7 @@
 //! # cert_file = "broker.pem"
 //! # key_file = "broker.key"
 //! # server_name = "centre.example"
+//! # allow_plaintext = false   # "udp"/"tcp" to a non-loopback address only when true
 //!
 //! # optional: accept child brokers over TLS (a region broker)
 //! # [downstream_tls]
@@ -46,6 +48,11 @@
 //! # cert_file = "region.pem"
 //! # key_file = "region.key"
 //! # client_ca_file = "brokers-ca.pem"
+//!
+//! # optional: plain CoAP over TCP from child brokers (loopback unless allow_plaintext)
+//! # [downstream_tcp]
+//! # listen = "127.0.0.1:5686"
+//! # allow_plaintext = false
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -58,6 +65,9 @@ use crate::stream_config::{TcpListen, TlsListen, UpstreamSection};
 
 /// The name of the queue's SQLite file inside [`BrokerSection::data_dir`].
 pub const QUEUE_FILE: &str = "queue.sqlite";
+/// The file inside [`BrokerSection::data_dir`] holding the id made at the first start when
+/// `broker.id` is empty.
+pub const ID_FILE: &str = "broker-id";
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -80,6 +90,13 @@ pub struct BrokerFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerSection {
+    /// `id`: this broker's stable identity, sent in its reports (`broker-id`): the
+    /// super-manager keys its broker registry by it, so a restarted broker (which talks from a
+    /// new source port) replaces its own entry. Up to 64 printable characters, unique among
+    /// the brokers of one super-manager. Empty (default): an id made at the first start
+    /// (`b-` and 16 hexadecimal digits) and kept in `data_dir/broker-id`, so it stays the same
+    /// across restarts with the same data directory.
+    pub id: String,
     /// `listen`: UDP address (`IP:port`) where edges send batches (`POST /u`) and register
     /// (`POST /rd`). Default `127.0.0.1:5684` (next to a super-manager on 5683). Use
     /// `0.0.0.0:5684` to accept edges of other machines (plain CoAP: restrict senders with the
@@ -169,6 +186,7 @@ impl ReplaySection {
 impl Default for BrokerSection {
     fn default() -> Self {
         BrokerSection {
+            id: String::new(),
             listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5684)),
             upstream: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5683)),
             data_dir: PathBuf::from("./qos-broker-data"),
@@ -192,6 +210,45 @@ impl BrokerSection {
     pub fn queue_path(&self) -> PathBuf {
         self.data_dir.join(QUEUE_FILE)
     }
+
+    /// The broker's id: `id` when set, else the one kept in `data_dir/broker-id`, made and
+    /// written there (a temporary file renamed over it) when missing. `seed` varies the made
+    /// id (the driver passes the time and process id).
+    pub fn resolve_id(&self, seed: u64) -> std::io::Result<String> {
+        if !self.id.is_empty() {
+            return Ok(self.id.clone());
+        }
+        let path = self.data_dir.join(ID_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if valid_id(text.trim()) => return Ok(text.trim().to_string()),
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not a broker id (1 to 64 printable characters)",
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // SplitMix64 of the seed: distinct seeds give distinct ids.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let id = format!("b-{z:016x}");
+        let tmp = self.data_dir.join(format!("{ID_FILE}.tmp"));
+        std::fs::write(&tmp, format!("{id}\n"))?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(id)
+    }
+}
+
+/// A broker id: 1 to 64 bytes, printable, no spaces at either end.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= qos_broker::report::MAX_ID_BYTES
+        && !id.chars().any(char::is_control)
+        && id.trim() == id
 }
 
 impl BrokerFile {
@@ -221,6 +278,13 @@ impl BrokerFile {
             reason,
         };
         let b = &self.broker;
+        if !b.id.is_empty() && !valid_id(&b.id) {
+            return Err(invalid(
+                "broker.id",
+                format!("{:?}", b.id),
+                "expected 1 to 64 printable characters without spaces at either end (or \"\" for an id made at the first start)",
+            ));
+        }
         self.upstream.validate(origin, b.upstream)?;
         if let Some(t) = &self.downstream_tcp {
             t.validate(origin, "downstream_tcp.listen")?;
@@ -334,6 +398,7 @@ mod tests {
             [
                 "data_dir",
                 "hold_ms",
+                "id",
                 "listen",
                 "max_body_bytes",
                 "max_edges",
@@ -377,6 +442,15 @@ mod tests {
                 "[broker.reliability]\nack_timeout_ms = 0\n",
                 "broker.reliability.ack_timeout_ms",
             ),
+            ("[broker]\nid = \" a\"\n", "broker.id"),
+            (
+                "[broker]\nupstream = \"192.0.2.1:5683\"\n",
+                "broker.upstream",
+            ),
+            (
+                "[downstream_tcp]\nlisten = \"0.0.0.0:5686\"\n",
+                "downstream_tcp.listen",
+            ),
         ] {
             match parse(text) {
                 Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
@@ -385,5 +459,35 @@ mod tests {
         }
         let err = BrokerFile::load(Path::new("no/such/broker.toml")).unwrap_err();
         assert!(err.to_string().contains("no/such/broker.toml"), "{err}");
+        assert!(parse(
+            "[broker]\nupstream = \"192.0.2.1:5683\"\n[upstream]\nallow_plaintext = true\n"
+        )
+        .is_ok());
+        assert!(
+            parse("[downstream_tcp]\nlisten = \"0.0.0.0:5686\"\nallow_plaintext = true\n").is_ok()
+        );
+    }
+
+    #[test]
+    fn the_id_is_made_once_and_kept_in_the_data_dir() {
+        let dir = std::env::temp_dir().join(format!("qos-broker-id-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = BrokerSection {
+            data_dir: dir.clone(),
+            ..BrokerSection::default()
+        };
+        let first = b.resolve_id(1).unwrap();
+        assert!(first.starts_with("b-") && first.len() == 18, "{first}");
+        assert_eq!(b.resolve_id(2).unwrap(), first, "kept across restarts");
+        b.id = "site-7".into();
+        assert_eq!(b.resolve_id(3).unwrap(), "site-7");
+        b.id.clear();
+        std::fs::write(dir.join(ID_FILE), "\n").unwrap();
+        assert!(
+            b.resolve_id(4).is_err(),
+            "a damaged file is not replaced silently"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -81,6 +81,14 @@ pub enum BrokerRunError {
     /// A TLS file could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The broker's id could not be read or kept (`data_dir/broker-id`).
+    #[error("broker id file {}: {source}", path.display())]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// A running broker.
@@ -159,6 +167,17 @@ pub fn run_broker(
         path: config.data_dir.clone(),
         source,
     })?;
+    let id_seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 32);
+    let id = config
+        .resolve_id(id_seed)
+        .map_err(|source| BrokerRunError::Identity {
+            path: config.data_dir.join(crate::broker_config::ID_FILE),
+            source,
+        })?;
     let connect = file.upstream.connect()?;
     let accepts: Vec<(&'static str, SocketAddr, Accept)> = file
         .downstream_tls
@@ -219,11 +238,13 @@ pub fn run_broker(
     .with_peers(
         config.peers.iter().map(ToString::to_string).collect(),
         config.max_edges,
-    );
+    )
+    .with_id(&id);
     // SIGUSR1: drain (turn every edge away to the peers) until restart.
     let drain = Arc::new(AtomicBool::new(false));
     qos_host::signal::on_usr1(drain.clone());
     tracing::info!(
+        id = %id,
         listen = %listen,
         upstream = %upstream_addr,
         transport = ?file.upstream.transport,
@@ -232,6 +253,11 @@ pub fn run_broker(
         queued_bytes = restored.bytes,
         "broker listening"
     );
+    file.upstream.log_plaintext(upstream_addr);
+    // A plaintext upstream off loopback (allowed by upstream.allow_plaintext): warned again
+    // at every connection of a stream transport.
+    let warn_on_connect =
+        file.upstream.is_plaintext() && !crate::stream_config::is_loopback(upstream_addr);
 
     let (tx, rx) = mpsc::channel();
     let clone = |s: &UdpSocket, what| {
@@ -275,7 +301,7 @@ pub fn run_broker(
     let mut stream_listen = Vec::new();
     for (name, addr, accept) in accepts {
         if matches!(accept, Accept::Plain) {
-            tracing::warn!(listen = %addr, "plain CoAP over TCP for child brokers: no authentication (loopback only)");
+            crate::stream_config::log_plaintext_listener("downstream_tcp", addr);
         }
         let wrap: Report<Input> = Arc::new(|ev| Some(Input::Stream(Side::Down, ev)));
         let (local, thread) = stream_io::listen(
@@ -302,7 +328,7 @@ pub fn run_broker(
     threads.push(
         std::thread::Builder::new()
             .name("broker".into())
-            .spawn(move || broker_loop(broker, down, up, rx, &flag, &drain))
+            .spawn(move || broker_loop(broker, down, up, rx, &flag, &drain, warn_on_connect))
             .map_err(|source| BrokerRunError::Spawn {
                 name: "broker",
                 source,
@@ -365,6 +391,7 @@ fn broker_loop(
     rx: Receiver<Input>,
     shutdown: &AtomicBool,
     drain: &AtomicBool,
+    warn_on_connect: bool,
 ) {
     let start = Instant::now();
     let mono = || start.elapsed().as_millis() as u64;
@@ -410,7 +437,10 @@ fn broker_loop(
                 }
                 Input::Datagram(Side::Up, from, bytes) => broker.handle_upstream(now, from, &bytes),
                 Input::Stream(Side::Up, ev) => match ev {
-                    StreamEvent::Connected { tx, .. } => {
+                    StreamEvent::Connected { tx, peer } => {
+                        if warn_on_connect {
+                            tracing::warn!(upstream = %peer, "plaintext upstream connection to a non-loopback address (upstream.allow_plaintext = true): neither authenticated nor encrypted");
+                        }
                         up_conn = Some(tx);
                         broker.upstream_connected(now);
                     }
@@ -492,6 +522,7 @@ fn broker_loop(
                     dropped_refused = s.dropped_refused,
                     dropped_quota = q.dropped_quota,
                     redirected = s.redirected,
+                    protected_relayed = s.protected_relayed,
                     rejected = s.rejected_malformed
                         + s.rejected_bad_batch
                         + s.rejected_content_format

@@ -397,6 +397,12 @@ pub struct CentreState<A = SocketAddr> {
     pub silent_regions: BTreeMap<String, u64>,
     /// Events of [`crate::silence`] raised since start, by kind.
     pub silence_events: BTreeMap<&'static str, u64>,
+    /// Each broker's stable id (its reports' `broker-id`) with the address it reports from
+    /// now: the broker registry is keyed by identity, the address only says where it is.
+    pub broker_ids: BTreeMap<String, A>,
+    /// Brokers that came back from a new address (old, new) since [`crate::silence`] last
+    /// looked ([`CentreState::record_broker_report`]).
+    pub moved: Vec<(A, A)>,
 }
 
 impl<A> Default for CentreState<A> {
@@ -409,11 +415,67 @@ impl<A> Default for CentreState<A> {
             silent: BTreeMap::new(),
             silent_regions: BTreeMap::new(),
             silence_events: BTreeMap::new(),
+            broker_ids: BTreeMap::new(),
+            moved: Vec::new(),
         }
     }
 }
 
 impl<A: Copy + Ord> CentreState<A> {
+    /// Records broker report `report` received from `from` at `at_ms` (unix ms). A report
+    /// naming a broker id already known at another address is that broker restarted (or
+    /// moved): its old entry is folded into the new address — what it forwarded, its edges'
+    /// routes, its silence (so the watch closes the episode with `broker_back` instead of
+    /// leaving a stale silent broker behind) — and the old address is forgotten. A report
+    /// without an id (an older broker) keys the broker by address, as before.
+    pub fn record_broker_report(&mut self, from: A, at_ms: u64, report: BrokerReport) {
+        if !report.id.is_empty() {
+            // An address now used by another broker no longer names the one it named.
+            self.broker_ids
+                .retain(|id, addr| *addr != from || *id == report.id);
+            match self.broker_ids.insert(report.id.clone(), from) {
+                Some(old) if old != from => self.move_broker(old, from),
+                _ => {}
+            }
+        }
+        make_room(&mut self.reports, from, MAX_PEERS, |r| r.0);
+        self.reports.insert(from, (at_ms, report));
+        // Ids of addresses forgotten above go too: the ids stay bounded by the reports.
+        if self.broker_ids.len() > self.reports.len() {
+            let reports = &self.reports;
+            self.broker_ids.retain(|_, addr| reports.contains_key(addr));
+        }
+    }
+
+    /// The stable id of the broker at `addr`, if it reported one.
+    pub fn broker_id(&self, addr: A) -> Option<&str> {
+        self.reports
+            .get(&addr)
+            .map(|(_, r)| r.id.as_str())
+            .filter(|id| !id.is_empty())
+    }
+
+    /// Folds what is known of the broker at `old` into `new`.
+    fn move_broker(&mut self, old: A, new: A) {
+        if let Some(seen) = self.senders.remove(&old) {
+            let to = self.senders.entry(new).or_default();
+            to.edges.extend(seen.edges);
+            to.last_batch_ms = to.last_batch_ms.max(seen.last_batch_ms);
+            to.batches += seen.batches;
+            to.records += seen.records;
+        }
+        self.reports.remove(&old);
+        if let Some(since) = self.silent.remove(&old) {
+            self.silent.entry(new).or_insert(since);
+        }
+        for via in self.via.values_mut() {
+            if *via == old {
+                *via = new;
+            }
+        }
+        self.moved.push((old, new));
+    }
+
     /// How to reach edge `edge`: straight to it when it registered with the centre from the
     /// address its last batch came from (or only registered), or when that address is not a
     /// broker ([`CentreState::is_broker`]: an edge that sends straight to the centre without
@@ -647,6 +709,41 @@ mod tests {
         batch(&mut st, 3, 30);
         batch(&mut st, 4, 30);
         assert_eq!(st.route(3), Some(Route::Broker(30)));
+    }
+
+    #[test]
+    fn a_broker_reporting_its_id_from_a_new_address_replaces_its_old_entry() {
+        let mut st: CentreState<u8> = CentreState::default();
+        let report = |id: &str| BrokerReport {
+            id: id.into(),
+            ..BrokerReport::default()
+        };
+        st.record_broker_report(10, 1_000, report("site-a"));
+        let seen = st.senders.entry(10).or_default();
+        seen.edges.extend([1, 2]);
+        (seen.batches, seen.last_batch_ms) = (5, 1_500);
+        st.via.insert(1, 10);
+        st.via.insert(2, 10);
+        st.silent.insert(10, 2_000);
+        // Another broker, and a report without id, stay keyed by address.
+        st.record_broker_report(20, 1_000, report("site-b"));
+        st.record_broker_report(30, 1_000, report(""));
+        // site-a restarts and talks from address 11.
+        st.record_broker_report(11, 3_000, report("site-a"));
+        assert_eq!(st.reports.keys().copied().collect::<Vec<_>>(), [11, 20, 30]);
+        assert!(!st.senders.contains_key(&10));
+        let seen = &st.senders[&11];
+        assert_eq!(seen.edges.iter().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!((seen.batches, seen.last_batch_ms), (5, 1_500));
+        assert_eq!(st.route(1), Some(Route::Broker(11)));
+        assert_eq!(st.silent.keys().copied().collect::<Vec<_>>(), [11]);
+        assert_eq!(st.moved, [(10, 11)]);
+        assert_eq!(st.broker_id(11), Some("site-a"));
+        assert_eq!(st.broker_id(30), None);
+        // The same address taken over by another broker id: the old id is forgotten.
+        st.record_broker_report(11, 4_000, report("site-c"));
+        assert!(!st.broker_ids.contains_key("site-a"));
+        assert_eq!(st.broker_ids["site-c"], 11);
     }
 
     #[test]

@@ -684,9 +684,7 @@ fn broker_report<A: Copy + Ord>(centre: &Centre<A>, req: &Request<'_, A>, unix_m
     }
     match qos_broker::BrokerReport::decode(m.payload()) {
         Ok(r) => {
-            let mut st = centre.state();
-            crate::centre::make_room(&mut st.reports, req.from, crate::centre::MAX_PEERS, |r| r.0);
-            st.reports.insert(req.from, (unix_ms, r));
+            centre.state().record_broker_report(req.from, unix_ms, r);
             Reply::new(Code::CHANGED, None, Vec::new())
         }
         Err(why) => Reply::new(Code::BAD_REQUEST, None, why.into_bytes()),

@@ -218,7 +218,16 @@ fn broker(config_path: Option<PathBuf>) -> ExitCode {
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     qos_host::signal::install(shutdown.clone());
-    match run_broker(&config, shutdown).and_then(|handle| handle.wait()) {
+    // SIGHUP: the [upstream] client certificate and [downstream_tls] listener read again.
+    let reload = Arc::new(AtomicBool::new(false));
+    qos_host::signal::on_hup(reload.clone());
+    let watcher = qos_aggregator::tls::watch_reload(reload, shutdown.clone());
+    let result = run_broker(&config, shutdown.clone()).and_then(|handle| handle.wait());
+    shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Ok(w) = watcher {
+        let _ = w.join();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),
     }

@@ -107,7 +107,7 @@ pub(super) fn start(
     let mut stream_listeners = Vec::new();
     for (name, addr, accept) in accepts {
         if matches!(accept, Accept::Plain) {
-            tracing::warn!(listen = %addr, "plain CoAP over TCP: no authentication (loopback only)");
+            crate::stream_config::log_plaintext_listener("coap_tcp", addr);
         }
         let wrap: Report<Input> = Arc::new(|ev| Some(Input::Stream(ev)));
         let (bound, thread) = stream_io::listen(

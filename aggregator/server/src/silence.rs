@@ -173,6 +173,13 @@ impl SilenceWatch {
         st: &mut CentreState<A>,
         now_ms: u64,
     ) -> Vec<Event> {
+        // A broker back from a new address ([`CentreState::record_broker_report`]) keeps its
+        // standing in a silent region.
+        for (old, new) in std::mem::take(&mut st.moved) {
+            if self.covered.remove(&old.to_string()) {
+                self.covered.insert(new.to_string());
+            }
+        }
         let mut brokers: BTreeSet<A> = st.reports.keys().copied().collect();
         brokers.extend(st.senders.keys().copied().filter(|a| st.is_broker(*a)));
         let quiet_for = |heard: u64| now_ms.saturating_sub(heard);
@@ -386,6 +393,31 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].kind, "broker_back");
         assert!(st.silent.is_empty());
+    }
+
+    #[test]
+    fn a_broker_restarted_on_a_new_address_is_back_not_silent_twice() {
+        let mut st: CentreState<u8> = CentreState::default();
+        let report = || BrokerReport {
+            id: "site-a".into(),
+            ..BrokerReport::default()
+        };
+        st.record_broker_report(9, 1_000, report());
+        st.senders.entry(9).or_default().edges.extend([1, 2]);
+        let mut w = SilenceWatch::new(5_000);
+        let ev = w.check(&mut st, 7_000);
+        assert_eq!(ev.len(), 1);
+        assert_eq!((ev[0].kind, ev[0].broker.as_str()), ("broker_silent", "9"));
+        // Restarted: it reports from address 10.
+        st.record_broker_report(10, 8_000, report());
+        let ev = w.check(&mut st, 8_000);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!((ev[0].kind, ev[0].broker.as_str()), ("broker_back", "10"));
+        assert_eq!(ev[0].edges, [1, 2]);
+        assert!(st.silent.is_empty());
+        // Nothing left of the old address: no second silence later.
+        assert!(w.check(&mut st, 12_000).is_empty());
+        assert_eq!(st.reports.keys().copied().collect::<Vec<_>>(), [10]);
     }
 }
 

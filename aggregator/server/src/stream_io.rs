@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
 
 /// How long a connection thread blocks in a read before it looks for frames to write.
 const IO_POLL: Duration = Duration::from_millis(10);
@@ -74,8 +74,9 @@ pub enum Accept {
 pub enum Connect {
     /// Plain TCP.
     Plain,
-    /// TLS, checking the server against `ServerName`.
-    Tls(Arc<ClientConfig>, ServerName<'static>),
+    /// TLS, checking the server against `ServerName` (reloadable: each connection takes the
+    /// current settings).
+    Tls(crate::tls::ClientSlot, ServerName<'static>),
 }
 
 /// Reports events as `T` on a channel; `false` when the receiver is gone.
@@ -326,7 +327,7 @@ fn connect_once(addr: SocketAddr, connect: &Connect) -> std::io::Result<Either> 
             Ok(Either::Plain(tcp))
         }
         Connect::Tls(config, name) => {
-            let mut conn = ClientConnection::new(config.clone(), name.clone())
+            let mut conn = ClientConnection::new(config.current(), name.clone())
                 .map_err(std::io::Error::other)?;
             while conn.is_handshaking() {
                 conn.complete_io(&mut tcp)?;

@@ -11,9 +11,10 @@
 //!   certificates (clients present API tokens).
 //!
 //! Files are PEM: certificates (a chain, leaf first), a private key (PKCS#8, PKCS#1 or SEC1).
-//! Listening sides hold their settings in a [`ServerSlot`]: [`reload_all`] (on SIGHUP) reads
-//! the files again for new connections; a file that does not load is refused and the previous
-//! certificate stays in use.
+//! Listening sides hold their settings in a [`ServerSlot`], connecting sides (a broker's
+//! `[upstream]`) in a [`ClientSlot`]: [`reload_all`] (on SIGHUP) reads the files again for new
+//! connections; a file that does not load is refused and the previous certificate stays in
+//! use.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -220,9 +221,70 @@ impl ServerSlot {
     }
 }
 
-/// Reloads every [`ServerSlot`] of the process; each one's error (its previous settings kept).
+/// A connecting side's TLS settings (a broker's `[upstream]`: CA, client certificate and
+/// key) that can be replaced while running (SIGHUP, [`reload_all`]): each new connection
+/// takes the current settings; an established connection keeps its session.
+#[derive(Debug, Clone)]
+pub struct ClientSlot(Arc<ClientInner>);
+
+#[derive(Debug)]
+struct ClientInner {
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<Arc<ClientConfig>>,
+}
+
+/// The live client slots of this process, for [`reload_all`].
+fn client_registry() -> &'static Mutex<Vec<Weak<ClientInner>>> {
+    static SLOTS: OnceLock<Mutex<Vec<Weak<ClientInner>>>> = OnceLock::new();
+    SLOTS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+impl ClientSlot {
+    /// Loads the files ([`client_config`]) and registers the slot for [`reload_all`].
+    pub fn load(ca_file: &Path, cert_file: &Path, key_file: &Path) -> Result<ClientSlot, TlsError> {
+        let current = RwLock::new(client_config(ca_file, cert_file, key_file)?);
+        let slot = ClientSlot(Arc::new(ClientInner {
+            ca_file: ca_file.to_path_buf(),
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            current,
+        }));
+        let mut slots = client_registry().lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|w| w.strong_count() > 0);
+        slots.push(Arc::downgrade(&slot.0));
+        Ok(slot)
+    }
+
+    /// The settings for a new connection.
+    pub fn current(&self) -> Arc<ClientConfig> {
+        self.0
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the files again; on an error the previous settings stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let i = &self.0;
+        let fresh = client_config(&i.ca_file, &i.cert_file, &i.key_file)?;
+        *i.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// Reloads every [`ServerSlot`] and [`ClientSlot`] of the process; each one's error (its
+/// previous settings kept).
 pub fn reload_all() -> Vec<TlsError> {
     let slots: Vec<Arc<SlotInner>> = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let clients: Vec<Arc<ClientInner>> = client_registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
@@ -231,6 +293,11 @@ pub fn reload_all() -> Vec<TlsError> {
     slots
         .into_iter()
         .filter_map(|inner| ServerSlot(inner).reload().err())
+        .chain(
+            clients
+                .into_iter()
+                .filter_map(|inner| ClientSlot(inner).reload().err()),
+        )
         .collect()
 }
 

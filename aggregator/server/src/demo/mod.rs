@@ -396,7 +396,7 @@ pub fn run_demo(opts: &DemoOptions, shutdown: Arc<AtomicBool>) -> Result<usize, 
         write_file(
             &file,
             &format!(
-                "# Written by qos-aggregator demo.\n[broker]\nlisten = \"{listen}\"\nupstream = \"{coap}\"\n\
+                "# Written by qos-aggregator demo.\n[broker]\nid = \"{name}\"\nlisten = \"{listen}\"\nupstream = \"{coap}\"\n\
                  data_dir = \"{}\"\nreport_interval_ms = 2000\n\n[broker.reliability]\nack_timeout_ms = 1000\n",
                 opts.data.join("brokers").join(&name).display()
             ),

@@ -449,6 +449,7 @@ pub fn brokers(centre: &Centre) -> Response {
                 let s = &r.stats;
                 json!({
                     "at": at,
+                    "protected_relayed": r.protected_relayed,
                     "received": s.received,
                     "acked": s.acked,
                     "forwarded": s.forwarded,
@@ -476,6 +477,7 @@ pub fn brokers(centre: &Centre) -> Response {
                 })
             });
             json!({
+                "id": st.broker_id(a),
                 "address": a.to_string(),
                 "edges": seen.edges.iter().collect::<Vec<_>>(),
                 "last_batch": (seen.batches > 0).then_some(seen.last_batch_ms),

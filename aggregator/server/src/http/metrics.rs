@@ -7,7 +7,7 @@
 //! | `qos_ingest_rejected_total` | `reason` | refusals by reason (`malformed`, `truncated`, `oversized`, `unsupported_version`, `rate_limited`, `unknown_edge`, `oscore_forged`, `oscore_replay`, ...) |
 //! | `qos_store_records` | | records in the store |
 //! | `qos_edge_received_total`, `qos_edge_duplicates_total`, `qos_edge_gaps_total`, `qos_edge_dropped_total` | `edge` | per edge: records stored, received again, forward jumps of its numbering, dropped at the edge (its own count) |
-//! | `qos_broker_received_total`, `..._acked_total`, `..._forwarded_total`, `..._dropped_quota_total`, `..._relayed_total`, `..._relay_timeouts_total`, `qos_broker_queued`, `qos_broker_queued_bytes`, `qos_broker_edges` | `broker` | each broker's last report (`POST /b`) |
+//! | `qos_broker_received_total`, `..._acked_total`, `..._forwarded_total`, `..._dropped_quota_total`, `..._relayed_total`, `..._relay_timeouts_total`, `..._protected_relayed_total`, `qos_broker_queued`, `qos_broker_queued_bytes`, `qos_broker_edges` | `broker` | each broker's last report (`POST /b`) |
 //! | `qos_broker_rejected_total` | `broker`, `reason` | the broker's refusals by reason |
 //! | `qos_broker_report_age_seconds` | `broker` | since its last report |
 //! | `qos_silence_events_total` | `kind` | events of [`crate::silence`] raised since start (`broker_silent`, `broker_back`, `region_silent`, `region_back`) |
@@ -200,7 +200,7 @@ pub fn render(
         let _ = writeln!(out, "qos_brokers_silent {}", st.silent.len());
         if !st.reports.is_empty() {
             type Get = fn(&qos_broker::BrokerReport) -> u64;
-            let per_broker: [(&str, &str, &str, Get); 9] = [
+            let per_broker: [(&str, &str, &str, Get); 10] = [
                 (
                     "qos_broker_received_total",
                     "counter",
@@ -236,6 +236,12 @@ pub fn render(
                     "counter",
                     "Relayed requests answered 5.04.",
                     |r| r.stats.relay_timeouts,
+                ),
+                (
+                    "qos_broker_protected_relayed_total",
+                    "counter",
+                    "OSCORE-protected requests of edges the broker relayed unread.",
+                    |r| r.protected_relayed,
                 ),
                 (
                     "qos_broker_queued",
