@@ -7,8 +7,14 @@
 //! in the edge's name are refused, counted by reason in `/api/v1/stats` and `/metrics`, and
 //! nothing more is stored; after a SIGKILL and restart of serve the replay is still refused
 //! (the replay window is persisted). Waits are bounded, nothing is timed.
+//!
+//! The same over a broker whose upstream is CoAP over TCP (RFC 8323): a TCP tap between the
+//! broker and serve's `[coap_tcp]` listener records the frames; serve unprotects them like
+//! datagrams (same counters, same replay windows), and a captured frame sent again on a new
+//! connection is refused as a replay.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -278,5 +284,180 @@ fn an_oscore_edge_speaks_through_a_broker_that_cannot_read_it() {
         stats(&serve)["stored"].as_u64().unwrap(),
         0,
         "nothing stored after restart"
+    );
+}
+
+/// A TCP relay between the broker (which connects to `listen`) and serve's CoAP-over-TCP
+/// listener; keeps every byte the broker sent.
+struct TcpTap {
+    listen: SocketAddr,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl TcpTap {
+    fn start(serve: SocketAddr) -> TcpTap {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tap = TcpTap {
+            listen: listener.local_addr().unwrap(),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let seen = tap.seen.clone();
+        std::thread::spawn(move || {
+            // One connection at a time is enough: the broker keeps one.
+            for front in listener.incoming() {
+                let Ok(front) = front else { return };
+                let Ok(back) = TcpStream::connect(serve) else {
+                    continue;
+                };
+                let (mut f2, mut b2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = b2.read(&mut buf) {
+                        if n == 0 || f2.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let (mut front, mut back) = (front, back);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = front.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if back.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        tap
+    }
+
+    /// The frames the broker sent so far.
+    fn frames(&self) -> Vec<Vec<u8>> {
+        let bytes = self.seen.lock().unwrap().clone();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Ok(Some(n)) = qos_coap::msg::frame_len(&bytes[at..]) {
+            if at + n > bytes.len() {
+                break;
+            }
+            out.push(bytes[at..at + n].to_vec());
+            at += n;
+        }
+        out
+    }
+}
+
+/// Sends `frame` to serve's CoAP-over-TCP listener on a new connection (after a CSM) and
+/// waits until `reason` counts one more.
+fn refused_on_stream(serve: &Serve, tcp: SocketAddr, frame: &[u8], reason: &str) {
+    let before = rejected(serve, reason);
+    let mut conn = TcpStream::connect(tcp).unwrap();
+    // 7.01 CSM, no options, no token.
+    conn.write_all(&[0x00, 0xe1]).unwrap();
+    conn.write_all(frame).unwrap();
+    wait_for(&format!("serve to count {reason} (stream)"), WAIT, || {
+        let now = rejected(serve, reason);
+        if now > before {
+            Ok(())
+        } else {
+            Err(format!("{}", stats(serve)))
+        }
+    });
+}
+
+#[test]
+fn oscore_batches_relayed_over_a_tcp_upstream_are_opened_like_datagrams() {
+    let dir = fresh_dir(&base(), "stream");
+    let (serve_part, edge_part) = provision(&dir);
+    let tcp = SocketAddr::from(([127, 0, 0, 1], qos_e2e::free_tcp_port()));
+    let serve = Serve::start_with(
+        &dir,
+        &format!("{serve_part}\n[coap_tcp]\nlisten = \"{tcp}\"\n"),
+    );
+    let tap = TcpTap::start(tcp);
+    let broker_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let broker = qos_e2e::tls::start_broker_with(
+        &dir,
+        0,
+        broker_addr,
+        &format!(
+            "[upstream]\ntransport = \"tcp\"\naddress = \"{}\"\n",
+            tap.listen
+        ),
+    );
+    let target = TcpTarget::start();
+    let spec = EdgeSpec {
+        id: EDGE,
+        brokers: vec![broker_addr],
+        target: target.addr,
+        storage: dir.join("edge-data"),
+        extra_toml: format!("\n{edge_part}"),
+        bind: None,
+    };
+    let edge = start_edge(&dir, &spec);
+    let stored = wait_for(
+        "serve to store the OSCORE edge's records (TCP upstream)",
+        WAIT,
+        || match serve.received(EDGE) {
+            Ok(n) if n >= 3 => Ok(n),
+            other => Err(format!("{other:?}\n{}", edge.log_tail())),
+        },
+    );
+    assert!(stored >= 3);
+    edge.kill9();
+    broker.kill9();
+    let s = stats(&serve);
+    assert!(s["oscore"]["accepted"].as_u64().unwrap() >= 1, "{s}");
+    for reason in [
+        "oscore_forged",
+        "oscore_replay",
+        "oscore_malformed",
+        "oscore_required",
+    ] {
+        assert_eq!(s["rejected"][reason], 0, "{reason}: {s}");
+    }
+
+    // What went over the stream: the edge's requests only as OSCORE.
+    let frames = tap.frames();
+    let protected: Vec<&Vec<u8>> = frames
+        .iter()
+        .filter(|f| Message::parse_frame(f).is_ok_and(|m| m.option(option::OSCORE).is_some()))
+        .collect();
+    assert!(!protected.is_empty(), "no protected frame: {frames:02x?}");
+    for f in &frames {
+        let m = Message::parse_frame(f).unwrap();
+        assert!(!m.path_is("u"), "a plaintext batch was forwarded: {f:02x?}");
+        if m.option(option::OSCORE).is_some() {
+            assert_eq!(m.uri_path().count(), 0, "Uri-Path is encrypted");
+            assert_eq!(m.code(), Code::POST, "the outer code");
+        }
+    }
+    let capture = protected
+        .iter()
+        .rev()
+        .find(|f| Message::parse_frame(f).is_ok_and(|m| m.payload().len() > 40))
+        .expect("a protected batch")
+        .to_vec();
+    let stored_before = stats(&serve)["stored"].as_u64().unwrap();
+    refused_on_stream(&serve, tcp, &capture, "oscore_replay");
+    // The same replay as a datagram: one replay window for both.
+    let m = Message::parse_frame(&capture).unwrap();
+    let mut buf = [0u8; 1300];
+    let mut w =
+        MessageWriter::new(&mut buf, MessageType::Confirmable, m.code(), 77, m.token()).unwrap();
+    for (n, v) in m.options() {
+        w.option(n, v).unwrap();
+    }
+    w.payload(m.payload()).unwrap();
+    let n = w.finish();
+    refused(&serve, &buf[..n], "oscore_replay");
+    assert_eq!(
+        stats(&serve)["stored"].as_u64().unwrap(),
+        stored_before,
+        "nothing stored"
     );
 }

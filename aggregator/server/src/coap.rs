@@ -119,7 +119,8 @@ impl<A: Copy + Ord> CoapServer<A> {
 
     /// Unprotects OSCORE requests of the edges of `gate` before they are handled, and
     /// protects their answers ([`crate::oscore`]).
-    pub fn with_oscore(mut self, gate: OscoreGate<A>) -> Self {
+    pub fn with_oscore(mut self, mut gate: OscoreGate<A>) -> Self {
+        gate.count_in(self.ingest.stats().clone());
         self.oscore = Some(gate);
         self
     }
@@ -127,7 +128,12 @@ impl<A: Copy + Ord> CoapServer<A> {
     /// The datagram the endpoint wrote into `buf[..n]` for `to`, protected when it answers an
     /// OSCORE request; its new length, or `None` to send nothing.
     fn sealed(&self, to: A, buf: &mut [u8], n: usize) -> Option<usize> {
-        match self.oscore.as_ref().map(|g| g.seal(to, &buf[..n])) {
+        let stream = self.endpoint.is_connected(to);
+        match self
+            .oscore
+            .as_ref()
+            .map(|g| g.seal_on(to, &buf[..n], stream))
+        {
             None | Some(Outbound::Pass) => Some(n),
             Some(Outbound::Sealed(v)) if v.len() <= buf.len() => {
                 buf[..v.len()].copy_from_slice(&v);
@@ -257,7 +263,8 @@ impl<A: Copy + Ord> CoapServer<A> {
     ) {
         let stats = self.ingest.stats().clone();
         let opened;
-        let bytes = match self.oscore.as_mut().map(|g| g.open(from, bytes)) {
+        let stream = self.endpoint.is_connected(from);
+        let bytes = match self.oscore.as_mut().map(|g| g.open_on(from, bytes, stream)) {
             None | Some(Inbound::Plain) => bytes,
             Some(Inbound::Opened(plain)) => {
                 opened = plain;
