@@ -126,12 +126,13 @@ impl<A: Copy + Ord> CoapServer<A> {
     }
 
     /// The datagram the endpoint wrote into `buf[..n]` for `to`, protected when it answers an
-    /// OSCORE request; its new length, or `None` to send nothing.
-    fn sealed(&self, to: A, buf: &mut [u8], n: usize) -> Option<usize> {
+    /// OSCORE request or is an order to an OSCORE edge; its new length, or `None` to send
+    /// nothing.
+    fn sealed(&mut self, to: A, buf: &mut [u8], n: usize) -> Option<usize> {
         let stream = self.endpoint.is_connected(to);
         match self
             .oscore
-            .as_ref()
+            .as_mut()
             .map(|g| g.seal_on(to, &buf[..n], stream))
         {
             None | Some(Outbound::Pass) => Some(n),
@@ -439,9 +440,12 @@ impl<A: Copy + Ord> CoapServer<A> {
                 let _ = order.reply.send(OrderAnswer::UnknownEdge);
                 continue;
             };
+            // An OSCORE edge's order names it even sent direct: the gate protects it and
+            // moves the id to the outer Uri-Host ([`crate::oscore`]).
+            let oscore = self.oscore.as_ref().is_some_and(|g| g.has_edge(order.edge));
             let (to, id_query) = match route {
-                Route::Direct(a) => (a, None),
-                Route::Broker(a) => (a, Some(format!("id={}", order.edge))),
+                Route::Direct(a) if !oscore => (a, None),
+                Route::Direct(a) | Route::Broker(a) => (a, Some(format!("id={}", order.edge))),
             };
             let sent = self
                 .endpoint

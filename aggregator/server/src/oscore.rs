@@ -29,6 +29,7 @@ use std::sync::Arc;
 use qos_coap::{Code, Message};
 use qos_oscore::{Context, Error as OscoreError, HighWater, ReplayWindow, RequestInfo};
 use qos_wire::config::CONFIG_PATH;
+use qos_wire::registration::{PROBE_PATH, RESULTS_PATH};
 use qos_wire::uplink::{Batch, UPLINK_PATH};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,9 @@ pub const PERSIST_EVERY: u64 = 64;
 const PENDING: usize = 1024;
 /// Accepted datagrams remembered to recognise a CoAP retransmission of one (same bytes).
 const RECENT: usize = 256;
+/// The outer Uri-Host of a protected order to edge `n` is `edge-<n>`: the Uri-Path and the
+/// queries are encrypted (class E), so a broker routes on this (class U) option.
+pub const EDGE_HOST_PREFIX: &str = "edge-";
 
 /// `[oscore]`: OSCORE with edges. Absent: no edge uses OSCORE.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -191,6 +195,9 @@ pub struct OscoreGate<A> {
     pending: VecDeque<(A, Vec<u8>, usize, RequestInfo)>,
     /// Peer, protected datagram, what it opened to.
     recent: VecDeque<(A, Vec<u8>, Vec<u8>)>,
+    /// serve's protected orders (`/p`, `/r`) to edges: peer, message id, token, edge index,
+    /// request binding (to open the answers and protect a retransmission identically).
+    asked: VecDeque<(A, u16, Vec<u8>, usize, RequestInfo)>,
     state_file: PathBuf,
     every: u64,
     /// Where accepted requests and state file writes are counted.
@@ -221,6 +228,7 @@ impl<A: Copy + PartialEq> OscoreGate<A> {
             by_kid: HashMap::new(),
             pending: VecDeque::new(),
             recent: VecDeque::new(),
+            asked: VecDeque::new(),
             state_file,
             every,
             stats: None,
@@ -275,6 +283,11 @@ impl<A: Copy + PartialEq> OscoreGate<A> {
     /// Whether no edge has a context.
     pub fn is_empty(&self) -> bool {
         self.edges.is_empty()
+    }
+
+    /// Whether edge `edge` has a context (its orders are protected).
+    pub fn has_edge(&self, edge: u32) -> bool {
+        self.edges.iter().any(|e| e.edge == edge)
     }
 
     /// Counts accepted requests and state file writes in `stats` (`/api/v1/stats`, `oscore`).
@@ -418,7 +431,7 @@ impl<A: Copy + PartialEq> OscoreGate<A> {
     }
 
     /// [`OscoreGate::seal`] for a datagram, or with `stream` a frame of a broker's connection.
-    pub fn seal_on(&self, to: A, bytes: &[u8], stream: bool) -> Outbound {
+    pub fn seal_on(&mut self, to: A, bytes: &[u8], stream: bool) -> Outbound {
         if !stream {
             return self.seal(to, bytes);
         }
@@ -439,6 +452,9 @@ impl<A: Copy + PartialEq> OscoreGate<A> {
 
     /// Checks and opens a datagram received from `from`.
     pub fn open(&mut self, from: A, bytes: &[u8]) -> Inbound {
+        if let Some(answer) = self.open_answer(from, bytes) {
+            return answer;
+        }
         let kid = match qos_oscore::request_kid(bytes) {
             Ok(Some(kid)) => kid,
             Ok(None) => {
@@ -509,12 +525,138 @@ impl<A: Copy + PartialEq> OscoreGate<A> {
         Inbound::Opened(out)
     }
 
-    /// Protects an answer to `to` when it answers a protected request (by token).
-    pub fn seal(&self, to: A, bytes: &[u8]) -> Outbound {
+    /// The answer of an edge to one of serve's protected orders: opened when it verifies;
+    /// an unprotected error (a broker's 4.04, 5.03, 5.04) passes; an unprotected success or
+    /// one that does not verify is refused. `None`: not such an answer.
+    fn open_answer(&mut self, from: A, bytes: &[u8]) -> Option<Inbound> {
+        let m = Message::parse(bytes).ok()?;
+        if !m.code().is_response() {
+            return None;
+        }
+        let (_, _, _, i, info) = self
+            .asked
+            .iter()
+            .rev()
+            .find(|(a, _, t, _, _)| *a == from && t.as_slice() == m.token())?;
+        if m.option(qos_coap::option::OSCORE).is_none() {
+            return Some(if m.code().class() >= 4 {
+                Inbound::Plain
+            } else {
+                Inbound::Refused(RejectReason::OscoreRequired)
+            });
+        }
+        let mut out = vec![0u8; 2 * bytes.len() + 64];
+        Some(
+            match self.edges[*i].ctx.unprotect_response(bytes, info, &mut out) {
+                Ok(n) => {
+                    out.truncate(n);
+                    Inbound::Opened(out)
+                }
+                Err(e) => Inbound::Refused(reason(e)),
+            },
+        )
+    }
+
+    /// serve's order `/p` or `/r` to an edge with a context (named by its `id=` query, which
+    /// is left out): protected, with the outer Uri-Host `edge-<id>` a broker routes on. A
+    /// retransmission (same peer, message id and token) goes out as the same bytes. `Drop`
+    /// when it cannot be protected (serve's numbers cannot be persisted): never in plaintext.
+    fn seal_order(&mut self, to: A, m: &Message<'_>) -> Outbound {
+        use qos_coap::{option, MessageWriter};
+        if !(m.path_is(PROBE_PATH) || m.path_is(RESULTS_PATH)) {
+            return Outbound::Pass;
+        }
+        let Some(edge) = m.uri_queries().find_map(|q| {
+            q.strip_prefix(b"id=")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u32>().ok())
+        }) else {
+            return Outbound::Pass;
+        };
+        let Some(i) = self.edges.iter().position(|e| e.edge == edge) else {
+            return Outbound::Pass;
+        };
+        // The request as the edge will see it: without `id=`, with the outer Uri-Host.
+        let mut plain = vec![0u8; m.as_bytes().len() + 32];
+        let host = format!("{EDGE_HOST_PREFIX}{edge}");
+        let written = (|| {
+            let mut w =
+                MessageWriter::new(&mut plain, m.ty(), m.code(), m.message_id(), m.token())?;
+            let mut host_written = false;
+            for (number, value) in m.options() {
+                if number > option::URI_HOST && !host_written {
+                    w.option(option::URI_HOST, host.as_bytes())?;
+                    host_written = true;
+                }
+                if number == option::URI_QUERY && value.starts_with(b"id=") {
+                    continue;
+                }
+                w.option(number, value)?;
+            }
+            if !host_written {
+                w.option(option::URI_HOST, host.as_bytes())?;
+            }
+            w.payload(m.payload())?;
+            Ok::<usize, qos_coap::WriteError>(w.finish())
+        })();
+        let Ok(n) = written else {
+            return Outbound::Drop;
+        };
+        plain.truncate(n);
+        let mut out = vec![0u8; n + 64];
+        let again = self.asked.iter().find(|(a, mid, t, _, _)| {
+            *a == to && *mid == m.message_id() && t.as_slice() == m.token()
+        });
+        if let Some((_, _, _, j, info)) = again {
+            return match self.edges[*j]
+                .ctx
+                .protect_request_again(&plain, info, &mut out)
+            {
+                Ok(k) => {
+                    out.truncate(k);
+                    Outbound::Sealed(out)
+                }
+                Err(_) => Outbound::Drop,
+            };
+        }
+        // serve's own numbers: a mark on disk before a number above the last one is used.
+        let ssn = self.edges[i].ctx.sender_sequence();
+        if let Some(mark) = self.edges[i].send.needs(ssn) {
+            let before = self.edges[i].send;
+            self.edges[i].send.persisted(mark);
+            if let Err(e) = self.persist() {
+                self.edges[i].send = before;
+                tracing::warn!(error = %e, path = %self.state_file.display(), "cannot persist serve's OSCORE sequence number; order not sent");
+                return Outbound::Drop;
+            }
+        }
+        match self.edges[i].ctx.protect_request(&plain, &mut out) {
+            Ok((k, info)) => {
+                out.truncate(k);
+                if self.asked.len() >= PENDING {
+                    self.asked.pop_front();
+                }
+                self.asked
+                    .push_back((to, m.message_id(), m.token().to_vec(), i, info));
+                Outbound::Sealed(out)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, edge, "cannot protect an order; not sent");
+                Outbound::Drop
+            }
+        }
+    }
+
+    /// Protects what serve sends to `to`: an answer to a protected request (by token), or an
+    /// order to an edge with a context ([`OscoreGate::seal_order`]).
+    pub fn seal(&mut self, to: A, bytes: &[u8]) -> Outbound {
         let Ok(m) = Message::parse(bytes) else {
             return Outbound::Pass;
         };
-        if m.code() == Code::EMPTY || m.code().is_request() {
+        if m.code().is_request() {
+            return self.seal_order(to, &m);
+        }
+        if m.code() == Code::EMPTY {
             return Outbound::Pass;
         }
         let Some((_, _, i, info)) = self
@@ -847,6 +989,94 @@ mod tests {
         );
         assert_eq!(gate.open_on(1, &[0x00, 0xe1], true), Inbound::Plain);
         assert_eq!(stats.snapshot().oscore.accepted, 1);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn orders_to_an_edge_are_protected_and_only_its_verified_answer_opens() {
+        use qos_coap::{option, MessageType, MessageWriter};
+        let out = dir("orders");
+        let (mut gate, mut edge, _) = gate_and_edge(&out, 4);
+        // serve's GET /r?id=3&p=1 to a broker (address 9).
+        let mut buf = [0u8; 128];
+        let mut w =
+            MessageWriter::new(&mut buf, MessageType::Confirmable, Code::GET, 70, &[7]).unwrap();
+        w.uri_path(RESULTS_PATH).unwrap();
+        w.option(option::URI_QUERY, b"id=3").unwrap();
+        w.option(option::URI_QUERY, b"p=1").unwrap();
+        let n = w.finish();
+        let Outbound::Sealed(order) = gate.seal(9, &buf[..n]) else {
+            panic!("an order to an OSCORE edge is protected");
+        };
+        let om = Message::parse(&order).unwrap();
+        assert_eq!(om.option(option::URI_HOST), Some(&b"edge-3"[..]));
+        assert_eq!(om.uri_path().count() + om.uri_queries().count(), 0);
+        assert_eq!(
+            gate.seal(9, &buf[..n]),
+            Outbound::Sealed(order.clone()),
+            "a retransmission goes out as the same bytes"
+        );
+        // serve's numbers: a mark was written before the first one was used.
+        let state = std::fs::read_to_string(out.join(STATE_FILE)).unwrap();
+        assert!(state.contains("\"send\":0"), "{state}");
+        // The edge opens it (without the Uri-Host the broker drops), answers protected.
+        let mut plain = [0u8; 256];
+        let (k, info) = edge.unprotect_request(&order, &mut plain).unwrap();
+        let pm = Message::parse(&plain[..k]).unwrap();
+        assert!(pm.path_is(RESULTS_PATH));
+        assert!(pm.uri_queries().eq([&b"p=1"[..]]), "id= is left out");
+        let mut ans = [0u8; 64];
+        let mut w = MessageWriter::new(
+            &mut ans,
+            MessageType::Acknowledgement,
+            Code::CONTENT,
+            70,
+            &[7],
+        )
+        .unwrap();
+        w.payload(b"recent").unwrap();
+        let a = w.finish();
+        let mut sealed = [0u8; 128];
+        let s = edge
+            .protect_response(&ans[..a], &info, &mut sealed)
+            .unwrap();
+        let Inbound::Opened(opened) = gate.open(9, &sealed[..s]) else {
+            panic!("the verified answer opens");
+        };
+        assert_eq!(Message::parse(&opened).unwrap().payload(), b"recent");
+        // Altered, or unprotected success: refused; a broker's unprotected 5.04 passes.
+        let mut bad = sealed[..s].to_vec();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            gate.open(9, &bad),
+            Inbound::Refused(RejectReason::OscoreForged)
+        );
+        assert_eq!(
+            gate.open(9, &ans[..a]),
+            Inbound::Refused(RejectReason::OscoreRequired)
+        );
+        let mut gw = [0u8; 16];
+        let w = MessageWriter::new(
+            &mut gw,
+            MessageType::Confirmable,
+            Code::GATEWAY_TIMEOUT,
+            5,
+            &[7],
+        )
+        .unwrap();
+        let g = w.finish();
+        assert_eq!(gate.open(9, &gw[..g]), Inbound::Plain);
+        // Orders to edges without a context, and other requests, pass.
+        let mut w =
+            MessageWriter::new(&mut buf, MessageType::Confirmable, Code::GET, 71, &[8]).unwrap();
+        w.uri_path(RESULTS_PATH).unwrap();
+        w.option(option::URI_QUERY, b"id=4").unwrap();
+        let n = w.finish();
+        assert_eq!(gate.seal(9, &buf[..n]), Outbound::Pass);
+        // After a restart serve's numbers resume above its mark + N: never a nonce twice.
+        drop(gate);
+        let (gate, _, _) = gate_and_edge(&out, 4);
+        assert_eq!(gate.edges[0].ctx.sender_sequence(), 5);
         let _ = std::fs::remove_dir_all(&out);
     }
 }
