@@ -7,8 +7,18 @@
 //! in the edge's name are refused, counted by reason in `/api/v1/stats` and `/metrics`, and
 //! nothing more is stored; after a SIGKILL and restart of serve the replay is still refused
 //! (the replay window is persisted). Waits are bounded, nothing is timed.
+//!
+//! Orders of serve to the edge (`POST /p`, `GET /r`) go protected too: the broker routes them
+//! on the outer Uri-Host `edge-<id>`, the edge opens them, answers protected, and refuses
+//! forged, replayed and plaintext orders sent straight to its socket.
+//!
+//! The same over a broker whose upstream is CoAP over TCP (RFC 8323): a TCP tap between the
+//! broker and serve's `[coap_tcp]` listener records the frames; serve unprotects them like
+//! datagrams (same counters, same replay windows), and a captured frame sent again on a new
+//! connection is refused as a replay.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +69,8 @@ fn provision(dir: &Path) -> (String, String) {
 struct Tap {
     listen: SocketAddr,
     seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// What serve sent to the broker.
+    down: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -74,9 +86,10 @@ impl Tap {
         let tap = Tap {
             listen: front.local_addr().unwrap(),
             seen: Arc::new(Mutex::new(Vec::new())),
+            down: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let (seen, stop) = (tap.seen.clone(), tap.stop.clone());
+        let (seen, down, stop) = (tap.seen.clone(), tap.down.clone(), tap.stop.clone());
         std::thread::spawn(move || {
             let mut broker = None;
             let mut buf = [0u8; 2048];
@@ -87,6 +100,7 @@ impl Tap {
                     let _ = back.send_to(&buf[..n], serve);
                 }
                 if let (Ok((n, _)), Some(b)) = (back.recv_from(&mut buf), broker) {
+                    down.lock().unwrap().push(buf[..n].to_vec());
                     let _ = front.send_to(&buf[..n], b);
                 }
             }
@@ -291,4 +305,332 @@ fn an_oscore_edge_speaks_through_a_broker_that_cannot_read_it() {
         0,
         "nothing stored after restart"
     );
+}
+
+/// A TCP relay between the broker (which connects to `listen`) and serve's CoAP-over-TCP
+/// listener; keeps every byte the broker sent.
+struct TcpTap {
+    listen: SocketAddr,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl TcpTap {
+    fn start(serve: SocketAddr) -> TcpTap {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tap = TcpTap {
+            listen: listener.local_addr().unwrap(),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let seen = tap.seen.clone();
+        std::thread::spawn(move || {
+            // One connection at a time is enough: the broker keeps one.
+            for front in listener.incoming() {
+                let Ok(front) = front else { return };
+                let Ok(back) = TcpStream::connect(serve) else {
+                    continue;
+                };
+                let (mut f2, mut b2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = b2.read(&mut buf) {
+                        if n == 0 || f2.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let (mut front, mut back) = (front, back);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = front.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if back.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        tap
+    }
+
+    /// The frames the broker sent so far.
+    fn frames(&self) -> Vec<Vec<u8>> {
+        let bytes = self.seen.lock().unwrap().clone();
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Ok(Some(n)) = qos_coap::msg::frame_len(&bytes[at..]) {
+            if at + n > bytes.len() {
+                break;
+            }
+            out.push(bytes[at..at + n].to_vec());
+            at += n;
+        }
+        out
+    }
+}
+
+/// Sends `frame` to serve's CoAP-over-TCP listener on a new connection (after a CSM) and
+/// waits until `reason` counts one more.
+fn refused_on_stream(serve: &Serve, tcp: SocketAddr, frame: &[u8], reason: &str) {
+    let before = rejected(serve, reason);
+    let mut conn = TcpStream::connect(tcp).unwrap();
+    // 7.01 CSM, no options, no token.
+    conn.write_all(&[0x00, 0xe1]).unwrap();
+    conn.write_all(frame).unwrap();
+    wait_for(&format!("serve to count {reason} (stream)"), WAIT, || {
+        let now = rejected(serve, reason);
+        if now > before {
+            Ok(())
+        } else {
+            Err(format!("{}", stats(serve)))
+        }
+    });
+}
+
+#[test]
+fn oscore_batches_relayed_over_a_tcp_upstream_are_opened_like_datagrams() {
+    let dir = fresh_dir(&base(), "stream");
+    let (serve_part, edge_part) = provision(&dir);
+    let tcp = SocketAddr::from(([127, 0, 0, 1], qos_e2e::free_tcp_port()));
+    let serve = Serve::start_with(
+        &dir,
+        &format!("{serve_part}\n[coap_tcp]\nlisten = \"{tcp}\"\n"),
+    );
+    let tap = TcpTap::start(tcp);
+    let broker_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let broker = qos_e2e::tls::start_broker_with(
+        &dir,
+        0,
+        broker_addr,
+        &format!(
+            "[upstream]\ntransport = \"tcp\"\naddress = \"{}\"\n",
+            tap.listen
+        ),
+    );
+    let target = TcpTarget::start();
+    let spec = EdgeSpec {
+        id: EDGE,
+        brokers: vec![broker_addr],
+        target: target.addr,
+        storage: dir.join("edge-data"),
+        extra_toml: format!("\n{edge_part}"),
+        bind: None,
+    };
+    let edge = start_edge(&dir, &spec);
+    let stored = wait_for(
+        "serve to store the OSCORE edge's records (TCP upstream)",
+        WAIT,
+        || match serve.received(EDGE) {
+            Ok(n) if n >= 3 => Ok(n),
+            other => Err(format!("{other:?}\n{}", edge.log_tail())),
+        },
+    );
+    assert!(stored >= 3);
+    edge.kill9();
+    broker.kill9();
+    let s = stats(&serve);
+    let (accepted, writes) = (
+        s["oscore"]["accepted"].as_u64().unwrap(),
+        s["oscore"]["state_writes"].as_u64().unwrap(),
+    );
+    println!(
+        "OSCORE requests accepted: {accepted}, state file writes: {writes} (persist_every 64)"
+    );
+    assert!(accepted >= 1, "{s}");
+    assert!(
+        (1..=accepted / 64 + 1).contains(&writes),
+        "a mark per 64 numbers, not a write per request: {s}"
+    );
+    for reason in [
+        "oscore_forged",
+        "oscore_replay",
+        "oscore_malformed",
+        "oscore_required",
+    ] {
+        assert_eq!(s["rejected"][reason], 0, "{reason}: {s}");
+    }
+
+    // What went over the stream: the edge's requests only as OSCORE.
+    let frames = tap.frames();
+    let protected: Vec<&Vec<u8>> = frames
+        .iter()
+        .filter(|f| Message::parse_frame(f).is_ok_and(|m| m.option(option::OSCORE).is_some()))
+        .collect();
+    assert!(!protected.is_empty(), "no protected frame: {frames:02x?}");
+    for f in &frames {
+        let m = Message::parse_frame(f).unwrap();
+        assert!(!m.path_is("u"), "a plaintext batch was forwarded: {f:02x?}");
+        if m.option(option::OSCORE).is_some() {
+            assert_eq!(m.uri_path().count(), 0, "Uri-Path is encrypted");
+            assert_eq!(m.code(), Code::POST, "the outer code");
+        }
+    }
+    let capture = protected
+        .iter()
+        .rev()
+        .find(|f| Message::parse_frame(f).is_ok_and(|m| m.payload().len() > 40))
+        .expect("a protected batch")
+        .to_vec();
+    let stored_before = stats(&serve)["stored"].as_u64().unwrap();
+    refused_on_stream(&serve, tcp, &capture, "oscore_replay");
+    // The same replay as a datagram: one replay window for both.
+    let m = Message::parse_frame(&capture).unwrap();
+    let mut buf = [0u8; 1300];
+    let mut w =
+        MessageWriter::new(&mut buf, MessageType::Confirmable, m.code(), 77, m.token()).unwrap();
+    for (n, v) in m.options() {
+        w.option(n, v).unwrap();
+    }
+    w.payload(m.payload()).unwrap();
+    let n = w.finish();
+    refused(&serve, &buf[..n], "oscore_replay");
+    assert_eq!(
+        stats(&serve)["stored"].as_u64().unwrap(),
+        stored_before,
+        "nothing stored"
+    );
+}
+
+#[test]
+fn orders_to_an_oscore_edge_are_protected_end_to_end_and_forgeries_refused() {
+    let dir = fresh_dir(&base(), "orders");
+    let (serve_part, edge_part) = provision(&dir);
+    let serve = Serve::start_with(&dir, &serve_part);
+    let tap = Tap::start(serve.coap);
+    let broker_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let _broker = start_broker(&dir, 0, broker_addr, tap.listen, "");
+    let target = TcpTarget::start();
+    let edge_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let spec = EdgeSpec {
+        id: EDGE,
+        brokers: vec![broker_addr],
+        target: target.addr,
+        storage: dir.join("edge-data"),
+        extra_toml: format!("\n{edge_part}"),
+        bind: Some(edge_addr),
+    };
+    let edge = start_edge(&dir, &spec);
+    wait_for(
+        "serve to store the OSCORE edge's records",
+        WAIT,
+        || match serve.received(EDGE) {
+            Ok(n) if n >= 1 => Ok(n),
+            other => Err(format!("{other:?}\n{}", edge.log_tail())),
+        },
+    );
+
+    // A probe now, and the recent results: through the broker, protected both ways.
+    let (status, text) = qos_e2e::http_request(
+        serve.http,
+        "POST",
+        &format!("/api/v1/edges/{EDGE}/probe"),
+        &format!(
+            "{{\"id\": 42, \"kind\": \"tcp\", \"target\": \"{}\", \"timeout_ms\": 1000}}",
+            target.addr
+        ),
+        WAIT,
+    )
+    .expect("the probe request");
+    assert_eq!(status, 200, "{text}\n{}", edge.log_tail());
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["result"]["probe"], 42, "{r}");
+    assert_eq!(r["result"]["status"], "ok", "{r}");
+    let (status, text) = qos_e2e::http_request(
+        serve.http,
+        "GET",
+        &format!("/api/v1/edges/{EDGE}/results?probe=1"),
+        "",
+        WAIT,
+    )
+    .expect("the results request");
+    assert_eq!(status, 200, "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        r["results"].as_array().is_some_and(|a| !a.is_empty()),
+        "{r}"
+    );
+
+    // What serve sent the broker: orders only as OSCORE, routed on the outer Uri-Host.
+    let down = tap.down.lock().unwrap().clone();
+    let orders: Vec<&Vec<u8>> = down
+        .iter()
+        .filter(|d| {
+            Message::parse(d).is_ok_and(|m| m.code().is_request() && m.code() != Code::EMPTY)
+        })
+        .collect();
+    assert!(orders.len() >= 2, "{down:02x?}");
+    let host = format!("edge-{EDGE}");
+    for d in &orders {
+        let m = Message::parse(d).unwrap();
+        assert!(
+            m.option(option::OSCORE).is_some(),
+            "a plaintext order: {d:02x?}"
+        );
+        assert_eq!(m.code(), Code::POST, "the outer code");
+        assert_eq!(m.uri_path().count(), 0, "Uri-Path is encrypted");
+        assert_eq!(m.uri_queries().count(), 0, "queries are encrypted");
+        assert_eq!(m.option(option::URI_HOST), Some(host.as_bytes()));
+    }
+    // The edge's answers came back protected.
+    let seen = tap.seen.lock().unwrap().clone();
+    let answers = seen
+        .iter()
+        .filter(|d| {
+            Message::parse(d).is_ok_and(|m| {
+                m.code().is_response()
+                    && orders
+                        .iter()
+                        .any(|o| Message::parse(o).is_ok_and(|q| q.token() == m.token()))
+            })
+        })
+        .collect::<Vec<_>>();
+    assert!(answers.len() >= 2, "{seen:02x?}");
+    for a in &answers {
+        let m = Message::parse(a).unwrap();
+        assert!(
+            m.option(option::OSCORE).is_some(),
+            "a plaintext answer: {a:02x?}"
+        );
+        assert_eq!(m.code(), Code::CHANGED, "the outer code");
+    }
+
+    // Straight to the edge's socket: a captured order again, a forged one, a plaintext one.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let log = dir.join(format!("edge-{EDGE}.log"));
+    sock.send_to(orders[0], edge_addr).unwrap();
+    qos_e2e::tls::wait_log(&log, "replayed=1", 1);
+    let hex_of = |key: &str| -> Vec<u8> {
+        let v = edge_part
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .expect(key);
+        (0..v.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&v[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let (kid, serve_id) = (hex_of("kid"), hex_of("serve_id"));
+    let mut forger = qos_oscore::Context::derive(&[9; 32], b"", None, &serve_id, &kid).unwrap();
+    forger.set_sender_sequence(1 << 30);
+    let mut buf = [0u8; 64];
+    let mut w = MessageWriter::new(&mut buf, MessageType::Confirmable, Code::GET, 5, &[5]).unwrap();
+    w.uri_path("r").unwrap();
+    let n = w.finish();
+    let mut out = [0u8; 256];
+    let (k, _) = forger.protect_request(&buf[..n], &mut out).unwrap();
+    sock.send_to(&out[..k], edge_addr).unwrap();
+    qos_e2e::tls::wait_log(&log, "forged=1", 1);
+    sock.send_to(&buf[..n], edge_addr).unwrap();
+    qos_e2e::tls::wait_log(&log, "unprotected=1", 1);
+    // None of them was answered: the only datagrams the test socket may get are none.
+    sock.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 256];
+    assert!(
+        sock.recv_from(&mut b).is_err(),
+        "a refused order was answered"
+    );
+    edge.kill9();
 }

@@ -29,6 +29,9 @@
 //!   taken to be away: the request is held and sent again when the edge is next heard from
 //!   (a batch, a registration, a `/c` request), for up to `hold_ms` after it arrived; then (or
 //!   when an edge that acknowledged never answers) the upstream gets 5.04.
+//! - An OSCORE-protected order (RFC 8613; outer code POST, path and queries encrypted) is
+//!   routed the same way on its outer Uri-Host `edge-<edge>` and relayed as it is, without
+//!   the Uri-Host; the edge's protected answer goes back unread. 4.00 without that Uri-Host.
 //! - `GET /.well-known/core`: [`UPSTREAM_LINKS`].
 //!
 //! More than `max_relays` requests in progress in one direction get 5.03.
@@ -342,6 +345,16 @@ fn split_id<'a>(m: &Message<'a>) -> Result<(EdgeId, Vec<Vec<u8>>), &'static str>
     }
     id.map(|id| (EdgeId(id), rest))
         .ok_or("query id=<edge id> needed")
+}
+
+/// The edge a protected order is for: its outer Uri-Host `edge-<u32>`.
+fn edge_host(m: &Message<'_>) -> Result<(EdgeId, Vec<Vec<u8>>), &'static str> {
+    m.option(option::URI_HOST)
+        .and_then(|h| h.strip_prefix(b"edge-"))
+        .and_then(|v| core::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .map(|id| (EdgeId(id), Vec::new()))
+        .ok_or("a protected order needs Uri-Host edge-<edge id>")
 }
 
 /// The broker.
@@ -955,7 +968,13 @@ impl<A: Copy + Eq> Broker<A> {
     /// The upstream's `POST /p` or `GET /r` for an edge (or its `/.well-known/core`).
     fn relay_down(&mut self, now: u64, req: Request<'_, A>) {
         let m = &req.message;
-        let path = if m.path_is(PROBE_PATH) {
+        // An OSCORE-protected order (RFC 8613): its path and queries are encrypted; it is
+        // routed on its outer Uri-Host `edge-<id>` and relayed as it is (ciphertext, OSCORE
+        // option), without the Uri-Host, which was addressed to this broker.
+        let protected = m.option(option::OSCORE).is_some();
+        let path = if protected {
+            Some(("", Code::POST))
+        } else if m.path_is(PROBE_PATH) {
             Some((PROBE_PATH, Code::POST))
         } else if m.path_is(RESULTS_PATH) {
             Some((RESULTS_PATH, Code::GET))
@@ -978,7 +997,7 @@ impl<A: Copy + Eq> Broker<A> {
                 self.reject(RejectReason::MethodNotAllowed);
                 Reply::error(Code::METHOD_NOT_ALLOWED, "wrong method")
             }
-            Some((path, _)) => match split_id(m) {
+            Some((path, _)) => match if protected { edge_host(m) } else { split_id(m) } {
                 Err(why) => {
                     self.reject(RejectReason::BadRequest);
                     Reply::error(Code::BAD_REQUEST, why)

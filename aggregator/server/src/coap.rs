@@ -136,15 +136,22 @@ impl<A: Copy + Ord> CoapServer<A> {
 
     /// Unprotects OSCORE requests of the edges of `gate` before they are handled, and
     /// protects their answers ([`crate::oscore`]).
-    pub fn with_oscore(mut self, gate: OscoreGate<A>) -> Self {
+    pub fn with_oscore(mut self, mut gate: OscoreGate<A>) -> Self {
+        gate.count_in(self.ingest.stats().clone());
         self.oscore = Some(gate);
         self
     }
 
     /// The datagram the endpoint wrote into `buf[..n]` for `to`, protected when it answers an
-    /// OSCORE request; its new length, or `None` to send nothing.
-    fn sealed(&self, to: A, buf: &mut [u8], n: usize) -> Option<usize> {
-        match self.oscore.as_ref().map(|g| g.seal(to, &buf[..n])) {
+    /// OSCORE request or is an order to an OSCORE edge; its new length, or `None` to send
+    /// nothing.
+    fn sealed(&mut self, to: A, buf: &mut [u8], n: usize) -> Option<usize> {
+        let stream = self.endpoint.is_connected(to);
+        match self
+            .oscore
+            .as_mut()
+            .map(|g| g.seal_on(to, &buf[..n], stream))
+        {
             None | Some(Outbound::Pass) => Some(n),
             Some(Outbound::Sealed(v)) if v.len() <= buf.len() => {
                 buf[..v.len()].copy_from_slice(&v);
@@ -304,7 +311,8 @@ impl<A: Copy + Ord> CoapServer<A> {
     ) {
         let stats = self.ingest.stats().clone();
         let opened;
-        let bytes = match self.oscore.as_mut().map(|g| g.open(from, bytes)) {
+        let stream = self.endpoint.is_connected(from);
+        let bytes = match self.oscore.as_mut().map(|g| g.open_on(from, bytes, stream)) {
             None | Some(Inbound::Plain) => bytes,
             Some(Inbound::Opened(plain)) => {
                 opened = plain;
@@ -504,9 +512,12 @@ impl<A: Copy + Ord> CoapServer<A> {
                 let _ = order.reply.send(OrderAnswer::UnknownEdge);
                 continue;
             };
+            // An OSCORE edge's order names it even sent direct: the gate protects it and
+            // moves the id to the outer Uri-Host ([`crate::oscore`]).
+            let oscore = self.oscore.as_ref().is_some_and(|g| g.has_edge(order.edge));
             let (to, id_query) = match route {
-                Route::Direct(a) => (a, None),
-                Route::Broker(a) => (a, Some(format!("id={}", order.edge))),
+                Route::Direct(a) if !oscore => (a, None),
+                Route::Direct(a) | Route::Broker(a) => (a, Some(format!("id={}", order.edge))),
             };
             let sent = self
                 .endpoint

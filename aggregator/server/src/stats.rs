@@ -137,6 +137,8 @@ pub struct IngestStats {
     stored: AtomicU64,
     acked: AtomicU64,
     rejected: [AtomicU64; RejectReason::ALL.len()],
+    oscore_accepted: AtomicU64,
+    oscore_state_writes: AtomicU64,
 }
 
 impl IngestStats {
@@ -175,6 +177,16 @@ impl IngestStats {
         self.acked.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// `n` OSCORE-protected requests were verified and accepted.
+    pub fn add_oscore_accepted(&self, n: u64) {
+        self.oscore_accepted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The OSCORE state file was written `n` times (a high-water mark per N numbers).
+    pub fn add_oscore_state_writes(&self, n: u64) {
+        self.oscore_state_writes.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// One datagram or record was refused for `reason`.
     pub fn reject(&self, reason: RejectReason) {
         self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
@@ -193,6 +205,10 @@ impl IngestStats {
             stored: get(&self.stored),
             acked: get(&self.acked),
             rejected: RejectReason::ALL.map(|r| (r, get(&self.rejected[r.index()]))),
+            oscore: OscoreCounts {
+                accepted: get(&self.oscore_accepted),
+                state_writes: get(&self.oscore_state_writes),
+            },
         }
     }
 }
@@ -210,6 +226,17 @@ pub struct StatsSnapshot {
     pub acked: u64,
     /// Refusals per reason, in [`RejectReason::ALL`] order.
     pub rejected: [(RejectReason, u64); RejectReason::ALL.len()],
+    /// OSCORE requests accepted and state file writes.
+    pub oscore: OscoreCounts,
+}
+
+/// The `oscore` group of the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct OscoreCounts {
+    /// Protected requests verified and accepted (UDP and streams).
+    pub accepted: u64,
+    /// Writes of the replay state file (about `accepted / persist_every`).
+    pub state_writes: u64,
 }
 
 /// The `received` group of the counters.
@@ -236,7 +263,8 @@ impl StatsSnapshot {
 
     /// The JSON rendering:
     /// `{"received":{"datagrams":..,"batches":..,"records":..},"duplicates":..,"stored":..,
-    /// "acked":..,"rejected":{"malformed":..,...},"rejected_total":..}`.
+    /// "acked":..,"rejected":{"malformed":..,...},"rejected_total":..,
+    /// "oscore":{"accepted":..,"state_writes":..}}`.
     pub fn to_json(&self) -> serde_json::Value {
         let rejected: serde_json::Map<String, serde_json::Value> = self
             .rejected
@@ -250,6 +278,7 @@ impl StatsSnapshot {
             "acked": self.acked,
             "rejected": rejected,
             "rejected_total": self.rejected_total(),
+            "oscore": self.oscore,
         })
     }
 }

@@ -390,6 +390,54 @@ impl Context {
         Ok((n, info))
     }
 
+    /// [`unprotect_request`](Self::unprotect_request) for small memories: the ciphertext is
+    /// decrypted inside `protected` (which is overwritten), so `out` needs room for the
+    /// reconstructed message only. The same checks, in the same order; nothing is marked seen
+    /// unless the message verifies.
+    pub fn unprotect_request_in_place(
+        &mut self,
+        protected: &mut [u8],
+        out: &mut [u8],
+    ) -> Result<(usize, RequestInfo), Error> {
+        let (head_len, payload_len) = {
+            let msg = Message::parse(protected).map_err(|_| Error::Malformed)?;
+            (protected.len() - msg.payload().len(), msg.payload().len())
+        };
+        if payload_len == 0 {
+            return Err(Error::Malformed);
+        }
+        let (head, sealed) = protected.split_at_mut(head_len);
+        let msg = Message::parse(&head[..head_len - 1]).map_err(|_| Error::Malformed)?;
+        if !msg.code().is_request() {
+            return Err(Error::Malformed);
+        }
+        let value = oscore_option(&msg)?.ok_or(Error::NotProtected)?;
+        let opt = OscoreOption::parse(value)?;
+        let kid = opt.kid.ok_or(Error::Malformed)?;
+        let seq = piv_value(opt.piv)?;
+        if kid != self.recipient_id.as_slice() || opt.kid_context != self.id_context.as_deref() {
+            return Err(Error::UnknownKid);
+        }
+        self.window.check(seq)?;
+        let info = RequestInfo {
+            kid: id_of(kid)?,
+            piv: Piv::from_slice(opt.piv).map_err(|_| Error::Malformed)?,
+        };
+        let nonce = nonce(&self.common_iv, kid, opt.piv);
+        let n = open_sealed(
+            &msg,
+            true,
+            &self.recipient_key,
+            &nonce,
+            kid,
+            opt.piv,
+            sealed,
+            out,
+        )?;
+        self.window.accept(seq);
+        Ok((n, info))
+    }
+
     /// Protects a response to the request described by `request` (no Partial IV of its own:
     /// the request's nonce is reused, RFC 8613 §8.3).
     pub fn protect_response(

@@ -49,7 +49,7 @@ mod replay;
 pub use context::{request_kid, Context, Id, IdContext, Piv, RequestInfo};
 pub use error::Error;
 pub use option::OscoreOption;
-pub use replay::{ReplayWindow, WINDOW};
+pub use replay::{HighWater, ReplayWindow, WINDOW};
 
 /// COSE algorithm AES-CCM-16-64-128.
 pub const ALG_AES_CCM_16_64_128: u8 = 10;

@@ -1,7 +1,14 @@
 //! OSCORE (RFC 8613) on the edge's uplink: the requests the edge sends to the super-manager
 //! (batches `POST /u`, configuration `GET /c` and reports `POST /c`) are protected end to end;
 //! brokers relay them unread. Registration with the broker (`/rd`) stays plaintext: it is
-//! addressed to the broker itself. Requests the edge serves (`/p`, `/r`) are not protected.
+//! addressed to the broker itself.
+//!
+//! The super-manager's orders the edge serves (`POST /p`, `GET /r`) come protected with the
+//! same context, roles swapped (RFC 8613 §3.1: serve's sender id is this edge's recipient id):
+//! [`EdgeOscore::open`] verifies and decrypts them (the replay window refuses a number seen
+//! before) and [`EdgeOscore::seal`] protects their answers, piggybacked or separate. A
+//! plaintext request other than `GET /.well-known/core` is refused (dropped and counted): an
+//! edge with a context takes orders only from the holder of the key.
 //!
 //! Sender sequence numbers: `epoch << bits | counter`, the boot epoch being persisted once per
 //! boot ([`crate::storage`]), so a number is never used twice across reboots. A boot may send
@@ -17,6 +24,8 @@ use qos_wire::registration::DIRECTORY_PATH;
 /// Protected requests remembered to open their answers (and to send a retransmission as
 /// the same bytes): one per exchange of the edge's endpoint.
 const SENT: usize = 4;
+/// Protected orders remembered to protect their answers (and recognise a retransmission).
+const SERVED: usize = 4;
 /// Bits of the per-boot counter in a sender sequence number, for boot epochs counted from 1
 /// (up to 2^16 boots).
 pub const COUNTER_BITS: u32 = 24;
@@ -33,6 +42,15 @@ pub struct OscoreStats {
     pub refused: u32,
     /// Requests dropped because they could not be protected (too large, numbers exhausted).
     pub unsendable: u32,
+    /// Protected orders (`/p`, `/r`) verified and handed on.
+    pub orders_opened: u32,
+    /// Protected orders refused: a tag that does not verify, an unknown key id, malformed.
+    pub orders_forged: u32,
+    /// Protected orders refused as replays (a number already accepted, or older than the
+    /// window).
+    pub orders_replayed: u32,
+    /// Plaintext requests refused (only `GET /.well-known/core` may come unprotected).
+    pub orders_unprotected: u32,
 }
 
 /// The edge's OSCORE state: its context, the protected requests in flight and a scratch copy
@@ -42,6 +60,8 @@ pub struct EdgeOscore<const M: usize> {
     /// The end of this boot's sequence numbers (exclusive).
     limit: u64,
     sent: Vec<(u16, Vec<u8, 8>, RequestInfo), SENT>,
+    /// Orders accepted: message id, token, binding of the answer.
+    served: Vec<(u16, Vec<u8, 8>, RequestInfo), SERVED>,
     scratch: [u8; M],
     stats: OscoreStats,
 }
@@ -57,6 +77,7 @@ impl<const M: usize> EdgeOscore<M> {
             ctx,
             limit: (first + (1 << bits)).min(qos_oscore::MAX_SEQUENCE + 1),
             sent: Vec::new(),
+            served: Vec::new(),
             scratch: [0; M],
             stats: OscoreStats::default(),
         }
@@ -81,6 +102,9 @@ impl<const M: usize> EdgeOscore<M> {
         let Ok(m) = Message::parse(plain) else {
             return Some(n);
         };
+        if m.code().is_response() {
+            return self.seal_answer(buf, n);
+        }
         let registration = m.uri_path().next() == Some(DIRECTORY_PATH.as_bytes());
         if !m.code().is_request() || registration {
             return Some(n);
@@ -134,7 +158,10 @@ impl<const M: usize> EdgeOscore<M> {
         let Ok(m) = Message::parse(protected) else {
             return Some(n);
         };
-        if m.code().is_request() || m.code() == Code::EMPTY {
+        if m.code().is_request() {
+            return self.open_order(buf, n);
+        }
+        if m.code() == Code::EMPTY {
             return Some(n);
         }
         let Some(i) = self
@@ -167,5 +194,181 @@ impl<const M: usize> EdgeOscore<M> {
                 None
             }
         }
+    }
+
+    /// A request received into `buf[..n]`: a protected order opened in place, `GET
+    /// /.well-known/core` as it is; anything else refused (`None`).
+    fn open_order(&mut self, buf: &mut [u8], n: usize) -> Option<usize> {
+        let m = Message::parse(buf.get(..n)?).ok()?;
+        if m.option(option::OSCORE).is_none() {
+            if m.code() == Code::GET && m.path_is(".well-known/core") {
+                return Some(n);
+            }
+            self.stats.orders_unprotected = self.stats.orders_unprotected.saturating_add(1);
+            return None;
+        }
+        let (mid, token) = (m.message_id(), Vec::<u8, 8>::from_slice(m.token()).ok()?);
+        self.scratch.get_mut(..n)?.copy_from_slice(buf.get(..n)?);
+        let copy = self.scratch.get_mut(..n)?;
+        match self.ctx.unprotect_request_in_place(copy, buf) {
+            Ok((k, info)) => {
+                self.stats.orders_opened = self.stats.orders_opened.saturating_add(1);
+                if self.served.is_full() {
+                    self.served.remove(0);
+                }
+                let _ = self.served.push((mid, token, info));
+                Some(k)
+            }
+            Err(qos_oscore::Error::Replay)
+                if self.served.iter().any(|(i, t, _)| *i == mid && *t == token) =>
+            {
+                // A CoAP retransmission of an order accepted: the endpoint recognises its
+                // message id and sends its answer again (protected again by `seal`).
+                Some(n)
+            }
+            Err(qos_oscore::Error::Replay | qos_oscore::Error::Stale) => {
+                self.stats.orders_replayed = self.stats.orders_replayed.saturating_add(1);
+                None
+            }
+            Err(_) => {
+                self.stats.orders_forged = self.stats.orders_forged.saturating_add(1);
+                None
+            }
+        }
+    }
+
+    /// An answer the endpoint wrote into `buf[..n]`: protected when it answers an order
+    /// accepted protected (by token); `None` (never in plaintext) when it cannot be.
+    fn seal_answer(&mut self, buf: &mut [u8], n: usize) -> Option<usize> {
+        let plain = buf.get(..n)?;
+        let m = Message::parse(plain).ok()?;
+        let Some(i) = self
+            .served
+            .iter()
+            .rposition(|(_, t, _)| t.as_slice() == m.token())
+        else {
+            return Some(n);
+        };
+        self.scratch.get_mut(..n)?.copy_from_slice(plain);
+        let plain = self.scratch.get(..n)?;
+        match self.ctx.protect_response(plain, &self.served[i].2, buf) {
+            Ok(k) => Some(k),
+            Err(_) => {
+                self.stats.unsendable = self.stats.unsendable.saturating_add(1);
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qos_coap::{MessageType, MessageWriter};
+
+    const SECRET: [u8; 32] = [3; 32];
+
+    fn edge() -> EdgeOscore<1152> {
+        let ctx = Context::derive(&SECRET, b"salt", None, b"\x0e", b"\x5e").unwrap();
+        EdgeOscore::new(ctx, 1, COUNTER_BITS)
+    }
+
+    /// serve's side: the same context, roles swapped.
+    fn serve() -> Context {
+        Context::derive(&SECRET, b"salt", None, b"\x5e", b"\x0e").unwrap()
+    }
+
+    fn get_r(mid: u16, token: u8) -> std::vec::Vec<u8> {
+        let mut buf = [0u8; 64];
+        let mut w =
+            MessageWriter::new(&mut buf, MessageType::Confirmable, Code::GET, mid, &[token])
+                .unwrap();
+        w.option(option::URI_HOST, b"edge-7").unwrap();
+        w.uri_path("r").unwrap();
+        let n = w.finish();
+        buf[..n].to_vec()
+    }
+
+    fn answer(mid: u16, token: u8) -> std::vec::Vec<u8> {
+        let mut buf = [0u8; 64];
+        let mut w = MessageWriter::new(
+            &mut buf,
+            MessageType::Acknowledgement,
+            Code::CONTENT,
+            mid,
+            &[token],
+        )
+        .unwrap();
+        w.payload(b"results").unwrap();
+        let n = w.finish();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn orders_of_serve_are_opened_answered_protected_and_replays_refused() {
+        let (mut edge, mut serve) = (edge(), serve());
+        let plain = get_r(1, 0xa1);
+        let mut wire = [0u8; 256];
+        let (n, info) = serve.protect_request(&plain, &mut wire).unwrap();
+        let protected = wire[..n].to_vec();
+        assert!(Message::parse(&protected)
+            .unwrap()
+            .uri_path()
+            .next()
+            .is_none());
+
+        let mut buf = [0u8; 1152];
+        buf[..n].copy_from_slice(&protected);
+        let k = edge.open(&mut buf, n).expect("a protected order opens");
+        assert_eq!(&buf[..k], &plain[..], "the order as serve wrote it");
+        assert_eq!(edge.stats().orders_opened, 1);
+
+        // Its answer leaves protected; serve verifies it.
+        let a = answer(1, 0xa1);
+        buf[..a.len()].copy_from_slice(&a);
+        let k = edge.seal(&mut buf, a.len()).unwrap();
+        let sealed = buf[..k].to_vec();
+        assert!(Message::parse(&sealed)
+            .unwrap()
+            .option(option::OSCORE)
+            .is_some());
+        let mut out = [0u8; 256];
+        let m = serve.unprotect_response(&sealed, &info, &mut out).unwrap();
+        assert_eq!(&out[..m], &a[..]);
+
+        // The same datagram again is a retransmission: handed on as it is (the endpoint
+        // answers from its cache); the same ciphertext under another message id is a replay.
+        buf[..n].copy_from_slice(&protected);
+        assert_eq!(edge.open(&mut buf, n), Some(n));
+        let mut other = protected.clone();
+        other[3] ^= 0x40;
+        buf[..n].copy_from_slice(&other);
+        assert_eq!(edge.open(&mut buf, n), None);
+        assert_eq!(edge.stats().orders_replayed, 1);
+
+        // A forged order (a flipped ciphertext byte under a fresh number) is refused.
+        let (n2, _) = serve.protect_request(&get_r(2, 0xa2), &mut wire).unwrap();
+        wire[n2 - 1] ^= 1;
+        buf[..n2].copy_from_slice(&wire[..n2]);
+        assert_eq!(edge.open(&mut buf, n2), None);
+        assert_eq!(edge.stats().orders_forged, 1);
+        // The number was not burnt by the forgery: the genuine order still opens.
+        serve.set_sender_sequence(serve.sender_sequence() - 1);
+        let (n3, _) = serve.protect_request(&get_r(2, 0xa2), &mut wire).unwrap();
+        buf[..n3].copy_from_slice(&wire[..n3]);
+        assert!(edge.open(&mut buf, n3).is_some());
+
+        // A plaintext order is refused; the resource list is not an order.
+        let p = get_r(3, 0xa3);
+        buf[..p.len()].copy_from_slice(&p);
+        assert_eq!(edge.open(&mut buf, p.len()), None);
+        assert_eq!(edge.stats().orders_unprotected, 1);
+        let mut wk = [0u8; 64];
+        let mut w =
+            MessageWriter::new(&mut wk, MessageType::Confirmable, Code::GET, 4, &[1]).unwrap();
+        w.uri_path(".well-known/core").unwrap();
+        let l = w.finish();
+        buf[..l].copy_from_slice(&wk[..l]);
+        assert_eq!(edge.open(&mut buf, l), Some(l));
     }
 }

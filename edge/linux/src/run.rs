@@ -410,7 +410,12 @@ pub fn run(cfg: &Config, shutdown: &AtomicBool) -> Result<(), RunError> {
             match inputs.recv_timeout(Duration::from_millis(wait_ms.max(1))) {
                 Ok(Input::Datagram(from, mut bytes)) => match {
                     let len = bytes.len();
-                    uplink.open_datagram(&mut bytes, len)
+                    let before = uplink.oscore().map(|o| o.stats());
+                    let opened = uplink.open_datagram(&mut bytes, len);
+                    if let (Some(b), Some(a)) = (before, uplink.oscore().map(|o| o.stats())) {
+                        log_refused_order(&b, &a, from);
+                    }
+                    opened
                 }
                 .and_then(|n| uplink.handle(mono(), from, &bytes[..n]))
                 {
@@ -648,4 +653,27 @@ fn flush(socket: &UdpSocket, uplink: &mut EdgeUplink, tx: &mut [u8], now: u64) {
             tracing::debug!(error = %e, peer = %to, "send failed");
         }
     }
+}
+
+/// Logs an order of the centre the OSCORE hook refused (counted in its stats).
+fn log_refused_order(
+    before: &qos_edge_core::oscore::OscoreStats,
+    after: &qos_edge_core::oscore::OscoreStats,
+    from: SocketAddr,
+) {
+    let why = if after.orders_forged > before.orders_forged {
+        "does not verify"
+    } else if after.orders_replayed > before.orders_replayed {
+        "replayed"
+    } else if after.orders_unprotected > before.orders_unprotected {
+        "not protected"
+    } else {
+        return;
+    };
+    tracing::warn!(
+        peer = %from, why,
+        forged = after.orders_forged, replayed = after.orders_replayed,
+        unprotected = after.orders_unprotected,
+        "OSCORE order refused"
+    );
 }
