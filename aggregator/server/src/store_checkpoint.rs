@@ -26,13 +26,17 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::store::{StoreError, BUSY_TIMEOUT};
+use crate::store::StoreError;
 
 /// How often the WAL is checkpointed (passively).
 pub const INTERVAL: Duration = Duration::from_millis(50);
 /// WAL frames (pages) from which a `RESTART` checkpoint rewinds the WAL: 16 MiB of 4 KiB
 /// pages.
 pub const RESTART_FRAMES: i64 = 4096;
+/// How long a `RESTART` checkpoint waits for the writer's transaction and for readers of
+/// older snapshots. It holds the write lock while it waits for readers, so the ingest waits
+/// too: kept short, and the checkpoint is tried again at the next round when it gives up.
+pub const BUSY: Duration = Duration::from_millis(20);
 
 /// The checkpoint thread of one database; stopped (and joined) on drop.
 pub struct Checkpointer {
@@ -65,7 +69,7 @@ impl Checkpointer {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.busy_timeout(BUSY).map_err(open_err)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let rounds = Arc::new(AtomicU64::new(0));
         let thread = {
