@@ -38,9 +38,11 @@ pub mod services;
 pub mod silence;
 pub mod stats;
 pub mod store;
+pub mod store_checkpoint;
 pub mod stream_config;
 pub mod stream_io;
 pub mod tls;
+pub mod udp_batch;
 
 /// The version of this build, as reported by `GET /api/v1/health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -218,13 +218,13 @@ pub fn start_ingest_with(
 
 /// Most datagrams handled as one group (one store transaction).
 pub const GROUP_MAX: usize = 256;
-/// Room for the datagrams of one group (each takes up to [`MAX_MESSAGE`] + 1 bytes).
-const GROUP_BYTES: usize = 256 * 1024;
 
-/// The CoAP receive loop: a blocking receive (until the endpoint's next deadline), then every
-/// datagram already waiting, without blocking (at most [`GROUP_MAX`] and [`GROUP_BYTES`]); the
-/// group is handed to [`CoapServer::handle_datagrams`], which stores its valid batches in one
-/// transaction and sends the acks once it has committed (group commit).
+/// The CoAP receive loop: waits (until the endpoint's next deadline) for a datagram and takes
+/// it with every one already waiting behind it, without waiting for more (at most
+/// [`GROUP_MAX`]; one `recvmmsg` on Linux, [`crate::udp_batch`]); the group is handed to
+/// [`CoapServer::handle_datagrams`], which stores its valid batches in one transaction and
+/// answers them once it has committed (group commit). The answers of a group leave together
+/// (one `sendmmsg` on Linux) after that.
 pub(crate) fn coap_loop(
     socket: UdpSocket,
     mut server: CoapServer<SocketAddr>,
@@ -238,17 +238,10 @@ pub(crate) fn coap_loop(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     };
-    // Room for one byte more than the largest message, to recognise oversized datagrams.
-    let slot = MAX_MESSAGE + 1;
-    let mut rx = vec![0u8; GROUP_BYTES.max(slot)];
+    let mut rx = crate::udp_batch::Receiver::new(GROUP_MAX);
+    let mut out = crate::udp_batch::Outbox::new();
     let mut tx = vec![0u8; MAX_MESSAGE];
-    let mut got: Vec<(SocketAddr, std::ops::Range<usize>)> = Vec::with_capacity(GROUP_MAX);
     let mut timeout = None;
-    let mut send = |to: SocketAddr, bytes: &[u8]| {
-        if let Err(e) = socket.send_to(bytes, to) {
-            tracing::debug!(error = %e, peer = %to, "CoAP send failed");
-        }
-    };
     while !shutdown.load(Ordering::Relaxed) {
         let now = mono();
         let wait = server
@@ -263,55 +256,22 @@ pub(crate) fn coap_loop(
             }
             timeout = Some(wait);
         }
-        got.clear();
-        let mut used = 0;
-        while let Some(buf) = rx.get_mut(used..used + slot) {
-            match socket.recv_from(buf) {
-                Ok((n, from)) => {
-                    got.push((from, used..used + n));
-                    used += n;
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
-                // ICMP errors of earlier sends surface here on Linux; they concern one peer only.
-                Err(e) => {
-                    tracing::debug!(error = %e, "CoAP receive error");
-                    break;
-                }
-            }
-            if got.len() == 1 {
-                // Something came: take what else is already waiting, without blocking.
-                if let Err(e) = socket.set_nonblocking(true) {
-                    tracing::debug!(error = %e, "CoAP socket: cannot drain");
-                    break;
-                }
-            }
-            if got.len() >= GROUP_MAX {
-                break;
-            }
+        // ICMP errors of earlier sends surface here on Linux; they concern one peer only.
+        if let Err(e) = rx.recv(&socket) {
+            tracing::debug!(error = %e, "CoAP receive error");
         }
-        if !got.is_empty() {
-            if let Err(e) = socket.set_nonblocking(false) {
-                tracing::error!(error = %e, "CoAP socket: cannot block again");
-                return;
-            }
-            let datagrams: Vec<(SocketAddr, &[u8])> = got
-                .iter()
-                .map(|(from, r)| (*from, &rx[r.clone()]))
-                .collect();
-            server.handle_datagrams(mono(), unix_ms(), &datagrams, &mut tx, &mut send);
+        if !rx.is_empty() {
+            let datagrams: Vec<(SocketAddr, &[u8])> = (0..rx.len()).map(|i| rx.get(i)).collect();
+            server.handle_datagrams(mono(), unix_ms(), &datagrams, &mut tx, &mut |to, b| {
+                out.push(to, b)
+            });
         }
         let now = mono();
         server.handle_timeout(now);
         while let Some((to, n)) = server.poll_transmit(now, &mut tx) {
-            send(to, &tx[..n]);
+            out.push(to, &tx[..n]);
         }
+        out.flush(&socket);
     }
 }
 

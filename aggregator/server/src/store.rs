@@ -294,6 +294,14 @@ pub enum StoreError {
         /// The mode SQLite reported.
         mode: String,
     },
+    /// The thread checkpointing the WAL ([`crate::store_checkpoint`]) could not be started.
+    #[error("cannot start the checkpoint thread of store {}: {source}", path.display())]
+    Checkpointer {
+        /// The database file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A query or transaction failed; nothing of it was written.
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -382,6 +390,8 @@ fn from_sql_count(v: i64) -> u64 {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Checkpoints the WAL on its own connection and thread (the writer does not).
+    _checkpointer: crate::store_checkpoint::Checkpointer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -413,9 +423,14 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", synchronous.pragma_value())
             .map_err(open_err)?;
+        // Checkpoints run on their own thread ([`crate::store_checkpoint`]), not in a commit
+        // that an acknowledgement waits for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_err)?;
         let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
+            _checkpointer: crate::store_checkpoint::Checkpointer::start(path)?,
         };
         store.migrate()?;
         Ok(store)
@@ -631,12 +646,7 @@ impl Store for SqliteStore {
         edge: &EdgeKey,
         batch: &[NewRecord],
     ) -> Result<BatchOutcome, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let outcome = insert_in(&tx, edge, batch)?;
-        tx.commit()?;
-        Ok(outcome)
+        Ok(self.insert_batches(&[(edge, batch)])?.remove(0))
     }
 
     fn insert_batches(
@@ -646,10 +656,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let outcomes = batches
-            .iter()
-            .map(|(edge, records)| insert_in(&tx, edge, records))
-            .collect::<Result<Vec<_>, _>>()?;
+        let outcomes = insert_group(&tx, batches)?;
         tx.commit()?;
         Ok(outcomes)
     }
@@ -659,41 +666,72 @@ impl Store for SqliteStore {
     }
 }
 
-/// The body of [`Store::insert_batch`] inside the caller's transaction `tx`; a later batch of
-/// the same edge in the same transaction sees the rows and `last_seq` of the earlier ones.
-fn insert_in(
+/// An edge's row as a group of batches changes it, written once at the end of the group.
+struct EdgeUpdate<'k> {
+    edge_id: i64,
+    /// Whether the row existed before the group.
+    exists: bool,
+    first_seen: i64,
+    last_seen: i64,
+    last_seq: Option<u64>,
+    name: Option<&'k str>,
+    region: Option<&'k str>,
+    new: u64,
+    duplicates: u64,
+    gaps: u64,
+    dropped: u64,
+}
+
+/// The body of [`Store::insert_batches`] inside the caller's transaction `tx`: the batches in
+/// turn, a later batch of an edge seeing the records and `last_seq` of the earlier ones. Each
+/// edge's row is read once and written once for the whole group (the sum of what the batches
+/// one by one would have done).
+fn insert_group<'k>(
     tx: &rusqlite::Transaction<'_>,
-    edge: &EdgeKey,
-    batch: &[NewRecord],
-) -> Result<BatchOutcome, StoreError> {
-    let now = to_sql_count(edge.received_at_ms);
-    let edge_id = i64::from(edge.edge_id);
+    batches: &[(&'k EdgeKey, &[NewRecord])],
+) -> Result<Vec<BatchOutcome>, StoreError> {
+    let mut edges: Vec<EdgeUpdate<'k>> = Vec::new();
+    let mut outcomes = Vec::with_capacity(batches.len());
+    let mut select_edge = tx.prepare_cached("SELECT last_seq FROM edges WHERE edge_id = ?1")?;
+    let mut insert_record = tx.prepare_cached(
+        "INSERT OR IGNORE INTO records (edge_id, seq, kind, at, received_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut insert_summary = tx.prepare_cached(
+        "INSERT INTO summaries (edge_id, seq, probe, window_start, window_len, ok, failed,
+                                total_p50_us, total_p95_us, total_p99_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut stored = Vec::new();
+    for &(key, batch) in batches {
+        let now = to_sql_count(key.received_at_ms);
+        let edge_id = i64::from(key.edge_id);
+        let i = match edges.iter().position(|e| e.edge_id == edge_id) {
+            Some(i) => i,
+            None => {
+                let previous: Option<Option<i64>> = select_edge
+                    .query_row([edge_id], |row| row.get(0))
+                    .optional()?;
+                edges.push(EdgeUpdate {
+                    edge_id,
+                    exists: previous.is_some(),
+                    first_seen: now,
+                    last_seen: now,
+                    last_seq: previous.flatten().map(from_sql_u64),
+                    name: None,
+                    region: None,
+                    new: 0,
+                    duplicates: 0,
+                    gaps: 0,
+                    dropped: 0,
+                });
+                edges.len() - 1
+            }
+        };
+        let edge = &mut edges[i];
 
-    // Statements are cached: a group commit runs them for every batch.
-    let previous: Option<Option<i64>> = tx
-        .prepare_cached("SELECT last_seq FROM edges WHERE edge_id = ?1")?
-        .query_row([edge_id], |row| row.get(0))
-        .optional()?;
-    if previous.is_none() {
-        tx.prepare_cached(
-            "INSERT INTO edges (edge_id, first_seen, last_seen) VALUES (?1, ?2, ?2)",
-        )?
-        .execute(params![edge_id, now])?;
-    }
-    let mut last_seq = previous.flatten().map(from_sql_u64);
-
-    let mut outcome = BatchOutcome::default();
-    let mut stored = Vec::with_capacity(batch.len());
-    {
-        let mut insert_record = tx.prepare_cached(
-            "INSERT OR IGNORE INTO records (edge_id, seq, kind, at, received_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut insert_summary = tx.prepare_cached(
-            "INSERT INTO summaries (edge_id, seq, probe, window_start, window_len, ok, failed,
-                                        total_p50_us, total_p95_us, total_p99_us)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?;
+        let mut outcome = BatchOutcome::default();
+        stored.clear();
         for record in batch {
             let seq = to_sql_u64(record.seq);
             let inserted = insert_record.execute(params![
@@ -725,47 +763,84 @@ fn insert_in(
                 ])?;
             }
         }
+
+        // Gaps: walk the newly stored numbers in order from the previous high-water mark.
+        stored.sort_unstable();
+        for &seq in &stored {
+            match edge.last_seq {
+                Some(last) if seq <= last => {} // late (reordered) record: not a gap
+                Some(last) => {
+                    if epoch(seq) == epoch(last) && seq > last + 1 {
+                        outcome.gaps += 1;
+                    }
+                    edge.last_seq = Some(seq);
+                }
+                None => edge.last_seq = Some(seq),
+            }
+        }
+        edge.last_seen = edge.last_seen.max(now);
+        edge.name = key.name.as_deref().or(edge.name);
+        edge.region = key.region.as_deref().or(edge.region);
+        edge.new += outcome.new;
+        edge.duplicates += outcome.duplicates;
+        edge.gaps += outcome.gaps;
+        edge.dropped = edge.dropped.max(key.dropped_at_edge.unwrap_or(0));
+        outcomes.push(outcome);
     }
 
-    // Gaps: walk the newly stored numbers in order from the previous high-water mark.
-    stored.sort_unstable();
-    for seq in stored {
-        match last_seq {
-            Some(last) if seq <= last => {} // late (reordered) record: not a gap
-            Some(last) => {
-                if epoch(seq) == epoch(last) && seq > last + 1 {
-                    outcome.gaps += 1;
-                }
-                last_seq = Some(seq);
-            }
-            None => last_seq = Some(seq),
+    for e in &edges {
+        let (name, region, seq) = (e.name, e.region, e.last_seq.map(to_sql_u64));
+        let (new, dups, gaps) = (
+            to_sql_count(e.new),
+            to_sql_count(e.duplicates),
+            to_sql_count(e.gaps),
+        );
+        let dropped = to_sql_count(e.dropped);
+        if e.exists {
+            tx.prepare_cached(
+                "UPDATE edges SET
+                    name = coalesce(?2, name),
+                    region = coalesce(?3, region),
+                    last_seen = max(last_seen, ?4),
+                    last_seq = ?5,
+                    received = received + ?6,
+                    duplicates = duplicates + ?7,
+                    gaps = gaps + ?8,
+                    dropped_at_edge = max(dropped_at_edge, ?9)
+                 WHERE edge_id = ?1",
+            )?
+            .execute(params![
+                e.edge_id,
+                name,
+                region,
+                e.last_seen,
+                seq,
+                new,
+                dups,
+                gaps,
+                dropped
+            ])?;
+        } else {
+            tx.prepare_cached(
+                "INSERT INTO edges (edge_id, name, region, first_seen, last_seen, last_seq,
+                                    received, duplicates, gaps, dropped_at_edge)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                e.edge_id,
+                name,
+                region,
+                e.first_seen,
+                e.last_seen,
+                seq,
+                new,
+                dups,
+                gaps,
+                dropped
+            ])?;
         }
     }
-
-    tx.prepare_cached(
-        "UPDATE edges SET
-                name = coalesce(?2, name),
-                region = coalesce(?3, region),
-                last_seen = max(last_seen, ?4),
-                last_seq = ?5,
-                received = received + ?6,
-                duplicates = duplicates + ?7,
-                gaps = gaps + ?8,
-                dropped_at_edge = max(dropped_at_edge, ?9)
-             WHERE edge_id = ?1",
-    )?
-    .execute(params![
-        edge_id,
-        edge.name,
-        edge.region,
-        now,
-        last_seq.map(to_sql_u64),
-        to_sql_count(outcome.new),
-        to_sql_count(outcome.duplicates),
-        to_sql_count(outcome.gaps),
-        to_sql_count(edge.dropped_at_edge.unwrap_or(0)),
-    ])?;
-    Ok(outcome)
+    Ok(outcomes)
 }
 
 #[cfg(test)]
@@ -903,6 +978,17 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 1, "NORMAL");
+    }
+
+    #[test]
+    fn the_writer_leaves_checkpoints_to_its_thread() {
+        let dir = TempDir::new("autocheckpoint");
+        let store = open(&dir);
+        let n: i64 = store
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]

@@ -337,6 +337,8 @@ pub struct Endpoint<
     stats: Stats,
     /// The latest `now` seen by any entry point.
     last_now: u64,
+    /// No deduplication entry expires before this time (so expiry need not look before).
+    dedup_expiry: u64,
 }
 
 impl<
@@ -364,6 +366,7 @@ impl<
             control: Deque::new(),
             stats: Stats::default(),
             last_now: 0,
+            dedup_expiry: u64::MAX,
         })
     }
 
@@ -735,11 +738,13 @@ impl<
                 self.stats.dedup_evictions = self.stats.dedup_evictions.wrapping_add(1);
             }
         }
+        let expires = now.saturating_add(lifetime);
+        self.dedup_expiry = self.dedup_expiry.min(expires);
         let _ = self.dedup.push(DedupEntry {
             peer,
             mid,
             seen: now,
-            expires: now.saturating_add(lifetime),
+            expires,
             state,
             resp: [0; RESP],
             resp_len: 0,
@@ -1025,7 +1030,15 @@ impl<
                 self.stats.timeouts = self.stats.timeouts.wrapping_add(1);
             }
         }
-        self.dedup.retain(|e| e.expires > now);
+        if now >= self.dedup_expiry {
+            self.dedup.retain(|e| e.expires > now);
+            self.dedup_expiry = self
+                .dedup
+                .iter()
+                .map(|e| e.expires)
+                .min()
+                .unwrap_or(u64::MAX);
+        }
     }
 
     /// The earliest time (ms) at which [`poll_transmit`](Self::poll_transmit) (or
