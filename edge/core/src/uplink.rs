@@ -436,7 +436,10 @@ impl<A: Copy + Eq, const B: usize, const N: usize, const REC: usize> Uplink<A, B
             // least 1 s and at most `MAX_RATE_WAIT_MS`.
             let wait_s = message.uint_option(option::MAX_AGE).unwrap_or(60);
             let wait_ms = (u64::from(wait_s) * 1000).clamp(1000, MAX_RATE_WAIT_MS);
-            warn!("batch refused 4.29 (over our rate); again in {} ms", wait_ms);
+            warn!(
+                "batch refused 4.29 (over our rate); again in {} ms",
+                wait_ms
+            );
             self.stats.rate_limited += 1;
             self.not_before = now + wait_ms;
         } else if code.class() == 4 && !code.rejects_content() {
