@@ -634,3 +634,64 @@ fn orders_to_an_oscore_edge_are_protected_end_to_end_and_forgeries_refused() {
     );
     edge.kill9();
 }
+
+/// After serve is SIGKILLed and restarted, it refuses every number up to its last persisted
+/// mark + `persist_every` (here the largest, 4096), including numbers the edge has not used
+/// yet. It answers such a request 4.01 "Replay detected" (RFC 8613 §7.4), the edge moves its
+/// numbers on by `RESYNC_STEP` and its records flow again. Without that answer each refused
+/// number would cost the edge an exchange timeout: thousands here, far beyond the wait.
+#[test]
+fn an_edge_resynchronises_after_serve_restarts_with_a_large_persist_interval() {
+    let dir = fresh_dir(&base(), "resync");
+    let (serve_part, edge_part) = provision(&dir);
+    let serve_cfg = format!("[oscore]\npersist_every = 4096\n\n{serve_part}");
+    let serve = Serve::start_with(&dir, &serve_cfg);
+    let target = TcpTarget::start();
+    let spec = EdgeSpec {
+        id: EDGE,
+        brokers: vec![serve.coap],
+        target: target.addr,
+        storage: dir.join("edge-data"),
+        extra_toml: format!("\n{edge_part}"),
+        bind: None,
+    };
+    let edge = start_edge(&dir, &spec);
+    let before = wait_for(
+        "serve to store the OSCORE edge's records",
+        WAIT,
+        || match serve.received(EDGE) {
+            Ok(n) if n >= 2 => Ok(n),
+            other => Err(format!("{other:?}\n{}", edge.log_tail())),
+        },
+    );
+    let (http, coap) = (serve.http, serve.coap);
+    serve.proc.kill9();
+    let serve = Serve::start_at_with(&dir, http, coap, &serve_cfg);
+    // The store keeps what was stored; new records arrive once the edge has moved on.
+    wait_for(
+        "the edge's records to flow again after the restart",
+        WAIT,
+        || match serve.received(EDGE) {
+            Ok(n) if n >= before + 2 => Ok(n),
+            other => Err(format!(
+                "{other:?} (before the restart: {before})\n{}\n{}",
+                stats(&serve),
+                edge.log_tail()
+            )),
+        },
+    );
+    assert!(
+        rejected(&serve, "oscore_replay") >= 1,
+        "the first number after the restart was in the refused range: {}",
+        stats(&serve)
+    );
+    assert!(
+        edge.log_text().contains("replay detected by the receiver"),
+        "the edge resynchronised:\n{}",
+        edge.log_tail()
+    );
+    let row = serve.edge_row(EDGE).unwrap();
+    assert_eq!(row["duplicates"], 0, "{row}");
+    assert_eq!(row["gaps"], 0, "{row}");
+    edge.kill9();
+}

@@ -320,6 +320,9 @@ impl<A: Copy + Ord> CoapServer<A> {
             }
             Some(Inbound::Refused(reason)) => {
                 stats.reject(reason);
+                if reason == RejectReason::OscoreReplay {
+                    self.replay_detected(now, from, bytes);
+                }
                 return;
             }
         };
@@ -371,6 +374,22 @@ impl<A: Copy + Ord> CoapServer<A> {
             _ => self.route(now, &req, unix_ms),
         };
         self.answer(now, &req.handle, Reply { block1, ..r });
+    }
+
+    /// RFC 8613 §7.4: a protected request whose number the replay window refuses is answered
+    /// with an unprotected 4.01 "Replay detected" (nothing of it is read or stored). An edge
+    /// takes it as a cue to move its sender sequence number on by [`qos_oscore::RESYNC_STEP`]:
+    /// after serve restarted, the numbers the edge had not used yet may lie below the persisted
+    /// mark + `persist_every`, and without the cue each would cost it an exchange timeout.
+    fn replay_detected(&mut self, now: u64, from: A, bytes: &[u8]) {
+        if let Some(Incoming::Request(req)) = self.endpoint.handle_datagram(now, from, bytes) {
+            let r = Reply::new(
+                Code::UNAUTHORIZED,
+                None,
+                qos_oscore::REPLAY_DETECTED.to_vec(),
+            );
+            self.answer(now, &req.handle, r);
+        }
     }
 
     fn answer(&mut self, now: u64, handle: &RequestHandle<A>, r: Reply) {

@@ -58,7 +58,8 @@ pub struct OscoreConfig {
     pub state_file: Option<PathBuf>,
     /// `persist_every`: N, the state file is rewritten once per N sequence numbers of an edge
     /// (not per request); after a restart every number at or below the last mark + N is
-    /// refused. Default [`PERSIST_EVERY`]; at least 1.
+    /// refused (an edge there is answered 4.01 "Replay detected" and moves its numbers on by
+    /// [`qos_oscore::RESYNC_STEP`]). Default [`PERSIST_EVERY`]; 1 to `RESYNC_STEP`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persist_every: Option<u64>,
     /// `[[oscore.edge]]`: one per edge that speaks OSCORE.
@@ -107,6 +108,9 @@ pub enum OscoreConfigError {
         /// What is wrong (never the secret itself).
         what: String,
     },
+    /// `persist_every` beyond what an edge skips on a "Replay detected" answer.
+    #[error("[oscore] persist_every {0}: must be 1 to {max}", max = qos_oscore::RESYNC_STEP)]
+    PersistEvery(u64),
     /// The state file exists but does not parse.
     #[error("[oscore] state_file {}: {what}", path.display())]
     State {
@@ -222,7 +226,10 @@ impl<A: Copy + PartialEq> OscoreGate<A> {
             .state_file
             .clone()
             .unwrap_or_else(|| data_dir.join(STATE_FILE));
-        let every = config.persist_every.unwrap_or(PERSIST_EVERY).max(1);
+        let every = config.persist_every.unwrap_or(PERSIST_EVERY);
+        if !(1..=qos_oscore::RESYNC_STEP).contains(&every) {
+            return Err(OscoreConfigError::PersistEvery(every));
+        }
         let mut gate = OscoreGate {
             edges: Vec::new(),
             by_kid: HashMap::new(),

@@ -6,13 +6,46 @@ use std::process::ExitCode;
 
 pub mod signal;
 
-/// Log to stderr at `level` and above (colours only on a terminal).
+/// Log to stderr at `level` and above (colours only on a terminal). What crates log through
+/// the `log` crate (the no_std edge core, feature `log`) goes there too ([`LogBridge`]).
 pub fn init_logging(level: tracing::Level) {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if log::set_logger(&LogBridge).is_ok() {
+        log::set_max_level(match level {
+            tracing::Level::ERROR => log::LevelFilter::Error,
+            tracing::Level::WARN => log::LevelFilter::Warn,
+            tracing::Level::INFO => log::LevelFilter::Info,
+            tracing::Level::DEBUG => log::LevelFilter::Debug,
+            tracing::Level::TRACE => log::LevelFilter::Trace,
+        });
+    }
+}
+
+/// Hands `log` records to `tracing` at their level, the record's target (its module) as the
+/// `module` field.
+struct LogBridge;
+
+impl log::Log for LogBridge {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        let (module, args) = (r.target(), r.args());
+        match r.level() {
+            log::Level::Error => tracing::error!(module, "{args}"),
+            log::Level::Warn => tracing::warn!(module, "{args}"),
+            log::Level::Info => tracing::info!(module, "{args}"),
+            log::Level::Debug => tracing::debug!(module, "{args}"),
+            log::Level::Trace => tracing::trace!(module, "{args}"),
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// The error and its causes on one line, each cause once.

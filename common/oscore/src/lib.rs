@@ -67,3 +67,13 @@ pub const MAX_ID_CONTEXT_LEN: usize = 16;
 pub const MAX_PIV_LEN: usize = 5;
 /// Highest sender sequence number (RFC 8613 §7.2.1: 2^40 - 1).
 pub const MAX_SEQUENCE: u64 = (1 << 40) - 1;
+/// The diagnostic payload of the unprotected 4.01 a server answers to a request whose number
+/// its replay window refuses (RFC 8613 §7.4, "Replay detected").
+pub const REPLAY_DETECTED: &[u8] = b"Replay detected";
+/// How far a client moves its sender sequence number on a 4.01 [`REPLAY_DETECTED`] answer to
+/// a request it protected: a server that persists its replay state as a high-water mark every
+/// N numbers (Appendix B.1.1; N at most this) refuses, after its restart, up to N numbers the
+/// client has not used yet; one step past them and the client is accepted again. The answer is
+/// unprotected (it cannot be otherwise: the server refused the request), so a forged one can
+/// burn at most this many numbers.
+pub const RESYNC_STEP: u64 = 4096;

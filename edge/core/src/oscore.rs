@@ -21,6 +21,8 @@ use qos_coap::{option, Code, Message};
 use qos_oscore::{Context, RequestInfo};
 use qos_wire::registration::DIRECTORY_PATH;
 
+use crate::fmt::warn;
+
 /// Protected requests remembered to open their answers (and to send a retransmission as
 /// the same bytes): one per exchange of the edge's endpoint.
 const SENT: usize = 4;
@@ -51,6 +53,8 @@ pub struct OscoreStats {
     pub orders_replayed: u32,
     /// Plaintext requests refused (only `GET /.well-known/core` may come unprotected).
     pub orders_unprotected: u32,
+    /// 4.01 "Replay detected" answers that moved the sender sequence number on.
+    pub resynced: u32,
 }
 
 /// The edge's OSCORE state: its context, the protected requests in flight and a scratch copy
@@ -172,6 +176,9 @@ impl<const M: usize> EdgeOscore<M> {
             return Some(n);
         };
         if m.option(option::OSCORE).is_none() {
+            if m.code() == Code::UNAUTHORIZED && m.payload() == qos_oscore::REPLAY_DETECTED {
+                self.resync(i);
+            }
             if m.code().class() >= 4 {
                 return Some(n);
             }
@@ -194,6 +201,26 @@ impl<const M: usize> EdgeOscore<M> {
                 None
             }
         }
+    }
+
+    /// The answer to the protected request `sent[i]` was 4.01 "Replay detected": the
+    /// receiver's replay window is ahead of our number (serve restarted and refuses up to its
+    /// persisted mark + N). Move on by [`qos_oscore::RESYNC_STEP`] (at most this boot's limit:
+    /// then nothing more is sent until the next boot), once per request: the answer comes
+    /// unprotected, so a forged one burns at most one step.
+    fn resync(&mut self, i: usize) {
+        self.sent.remove(i);
+        let next = self
+            .ctx
+            .sender_sequence()
+            .saturating_add(qos_oscore::RESYNC_STEP)
+            .min(self.limit);
+        self.ctx.set_sender_sequence(next);
+        self.stats.resynced = self.stats.resynced.saturating_add(1);
+        warn!(
+            "OSCORE: replay detected by the receiver; sequence number moved on to {}",
+            next
+        );
     }
 
     /// A request received into `buf[..n]`: a protected order opened in place, `GET
@@ -302,6 +329,111 @@ mod tests {
         w.payload(b"results").unwrap();
         let n = w.finish();
         buf[..n].to_vec()
+    }
+
+    /// An unprotected answer to the edge's request `(mid, token)`.
+    fn plain_answer(mid: u16, token: u8, code: Code, payload: &[u8]) -> std::vec::Vec<u8> {
+        let mut buf = [0u8; 64];
+        let mut w = MessageWriter::new(&mut buf, MessageType::Acknowledgement, code, mid, &[token])
+            .unwrap();
+        w.payload(payload).unwrap();
+        let n = w.finish();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn replay_detected_moves_the_numbers_on_once_per_request() {
+        let mut edge = edge();
+        let start = edge.context().sender_sequence();
+        let mut buf = [0u8; 1152];
+        let send = |edge: &mut EdgeOscore<1152>, buf: &mut [u8; 1152], mid: u16, token: u8| {
+            let mut w = MessageWriter::new(
+                &mut buf[..],
+                MessageType::Confirmable,
+                Code::POST,
+                mid,
+                &[token],
+            )
+            .unwrap();
+            w.uri_path("u").unwrap();
+            w.payload(b"batch").unwrap();
+            let n = w.finish();
+            edge.seal(buf, n).expect("protected")
+        };
+        send(&mut edge, &mut buf, 1, 0xb1);
+        assert_eq!(edge.context().sender_sequence(), start + 1);
+
+        // Another 4.01 (not "Replay detected") and a "Replay detected" for a token never sent
+        // change nothing.
+        for a in [
+            plain_answer(1, 0xb1, Code::UNAUTHORIZED, b"no"),
+            plain_answer(9, 0xee, Code::UNAUTHORIZED, qos_oscore::REPLAY_DETECTED),
+        ] {
+            buf[..a.len()].copy_from_slice(&a);
+            assert_eq!(edge.open(&mut buf, a.len()), Some(a.len()), "passed on");
+        }
+        assert_eq!(edge.context().sender_sequence(), start + 1);
+        assert_eq!(edge.stats().resynced, 0);
+
+        send(&mut edge, &mut buf, 2, 0xb2);
+        let a = plain_answer(2, 0xb2, Code::UNAUTHORIZED, qos_oscore::REPLAY_DETECTED);
+        buf[..a.len()].copy_from_slice(&a);
+        assert_eq!(
+            edge.open(&mut buf, a.len()),
+            Some(a.len()),
+            "the uplink sees the 4.01"
+        );
+        let moved = start + 2 + qos_oscore::RESYNC_STEP;
+        assert_eq!(edge.context().sender_sequence(), moved);
+        assert_eq!(edge.stats().resynced, 1);
+        // The same answer again (a duplicate, or a forgery replayed) moves nothing more.
+        buf[..a.len()].copy_from_slice(&a);
+        edge.open(&mut buf, a.len());
+        assert_eq!(edge.context().sender_sequence(), moved);
+        assert_eq!(edge.stats().resynced, 1);
+    }
+
+    #[test]
+    fn replay_detected_never_moves_past_the_boot_limit() {
+        let ctx = Context::derive(&SECRET, b"salt", None, b"\x0e", b"\x5e").unwrap();
+        // 2^12 numbers per boot: one step goes to the limit, then nothing is protected.
+        let mut edge: EdgeOscore<1152> = EdgeOscore::new(ctx, 1, 12);
+        let mut buf = [0u8; 1152];
+        let mut w = MessageWriter::new(
+            &mut buf[..],
+            MessageType::Confirmable,
+            Code::POST,
+            1,
+            &[0xc1],
+        )
+        .unwrap();
+        w.uri_path("u").unwrap();
+        let n = w.finish();
+        edge.seal(&mut buf, n).expect("protected");
+        let a = plain_answer(1, 0xc1, Code::UNAUTHORIZED, qos_oscore::REPLAY_DETECTED);
+        buf[..a.len()].copy_from_slice(&a);
+        edge.open(&mut buf, a.len());
+        assert_eq!(
+            edge.context().sender_sequence(),
+            2 << 12,
+            "the boot's limit"
+        );
+        let mut w = MessageWriter::new(
+            &mut buf[..],
+            MessageType::Confirmable,
+            Code::POST,
+            2,
+            &[0xc2],
+        )
+        .unwrap();
+        w.uri_path("u").unwrap();
+        let n = w.finish();
+        assert_eq!(
+            edge.seal(&mut buf, n),
+            None,
+            "numbers exhausted: nothing sent"
+        );
+        assert_eq!(edge.stats().unsendable, 1);
     }
 
     #[test]
