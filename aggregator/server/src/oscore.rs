@@ -655,7 +655,7 @@ impl<A: Copy + PartialEq> OscoreGate<A> {
     }
 
     /// Protects what serve sends to `to`: an answer to a protected request (by token), or an
-    /// order to an edge with a context ([`OscoreGate::seal_order`]).
+    /// order to an edge with a context (`OscoreGate::seal_order`).
     pub fn seal(&mut self, to: A, bytes: &[u8]) -> Outbound {
         let Ok(m) = Message::parse(bytes) else {
             return Outbound::Pass;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 pub mod signal;
 
 /// Log to stderr at `level` and above (colours only on a terminal). What crates log through
-/// the `log` crate (the no_std edge core, feature `log`) goes there too ([`LogBridge`]).
+/// the `log` crate (the no_std edge core, feature `log`) goes there too (`LogBridge`).
 pub fn init_logging(level: tracing::Level) {
     tracing_subscriber::fmt()
         .with_max_level(level)
