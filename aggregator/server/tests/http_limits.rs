@@ -6,56 +6,26 @@
 
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use qos_aggregator::config::Synchronous;
-use qos_aggregator::http::{self, HttpServer, ServerOptions};
-use qos_aggregator::stats::IngestStats;
-use qos_aggregator::store::{SqliteStore, Store, StoreRead};
+use qos_aggregator::http::{self, ServerOptions};
 
 /// Only so that a broken server fails a test rather than hanging it.
 const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
 
 mod common;
-use common::{read_reply, Reply, TempDir};
+use common::{read_reply, ApiServer, Reply};
 
-/// An API server on its own store.
-struct Server {
-    http: Option<HttpServer>,
-    _store: SqliteStore,
-    _dir: TempDir,
-}
+/// An API server on its own store, with the body limit `serve` uses.
+struct Server;
 
 impl Server {
-    fn start(name: &str, workers: usize, options: ServerOptions) -> Server {
-        let dir = TempDir::new("limits", name);
-        let store = SqliteStore::open(&dir.0.join("db.sqlite"), Synchronous::Normal).unwrap();
-        let readers = (0..workers)
-            .map(|_| store.open_reader())
-            .collect::<Result<Vec<Box<dyn StoreRead>>, _>>()
-            .unwrap();
-        let http = http::start_limited(
-            "127.0.0.1:0".parse().unwrap(),
-            readers,
-            Arc::new(IngestStats::new()),
-            Instant::now(),
-            options,
-            None,
-            None,
-            http::auth::Auth::default(),
-            None,
-        )
-        .unwrap();
-        Server {
-            http: Some(http),
-            _store: store,
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.http.as_ref().unwrap().local_addr()
+    fn start(name: &str, workers: usize, options: ServerOptions) -> ApiServer {
+        let options = ServerOptions {
+            max_body_bytes: http::MAX_BODY_BYTES,
+            ..options
+        };
+        ApiServer::start("limits", name, workers, options)
     }
 }
 

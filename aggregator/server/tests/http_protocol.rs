@@ -5,60 +5,26 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use qos_aggregator::config::Synchronous;
-use qos_aggregator::http::{self, HttpServer, ServerOptions};
-use qos_aggregator::stats::IngestStats;
-use qos_aggregator::store::{SqliteStore, Store, StoreRead};
+use qos_aggregator::http::{self, ServerOptions};
 
 /// Only so that a broken server fails a test rather than hanging it.
 const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
 
 mod common;
-use common::{read_reply, Reply, TempDir};
+use common::{read_reply, ApiServer, Reply};
 
 /// An API server on its own store.
-struct Server {
-    http: Option<HttpServer>,
-    _store: SqliteStore,
-    _dir: TempDir,
-}
+struct Server;
 
 impl Server {
-    fn start(name: &str, workers: usize, options: ServerOptions) -> Server {
-        let dir = TempDir::new("proto", name);
-        let store = SqliteStore::open(&dir.0.join("db.sqlite"), Synchronous::Normal).unwrap();
-        let readers = (0..workers)
-            .map(|_| store.open_reader())
-            .collect::<Result<Vec<Box<dyn StoreRead>>, _>>()
-            .unwrap();
-        let http = http::start_with(
-            "127.0.0.1:0".parse().unwrap(),
-            readers,
-            Arc::new(IngestStats::new()),
-            Instant::now(),
-            options,
-        )
-        .unwrap();
-        Server {
-            http: Some(http),
-            _store: store,
-            _dir: dir,
-        }
+    fn start(name: &str, workers: usize, options: ServerOptions) -> ApiServer {
+        ApiServer::start("proto", name, workers, options)
     }
 
-    fn default(name: &str) -> Server {
+    fn default(name: &str) -> ApiServer {
         Server::start(name, 2, api_defaults())
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.http.as_ref().unwrap().local_addr()
-    }
-
-    fn stop(mut self) {
-        self.http.take().unwrap().stop();
     }
 }
 

@@ -1001,6 +1001,19 @@ mod tests {
         );
     }
 
+    /// An uplink with brokers B1 and 3 (default settings) and a server to answer it.
+    fn two_brokers() -> (Up, Server) {
+        let up = Up::new(
+            EdgeId(5),
+            &[B1, 3],
+            UplinkConfig::default(),
+            Outbox::new(Seq(0)),
+            7,
+        )
+        .unwrap();
+        (up, Server::new(CoapConfig::default(), 8).unwrap())
+    }
+
     /// One exchange whose answer is 4.29 with the given Max-Age (none: the option left out).
     fn too_many(up: &mut Up, server: &mut Server, now: u64, max_age: Option<u32>) {
         let mut buf = [0u8; MSG];
@@ -1028,15 +1041,7 @@ mod tests {
 
     #[test]
     fn over_its_rate_the_edge_waits_max_age_at_the_same_broker_and_keeps_the_batch() {
-        let mut up = Up::new(
-            EdgeId(5),
-            &[B1, 3],
-            UplinkConfig::default(),
-            Outbox::new(Seq(0)),
-            7,
-        )
-        .unwrap();
-        let mut server = Server::new(CoapConfig::default(), 8).unwrap();
+        let (mut up, mut server) = two_brokers();
         up.push_summary(&summary(1)).unwrap();
         too_many(&mut up, &mut server, 0, Some(3));
         assert_eq!(up.stats().rate_limited, 1);
@@ -1063,15 +1068,7 @@ mod tests {
 
     #[test]
     fn a_wrong_server_is_a_failure_not_a_reason_to_drop() {
-        let mut up = Up::new(
-            EdgeId(5),
-            &[B1, 3],
-            UplinkConfig::default(),
-            Outbox::new(Seq(0)),
-            7,
-        )
-        .unwrap();
-        let mut server = Server::new(CoapConfig::default(), 8).unwrap();
+        let (mut up, mut server) = two_brokers();
         up.push_summary(&summary(1)).unwrap();
         exchange(&mut up, &mut server, 0, |_| {
             (Code::NOT_FOUND, std::vec::Vec::new())
@@ -1083,15 +1080,7 @@ mod tests {
 
     #[test]
     fn a_draining_broker_naming_alternates_is_left_at_once() {
-        let mut up = Up::new(
-            EdgeId(5),
-            &[B1, 3],
-            UplinkConfig::default(),
-            Outbox::new(Seq(0)),
-            7,
-        )
-        .unwrap();
-        let mut server = Server::new(CoapConfig::default(), 8).unwrap();
+        let (mut up, mut server) = two_brokers();
         up.push_summary(&summary(1)).unwrap();
         exchange(&mut up, &mut server, 0, |_| {
             (Code::SERVICE_UNAVAILABLE, b"alt=127.0.0.1:5685".to_vec())

@@ -204,3 +204,53 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// An API server (`http::start_with`) on a store of its own, in a [`TempDir`] of `kind`.
+pub struct ApiServer {
+    pub http: Option<qos_aggregator::http::HttpServer>,
+    _store: qos_aggregator::store::SqliteStore,
+    _dir: TempDir,
+}
+
+impl ApiServer {
+    /// `workers` readers of a fresh store; the limits and timeouts of `options`.
+    pub fn start(
+        kind: &str,
+        name: &str,
+        workers: usize,
+        options: qos_aggregator::http::ServerOptions,
+    ) -> ApiServer {
+        use qos_aggregator::store::{SqliteStore, Store, StoreRead};
+        let dir = TempDir::new(kind, name);
+        let store = SqliteStore::open(
+            &dir.0.join("db.sqlite"),
+            qos_aggregator::config::Synchronous::Normal,
+        )
+        .unwrap();
+        let readers = (0..workers)
+            .map(|_| store.open_reader())
+            .collect::<Result<Vec<Box<dyn StoreRead>>, _>>()
+            .unwrap();
+        let http = qos_aggregator::http::start_with(
+            "127.0.0.1:0".parse().unwrap(),
+            readers,
+            std::sync::Arc::new(qos_aggregator::stats::IngestStats::new()),
+            std::time::Instant::now(),
+            options,
+        )
+        .unwrap();
+        ApiServer {
+            http: Some(http),
+            _store: store,
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.http.as_ref().unwrap().local_addr()
+    }
+
+    pub fn stop(mut self) {
+        self.http.take().unwrap().stop();
+    }
+}
