@@ -99,6 +99,8 @@ impl<const M: usize> EdgeOscore<M> {
 
     /// Protects the request the endpoint wrote into `buf[..n]`, in place; its new length, or
     /// `None` to send nothing. Other messages (ACKs, answers, registration) pass unchanged.
+    // Not inlined: the firmware's uplink task would take a copy per call path (0.7 KiB).
+    #[inline(never)]
     pub fn seal(&mut self, buf: &mut [u8], n: usize) -> Option<usize> {
         let Some(plain) = buf.get(..n) else {
             return Some(n);
@@ -157,6 +159,8 @@ impl<const M: usize> EdgeOscore<M> {
     /// it. Requests and empty messages pass unchanged; an unprotected error answer (4.xx, 5.xx:
     /// a broker's 5.04 or 5.03) to a protected request passes too (it only makes the edge try
     /// again); an unprotected success answer to one is dropped.
+    // Not inlined, as `seal`.
+    #[inline(never)]
     pub fn open(&mut self, buf: &mut [u8], n: usize) -> Option<usize> {
         let protected = buf.get(..n)?;
         let Ok(m) = Message::parse(protected) else {
