@@ -610,3 +610,101 @@ pub mod fake_edge;
 pub mod relay;
 pub mod tls;
 pub use fake_edge::{Answer, FakeEdge};
+
+/// An edge with the outbox file of the Linux edge ([`EdgeSpec::storage`]`/outbox.bin`): a
+/// duplicate in the store panics; `Err` while records are missing or unacknowledged.
+/// Records of `spec`'s edge stored: every sequence number it used, once (its outbox empty).
+pub fn all_stored(serve: &Serve, spec: &EdgeSpec) -> Result<usize, String> {
+    let bytes = std::fs::read(spec.storage.join("outbox.bin")).map_err(|e| e.to_string())?;
+    let outbox = qos_edge_core::Outbox::<256, 512>::load(&bytes).map_err(|e| format!("{e}"))?;
+    if !outbox.is_empty() {
+        return Err(format!("edge {}: {} unacknowledged", spec.id, outbox.len()));
+    }
+    let next = outbox.next_seq().0;
+    let first = qos_wire::ids::Seq::first_of_epoch((next >> 32) as u32).0;
+    let conn = rusqlite::Connection::open_with_flags(
+        serve.database(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut st = conn
+        .prepare("SELECT seq FROM records WHERE edge_id = ?1 ORDER BY seq")
+        .map_err(|e| e.to_string())?;
+    let seqs: Vec<u64> = st
+        .query_map([i64::from(spec.id)], |r| r.get::<_, i64>(0))
+        .map_err(|e| e.to_string())?
+        .map(|r| r.map(|s| s as u64).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(unique.len(), seqs.len(), "edge {}: a duplicate", spec.id);
+    let want: Vec<u64> = (first..next).collect();
+    if seqs == want {
+        Ok(seqs.len())
+    } else {
+        Err(format!(
+            "edge {}: {} stored of {} numbered",
+            spec.id,
+            seqs.len(),
+            want.len()
+        ))
+    }
+}
+
+/// [`two_limited_edges`]: serve, a broker in front of it, and two edges, one each way.
+pub struct LimitedEdges {
+    pub serve: Serve,
+    /// The broker's listening address.
+    pub listen: SocketAddr,
+    pub broker: Proc,
+    /// The TCP server both edges probe.
+    pub target: TcpTarget,
+    /// The edge straight to serve, then the one behind the broker.
+    pub specs: [EdgeSpec; 2],
+    pub edges: [Proc; 2],
+}
+
+/// serve and a broker in front of it, both with `limit` as the body of their
+/// `[coap.rate_limit]` / `[broker.rate_limit]`, and two Linux edges probing one TCP server:
+/// `ids[0]` straight to serve, `ids[1]` through the broker. Returns once both have records
+/// stored.
+pub fn two_limited_edges(dir: &Path, limit: &str, ids: [u32; 2], wait: Duration) -> LimitedEdges {
+    let serve = Serve::start_with(dir, &format!("[coap.rate_limit]\n{limit}"));
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let broker = start_broker(
+        dir,
+        0,
+        listen,
+        serve.coap,
+        &format!("report_interval_ms = 500\n[broker.rate_limit]\n{limit}"),
+    );
+    let target = TcpTarget::start();
+    let spec = |id: u32, to: SocketAddr| EdgeSpec {
+        id,
+        brokers: vec![to],
+        target: target.addr,
+        storage: dir.join(format!("edge-{id}-data")),
+        extra_toml: String::new(),
+        bind: None,
+    };
+    let specs = [spec(ids[0], serve.coap), spec(ids[1], listen)];
+    let edges = [start_edge(dir, &specs[0]), start_edge(dir, &specs[1])];
+    wait_for("both edges stored", wait, || {
+        let n: Vec<u64> = ids
+            .iter()
+            .map(|&i| serve.received(i).unwrap_or(0))
+            .collect();
+        if n.iter().all(|&n| n >= 2) {
+            Ok(())
+        } else {
+            Err(format!("{n:?}"))
+        }
+    });
+    LimitedEdges {
+        serve,
+        listen,
+        broker,
+        target,
+        specs,
+        edges,
+    }
+}

@@ -12,11 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use qos_e2e::{
-    free_udp_port, fresh_dir, start_broker, start_edge, wait_for, EdgeSpec, Proc, Serve, TcpTarget,
+    all_stored, free_udp_port, fresh_dir, start_broker, start_edge, wait_for, EdgeSpec, Proc,
+    Serve, TcpTarget,
 };
-use qos_edge_core::Outbox;
-use qos_wire::ids::Seq;
-use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -53,38 +51,6 @@ fn edge_broker(serve: &Serve, id: u32) -> Result<String, String> {
         .as_str()
         .unwrap_or("")
         .to_string())
-}
-
-type EdgeOutbox = Outbox<256, 512>;
-
-fn all_stored(serve: &Serve, spec: &EdgeSpec) -> Result<usize, String> {
-    let bytes = std::fs::read(spec.storage.join("outbox.bin")).map_err(|e| e.to_string())?;
-    let outbox = EdgeOutbox::load(&bytes).map_err(|e| format!("{e}"))?;
-    if !outbox.is_empty() {
-        return Err(format!("edge {}: {} unacknowledged", spec.id, outbox.len()));
-    }
-    let next = outbox.next_seq().0;
-    let first = Seq::first_of_epoch((next >> 32) as u32).0;
-    let conn = Connection::open_with_flags(serve.database(), OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let mut st = conn
-        .prepare("SELECT seq FROM records WHERE edge_id = ?1 ORDER BY seq")
-        .map_err(|e| e.to_string())?;
-    let seqs: Vec<u64> = st
-        .query_map([i64::from(spec.id)], |r| r.get::<_, i64>(0))
-        .map_err(|e| e.to_string())?
-        .map(|r| r.map(|s| s as u64).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    if seqs == (first..next).collect::<Vec<_>>() {
-        Ok(seqs.len())
-    } else {
-        Err(format!(
-            "edge {}: {} stored of {}",
-            spec.id,
-            seqs.len(),
-            next - first
-        ))
-    }
 }
 
 #[test]

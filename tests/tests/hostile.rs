@@ -6,7 +6,6 @@
 //! its report; the flood is cut by the per-source token bucket while a well-behaved edge on
 //! another address loses nothing. Bounded waits, no timing assertions.
 
-use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -14,12 +13,9 @@ use std::time::Duration;
 
 use qos_coap::{option, Code, MessageType, MessageWriter};
 use qos_e2e::{
-    free_udp_port, fresh_dir, http_get, start_broker, start_edge, wait_for, EdgeSpec, Serve,
-    TcpTarget,
+    all_stored, free_udp_port, fresh_dir, http_get, start_broker, two_limited_edges, wait_for,
+    LimitedEdges, Serve,
 };
-use qos_edge_core::Outbox;
-use qos_wire::ids::Seq;
-use rusqlite::{Connection, OpenFlags};
 
 /// Deadline of every wait.
 const WAIT: Duration = Duration::from_secs(90);
@@ -200,43 +196,6 @@ fn hostile_input_is_refused_and_counted_by_reason() {
     serve.proc.stop(WAIT);
 }
 
-type EdgeOutbox = Outbox<256, 512>;
-
-/// Everything edge `spec` numbered is acknowledged (its outbox empty after a clean stop) and
-/// stored once, contiguous, without gaps: the count, or what is missing.
-fn all_stored(serve: &Serve, spec: &EdgeSpec) -> Result<usize, String> {
-    let bytes = std::fs::read(spec.storage.join("outbox.bin")).map_err(|e| e.to_string())?;
-    let outbox = EdgeOutbox::load(&bytes).map_err(|e| format!("{e}"))?;
-    if !outbox.is_empty() {
-        return Err(format!("edge {}: {} unacknowledged", spec.id, outbox.len()));
-    }
-    let next = outbox.next_seq().0;
-    let first = Seq::first_of_epoch((next >> 32) as u32).0;
-    let conn = Connection::open_with_flags(serve.database(), OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let mut st = conn
-        .prepare("SELECT seq FROM records WHERE edge_id = ?1 ORDER BY seq")
-        .map_err(|e| e.to_string())?;
-    let seqs: Vec<u64> = st
-        .query_map([i64::from(spec.id)], |r| r.get::<_, i64>(0))
-        .map_err(|e| e.to_string())?
-        .map(|r| r.map(|s| s as u64).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    let unique: BTreeSet<u64> = seqs.iter().copied().collect();
-    assert_eq!(unique.len(), seqs.len(), "edge {}: a duplicate", spec.id);
-    let want: Vec<u64> = (first..next).collect();
-    if seqs == want {
-        Ok(seqs.len())
-    } else {
-        Err(format!(
-            "edge {}: {} stored of {} numbered",
-            spec.id,
-            seqs.len(),
-            want.len()
-        ))
-    }
-}
-
 fn flood(to: SocketAddr, n: usize) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         // Another source address on loopback, so the flood has a bucket of its own.
@@ -257,38 +216,15 @@ fn flood(to: SocketAddr, n: usize) -> std::thread::JoinHandle<()> {
 fn a_flood_from_one_address_does_not_starve_a_good_edge() {
     let dir = fresh_dir(&base(), "flood");
     let limit = "rate_per_s = 100\nburst = 200\n";
-    let serve = Serve::start_with(&dir, &format!("[coap.rate_limit]\n{limit}"));
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-    let _broker = start_broker(
-        &dir,
-        0,
-        listen,
-        serve.coap,
-        &format!("report_interval_ms = 500\n[broker.rate_limit]\n{limit}"),
-    );
-    let target = TcpTarget::start();
-    let spec = |id: u32, to: SocketAddr| EdgeSpec {
-        id,
-        brokers: vec![to],
-        target: target.addr,
-        storage: dir.join(format!("edge-{id}-data")),
-        extra_toml: String::new(),
-        bind: None,
-    };
-    let (direct, behind) = (spec(41, serve.coap), spec(42, listen));
-    let edges = [start_edge(&dir, &direct), start_edge(&dir, &behind)];
     let ids = [41, 42];
-    wait_for("both edges stored", WAIT, || {
-        let n: Vec<u64> = ids
-            .iter()
-            .map(|&i| serve.received(i).unwrap_or(0))
-            .collect();
-        if n.iter().all(|&n| n >= 2) {
-            Ok(())
-        } else {
-            Err(format!("{n:?}"))
-        }
-    });
+    let LimitedEdges {
+        serve,
+        listen,
+        broker: _broker,
+        target: _target,
+        specs: [direct, behind],
+        edges,
+    } = two_limited_edges(&dir, limit, ids, WAIT);
 
     const FLOOD: usize = 20_000;
     let floods = [flood(serve.coap, FLOOD), flood(listen, FLOOD)];

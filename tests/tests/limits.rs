@@ -5,63 +5,21 @@
 //! `rate_limited_edge` at `GET /api/v1/stats`, `GET /metrics` and in the broker's report, while
 //! the good edges lose nothing. Bounded waits, no timing assertions.
 
-use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use qos_coap::{option, Code, Message, MessageType, MessageWriter};
-use qos_e2e::{
-    free_udp_port, fresh_dir, http_get, start_broker, start_edge, wait_for, EdgeSpec, Serve,
-    TcpTarget,
-};
-use qos_edge_core::Outbox;
+use qos_e2e::{all_stored, fresh_dir, http_get, two_limited_edges, wait_for, LimitedEdges};
 use qos_wire::ids::{EdgeId, Seq};
 use qos_wire::samples;
 use qos_wire::summary::Summary;
-use rusqlite::{Connection, OpenFlags};
 
 /// Deadline of every wait.
 const WAIT: Duration = Duration::from_secs(90);
 
 fn base() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("limits")
-}
-
-type EdgeOutbox = Outbox<256, 512>;
-
-/// Records of `spec`'s edge stored: every sequence number it used, once (its outbox empty).
-fn all_stored(serve: &Serve, spec: &EdgeSpec) -> Result<usize, String> {
-    let bytes = std::fs::read(spec.storage.join("outbox.bin")).map_err(|e| e.to_string())?;
-    let outbox = EdgeOutbox::load(&bytes).map_err(|e| format!("{e}"))?;
-    if !outbox.is_empty() {
-        return Err(format!("edge {}: {} unacknowledged", spec.id, outbox.len()));
-    }
-    let next = outbox.next_seq().0;
-    let first = Seq::first_of_epoch((next >> 32) as u32).0;
-    let conn = Connection::open_with_flags(serve.database(), OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let mut st = conn
-        .prepare("SELECT seq FROM records WHERE edge_id = ?1 ORDER BY seq")
-        .map_err(|e| e.to_string())?;
-    let seqs: Vec<u64> = st
-        .query_map([i64::from(spec.id)], |r| r.get::<_, i64>(0))
-        .map_err(|e| e.to_string())?
-        .map(|r| r.map(|s| s as u64).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    let unique: BTreeSet<u64> = seqs.iter().copied().collect();
-    assert_eq!(unique.len(), seqs.len(), "edge {}: a duplicate", spec.id);
-    let want: Vec<u64> = (first..next).collect();
-    if seqs == want {
-        Ok(seqs.len())
-    } else {
-        Err(format!(
-            "edge {}: {} stored of {} numbered",
-            spec.id,
-            seqs.len(),
-            want.len()
-        ))
-    }
 }
 
 /// A CON `POST /u` carrying the one-summary batch `seq` of `edge`.
@@ -140,38 +98,15 @@ fn a_noisy_edge_behind_the_same_address_is_cut_per_edge_and_the_good_edges_lose_
     // A wide per-address gate (it is not under test here) and a narrow per-edge bucket: the
     // good edges send about one batch per second.
     let limit = "rate_per_s = 100000\nburst = 100000\nedge_rate_per_s = 10\nedge_burst = 30\n";
-    let serve = Serve::start_with(&dir, &format!("[coap.rate_limit]\n{limit}"));
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-    let _broker = start_broker(
-        &dir,
-        0,
-        listen,
-        serve.coap,
-        &format!("report_interval_ms = 500\n[broker.rate_limit]\n{limit}"),
-    );
-    let target = TcpTarget::start();
-    let spec = |id: u32, to: SocketAddr| EdgeSpec {
-        id,
-        brokers: vec![to],
-        target: target.addr,
-        storage: dir.join(format!("edge-{id}-data")),
-        extra_toml: String::new(),
-        bind: None,
-    };
-    let (direct, behind) = (spec(51, serve.coap), spec(52, listen));
-    let edges = [start_edge(&dir, &direct), start_edge(&dir, &behind)];
     let ids = [51, 52];
-    wait_for("both good edges stored", WAIT, || {
-        let n: Vec<u64> = ids
-            .iter()
-            .map(|&i| serve.received(i).unwrap_or(0))
-            .collect();
-        if n.iter().all(|&n| n >= 2) {
-            Ok(())
-        } else {
-            Err(format!("{n:?}"))
-        }
-    });
+    let LimitedEdges {
+        serve,
+        listen,
+        broker: _broker,
+        target: _target,
+        specs: [direct, behind],
+        edges,
+    } = two_limited_edges(&dir, limit, ids, WAIT);
 
     // Noisy edges on 127.0.0.1 like the good ones, also hopping to 127.0.0.2 and 127.0.0.3.
     const N: u16 = 400;
