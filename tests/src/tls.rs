@@ -161,3 +161,24 @@ pub fn wait_log(path: &Path, needle: &str, times: usize) -> String {
 
 /// A second, reasonably long wait for things that depend on back-off.
 pub const BACKOFF_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Waits (up to [`BACKOFF_PATIENCE`]) until serve holds exactly `n` records of `edge`.
+pub fn wait_received(serve: &crate::Serve, edge: u32, n: u64) {
+    wait_for(
+        &format!("serve to hold {n} records of edge {edge}"),
+        BACKOFF_PATIENCE,
+        || match serve.received(edge) {
+            Ok(got) if got == n => Ok(()),
+            Ok(got) => Err(format!("{got} records")),
+            Err(e) => Err(e),
+        },
+    );
+}
+
+/// Sends batches `seqs` from `edge`, each answered 2.04.
+pub fn send(edge: &crate::FakeEdge, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        let a = edge.send_batch(seq).expect("the broker answers");
+        assert_eq!(a.code, qos_coap::Code::CHANGED, "batch {seq}: {a:?}");
+    }
+}

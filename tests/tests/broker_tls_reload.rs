@@ -12,10 +12,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use qos_coap::Code;
 use qos_e2e::tls::BACKOFF_PATIENCE;
-use qos_e2e::tls::{listen_tls, start_broker_with, upstream_tls, wait_log, Leaf, Pki};
-use qos_e2e::{free_tcp_port, free_udp_port, fresh_dir, wait_for, FakeEdge, Proc, Serve};
+use qos_e2e::tls::{
+    listen_tls, send, start_broker_with, upstream_tls, wait_log, wait_received, Leaf, Pki,
+};
+use qos_e2e::{free_tcp_port, free_udp_port, fresh_dir, FakeEdge, Proc, Serve};
 
 fn base() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("broker_tls_reload")
@@ -38,25 +39,6 @@ fn hup(proc: &Proc) {
 fn install(from: &Leaf, to: &Leaf) {
     std::fs::copy(&from.cert, &to.cert).expect("copy the certificate");
     std::fs::copy(&from.key, &to.key).expect("copy the key");
-}
-
-fn wait_received(serve: &Serve, edge: u32, n: u64) {
-    wait_for(
-        &format!("serve to hold {n} records of edge {edge}"),
-        BACKOFF_PATIENCE,
-        || match serve.received(edge) {
-            Ok(got) if got == n => Ok(()),
-            Ok(got) => Err(format!("{got} records")),
-            Err(e) => Err(e),
-        },
-    );
-}
-
-fn send(edge: &FakeEdge, seqs: std::ops::RangeInclusive<u64>) {
-    for seq in seqs {
-        let a = edge.send_batch(seq).expect("the broker answers");
-        assert_eq!(a.code, Code::CHANGED, "batch {seq}: {a:?}");
-    }
 }
 
 fn count(path: &Path, needle: &str) -> usize {

@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qos_coap::Code;
-use qos_e2e::tls::{listen_tls, start_broker_with, upstream_tls, wait_log, Pki, BACKOFF_PATIENCE};
-use qos_e2e::{free_tcp_port, free_udp_port, fresh_dir, http_request, wait_for, FakeEdge, Serve};
+use qos_e2e::tls::{
+    listen_tls, send, start_broker_with, upstream_tls, wait_log, wait_received, Pki,
+};
+use qos_e2e::{free_tcp_port, free_udp_port, fresh_dir, http_request, FakeEdge, Serve};
 
 fn base() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tls_upstream")
@@ -30,25 +32,6 @@ fn serve_tls(dir: &std::path::Path, pki: &Pki) -> (Serve, SocketAddr, String) {
     let coap = local(free_udp_port());
     let serve = Serve::start_at_with(dir, http, coap, &extra);
     (serve, tls, extra)
-}
-
-fn wait_received(serve: &Serve, edge: u32, n: u64) {
-    wait_for(
-        &format!("serve to hold {n} records of edge {edge}"),
-        BACKOFF_PATIENCE,
-        || match serve.received(edge) {
-            Ok(got) if got == n => Ok(()),
-            Ok(got) => Err(format!("{got} records")),
-            Err(e) => Err(e),
-        },
-    );
-}
-
-fn send(edge: &FakeEdge, seqs: std::ops::RangeInclusive<u64>) {
-    for seq in seqs {
-        let a = edge.send_batch(seq).expect("the broker answers");
-        assert_eq!(a.code, Code::CHANGED, "batch {seq}: {a:?}");
-    }
 }
 
 #[test]
