@@ -337,9 +337,14 @@ fn main() {
         datagrams(1, 1, per, &pool)[0].len()
     );
 
-    let raw = raw_udp(size, scaled(300_000));
-    // An ack: the CoAP header, a 2-byte token, Content-Format, marker, a CBOR ack.
-    let echo = raw_echo(datagrams(1, scaled(100_000), 1, &pool), 16);
+    let only_single = std::env::var("QOS_BENCH_ONLY").as_deref() == Ok("single");
+    let (raw, echo) = if only_single {
+        (f64::NAN, f64::NAN)
+    } else {
+        let raw = raw_udp(size, scaled(300_000));
+        // An ack: the CoAP header, a 2-byte token, Content-Format, marker, a CBOR ack.
+        (raw, raw_echo(datagrams(1, scaled(100_000), 1, &pool), 16))
+    };
 
     // 2. one summary per datagram
     let single_n = scaled(30_000);
@@ -364,6 +369,9 @@ fn main() {
     );
     let bps_single = bytes_per_summary(&ingest.db, stored);
     ingest.shutdown.store(true, Ordering::Relaxed);
+    if only_single {
+        return;
+    }
 
     // 3. batched
     let batched_n = scaled(4_000);

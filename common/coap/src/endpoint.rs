@@ -11,6 +11,7 @@ use core::fmt;
 use heapless::{Deque, Vec};
 
 use crate::config::Config;
+use crate::dedup::{DedupCache, DedupState};
 use crate::error::{ConfigError, RequestError, RespondError, WriteError};
 use crate::msg::{peek_header, Code, Message, MessageType, MessageWriter, Token, HEADER_LEN};
 
@@ -231,31 +232,6 @@ impl<A, const MSG: usize> Slot<A, MSG> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DedupState {
-    /// A CON request delivered to the application, not answered yet: duplicates are dropped.
-    Pending,
-    /// An empty ACK was sent for it (deferred request, or a separate response we received):
-    /// duplicates get another empty ACK.
-    Acked,
-    /// Answered; the response is cached: duplicates get it again.
-    Responded,
-    /// Answered with a response larger than the cache: duplicates are delivered again.
-    RespondedUncached,
-    /// A NON message: duplicates are dropped.
-    Non,
-}
-
-struct DedupEntry<A, const RESP: usize> {
-    peer: A,
-    mid: u16,
-    seen: u64,
-    expires: u64,
-    state: DedupState,
-    resp: [u8; RESP],
-    resp_len: usize,
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Control<A> {
     Empty { to: A, ty: MessageType, mid: u16 },
@@ -332,7 +308,7 @@ pub struct Endpoint<
     next_mid: u16,
     next_id: u32,
     slots: Vec<Slot<A, MSG>, EXCHANGES>,
-    dedup: Vec<DedupEntry<A, RESP>, DEDUP>,
+    dedup: DedupCache<A, DEDUP, RESP>,
     control: Deque<Control<A>, CONTROL_QUEUE>,
     stats: Stats,
     /// The latest `now` seen by any entry point.
@@ -362,7 +338,7 @@ impl<
             next_mid,
             next_id: 0,
             slots: Vec::new(),
-            dedup: Vec::new(),
+            dedup: DedupCache::new(),
             control: Deque::new(),
             stats: Stats::default(),
             last_now: 0,
@@ -639,11 +615,7 @@ impl<
         let Some(slot) = self.slots.last() else {
             return;
         };
-        let Some(entry) = self
-            .dedup
-            .iter_mut()
-            .find(|e| e.peer == peer && e.mid == mid)
-        else {
+        let Some(entry) = self.dedup.get_mut(peer, mid) else {
             return;
         };
         let bytes = slot.buf.get(..slot.len).unwrap_or(&[]);
@@ -675,11 +647,7 @@ impl<
             return Err(RespondError::QueueFull);
         }
         request.deferred = true;
-        if let Some(e) = self
-            .dedup
-            .iter_mut()
-            .find(|e| e.peer == request.peer && e.mid == request.mid)
-        {
+        if let Some(e) = self.dedup.get_mut(request.peer, request.mid) {
             e.state = DedupState::Acked;
         }
         Ok(())
@@ -723,36 +691,17 @@ impl<
 
     /// Remembers a received message ID (RFC 7252 §4.5).
     fn remember(&mut self, now: u64, peer: A, mid: u16, state: DedupState, lifetime: u64) {
-        if DEDUP == 0 {
-            return;
-        }
-        if self.dedup.is_full() {
-            if let Some(oldest) = self
-                .dedup
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.seen)
-                .map(|(i, _)| i)
-            {
-                self.dedup.swap_remove(oldest);
-                self.stats.dedup_evictions = self.stats.dedup_evictions.wrapping_add(1);
-            }
-        }
         let expires = now.saturating_add(lifetime);
-        self.dedup_expiry = self.dedup_expiry.min(expires);
-        let _ = self.dedup.push(DedupEntry {
-            peer,
-            mid,
-            seen: now,
-            expires,
-            state,
-            resp: [0; RESP],
-            resp_len: 0,
-        });
+        if self.dedup.insert(peer, mid, expires, state) {
+            self.stats.dedup_evictions = self.stats.dedup_evictions.wrapping_add(1);
+        }
+        if DEDUP > 0 {
+            self.dedup_expiry = self.dedup_expiry.min(expires);
+        }
     }
 
     fn forget(&mut self, peer: A, mid: u16) {
-        self.dedup.retain(|e| !(e.peer == peer && e.mid == mid));
+        self.dedup.remove(peer, mid);
     }
 
     /// Processes one received datagram from `from`. Returns a request for the application, or
@@ -888,7 +837,7 @@ impl<
         }
 
         // Deduplication (RFC 7252 §4.5).
-        if let Some(e) = self.dedup.iter().find(|e| e.peer == from && e.mid == mid) {
+        if let Some(e) = self.dedup.get(from, mid) {
             self.stats.duplicates = self.stats.duplicates.wrapping_add(1);
             match e.state {
                 DedupState::Pending | DedupState::Non => {}
@@ -1031,13 +980,7 @@ impl<
             }
         }
         if now >= self.dedup_expiry {
-            self.dedup.retain(|e| e.expires > now);
-            self.dedup_expiry = self
-                .dedup
-                .iter()
-                .map(|e| e.expires)
-                .min()
-                .unwrap_or(u64::MAX);
+            self.dedup_expiry = self.dedup.expire(now);
         }
     }
 
@@ -1074,7 +1017,7 @@ impl<
                     self.stats.control_dropped = self.stats.control_dropped.wrapping_add(1);
                 }
                 Control::Cached { to, mid } => {
-                    let entry = self.dedup.iter().find(|e| e.peer == to && e.mid == mid);
+                    let entry = self.dedup.get(to, mid);
                     let cached = entry.and_then(|e| e.resp.get(..e.resp_len));
                     if let Some(bytes) = cached.filter(|b| b.len() >= HEADER_LEN) {
                         if let Some(dst) = buf.get_mut(..bytes.len()) {

@@ -82,6 +82,7 @@ extern crate std;
 
 pub mod block;
 pub mod config;
+mod dedup;
 pub mod endpoint;
 pub mod error;
 #[cfg(feature = "tcp")]
