@@ -168,6 +168,9 @@ impl<A: Copy + Eq, const EXCHANGES: usize, const MSG: usize, const PEERS: usize>
     StreamEndpoint<A, EXCHANGES, MSG, PEERS>
 {
     /// A new endpoint; `seed` drives the tokens.
+    // Inlined into the caller: no frame and copy of its own for a large value (a server's
+    // endpoint is ~250 KB, and unoptimised builds copied it up through each frame).
+    #[inline(always)]
     pub fn new(config: StreamConfig, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(StreamEndpoint {
