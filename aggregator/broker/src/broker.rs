@@ -60,12 +60,12 @@ use qos_coap::{
     content_format, option, Code, Config as CoapConfig, ConfigError, Event, ExchangeId, Incoming,
     Link, Message, MessageWriter, Reliability, Request, RequestError, RequestHandle, WriteError,
 };
-use qos_wire::ids::EdgeId;
+use qos_wire::ids::{EdgeId, Seq};
 use qos_wire::registration::{CONFIG_PATH, DIRECTORY_PATH, PROBE_PATH, RESULTS_PATH};
 use qos_wire::uplink::{Ack, Batch, UPLINK_PATH};
 
 use crate::directory;
-use crate::queue::{Queue, QueueId, QueueStats};
+use crate::queue::{NewBatch, Queue, QueueError, QueueId, QueueStats};
 use crate::registry::{EdgeEntry, Registry};
 use crate::report::{BrokerReport, ReportEdge, ReportStats, REPORT_PATH};
 
@@ -397,6 +397,46 @@ pub struct Broker<A> {
     clock: Option<(u64, u64)>,
     /// This broker's stable id, sent in its reports ([`Broker::with_id`]).
     id: String,
+    /// Uplink batches taken while a group is open ([`Broker::begin_group`]), to be queued in
+    /// one transaction and answered by [`Broker::end_group`].
+    group: Option<Vec<Pending<A>>>,
+}
+
+/// An answer to an edge: code, Content-Format, the number of a Location-Path (`/rd/N`), body.
+type Answer = (Code, Option<u16>, Option<u32>, Vec<u8>);
+
+/// An edge's batch validated and waiting for its group's append ([`Broker::end_group`]).
+struct Pending<A> {
+    handle: RequestHandle<A>,
+    from: A,
+    edge: EdgeId,
+    last: Seq,
+    /// `(first, last, payload)` of each part to queue ([`blockwise::split_batch`]).
+    parts: Vec<(Seq, Seq, Vec<u8>)>,
+    unix_ms: u64,
+}
+
+/// `make()` on the heap, built in a frame of its own: an endpoint is large (the downstream one
+/// about 250 KB), and the copies of two of them in [`Broker::new`]'s frame of an unoptimised
+/// build came near a thread's 2 MiB stack.
+#[inline(never)]
+fn boxed<T>(make: impl FnOnce() -> Result<T, ConfigError>) -> Result<Box<T>, ConfigError> {
+    make().map(Box::new)
+}
+
+impl<A> Pending<A> {
+    fn new_batches(&self) -> Vec<NewBatch<'_>> {
+        self.parts
+            .iter()
+            .map(|(first, last, payload)| NewBatch {
+                edge: self.edge,
+                first_seq: *first,
+                last_seq: *last,
+                payload,
+                queued_at_ms: self.unix_ms,
+            })
+            .collect()
+    }
 }
 
 impl<A> std::fmt::Debug for Broker<A> {
@@ -418,11 +458,8 @@ impl<A: Copy + Eq> Broker<A> {
         seed: u64,
     ) -> Result<Self, ConfigError> {
         Ok(Broker {
-            down: Box::new(DownstreamEndpoint::new(config.downstream, seed)?),
-            up: Box::new(UpstreamEndpoint::new(
-                config.upstream,
-                seed ^ 0x9e37_79b9_7f4a_7c15,
-            )?),
+            down: boxed(|| DownstreamEndpoint::new(config.downstream, seed))?,
+            up: boxed(|| UpstreamEndpoint::new(config.upstream, seed ^ 0x9e37_79b9_7f4a_7c15))?,
             upstream,
             queue,
             registry: Registry::new(),
@@ -449,6 +486,7 @@ impl<A: Copy + Eq> Broker<A> {
             pacer: replay::Pacer::new(config.replay),
             clock: None,
             id: String::new(),
+            group: None,
         })
     }
 
@@ -602,39 +640,11 @@ impl<A: Copy + Eq> Broker<A> {
             }
             Some(Incoming::Request(req)) => {
                 let payload = whole.as_ref().map_or(req.message.payload(), |(b, _)| b);
-                let (code, cf, location, body) = self.route(now, unix_ms, &req, payload);
-                let max_age = self.max_age.take();
-                let echo = whole.as_ref().map(|(_, e)| *e);
-                let want = qos_coap::block::block2_of(&req.message).ok().flatten();
-                let part = (code.class() == 2 && qos_coap::block::needs_blocks(body.len(), want))
-                    .then(|| qos_coap::block::slice(&body, want, option::Block::MAX_SZX));
-                if let Some(None) = part {
-                    // A block beyond the body (RFC 7959 §2.4).
-                    self.reject(RejectReason::Malformed);
-                    let _ = self.down.respond(now, &req.handle, Code::BAD_OPTION, |w| {
-                        w.payload(b"no such block")
-                    });
-                } else {
-                    let _ = self.down.respond(now, &req.handle, code, |w| {
-                        if let Some(n) = location {
-                            w.option(option::LOCATION_PATH, DIRECTORY_PATH.as_bytes())?;
-                            w.option(option::LOCATION_PATH, n.to_string().as_bytes())?;
-                        }
-                        if let Some(cf) = cf {
-                            w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
-                        }
-                        if let Some(s) = max_age {
-                            w.uint_option(option::MAX_AGE, s)?;
-                        }
-                        if let Some(Some((b, part))) = part {
-                            qos_coap::block::write_block2(w, b, body.len())?;
-                            return w.payload(part);
-                        }
-                        if let Some(b) = echo {
-                            w.block_option(option::BLOCK1, b)?;
-                        }
-                        w.payload(&body)
-                    });
+                let defer = whole.is_none() && self.group.is_some();
+                // None: queued, and answered with its group (`end_group`).
+                if let Some(answer) = self.route(now, unix_ms, &req, payload, defer) {
+                    let echo = whole.as_ref().map(|(_, e)| *e);
+                    self.answer_request(now, &req, echo, answer);
                 }
             }
             Some(Incoming::Response { exchange, message }) => {
@@ -663,6 +673,49 @@ impl<A: Copy + Eq> Broker<A> {
             }
         }
         self.poll(now);
+    }
+
+    /// Answers an edge's request (piggybacked) with `answer` from [`Broker::route`], as Block2
+    /// parts if it asked for them, echoing `echo` (the Block1 of a reassembled body).
+    fn answer_request(
+        &mut self,
+        now: u64,
+        req: &Request<'_, A>,
+        echo: Option<option::Block>,
+        (code, cf, location, body): Answer,
+    ) {
+        let max_age = self.max_age.take();
+        let want = qos_coap::block::block2_of(&req.message).ok().flatten();
+        let part = (code.class() == 2 && qos_coap::block::needs_blocks(body.len(), want))
+            .then(|| qos_coap::block::slice(&body, want, option::Block::MAX_SZX));
+        if let Some(None) = part {
+            // A block beyond the body (RFC 7959 §2.4).
+            self.reject(RejectReason::Malformed);
+            let _ = self.down.respond(now, &req.handle, Code::BAD_OPTION, |w| {
+                w.payload(b"no such block")
+            });
+        } else {
+            let _ = self.down.respond(now, &req.handle, code, |w| {
+                if let Some(n) = location {
+                    w.option(option::LOCATION_PATH, DIRECTORY_PATH.as_bytes())?;
+                    w.option(option::LOCATION_PATH, n.to_string().as_bytes())?;
+                }
+                if let Some(cf) = cf {
+                    w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+                }
+                if let Some(s) = max_age {
+                    w.uint_option(option::MAX_AGE, s)?;
+                }
+                if let Some(Some((b, part))) = part {
+                    qos_coap::block::write_block2(w, b, body.len())?;
+                    return w.payload(part);
+                }
+                if let Some(b) = echo {
+                    w.block_option(option::BLOCK1, b)?;
+                }
+                w.payload(&body)
+            });
+        }
     }
 
     /// An edge's `GET /c` or `POST /c`: answered at once when it is wrong, else deferred and
@@ -799,99 +852,175 @@ impl<A: Copy + Eq> Broker<A> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
+    /// The answer to an edge's request: `(code, Content-Format, Location-Path number, body)`.
+    /// `None` when `defer` and it is an uplink batch now waiting in the open group.
     fn route(
         &mut self,
         now: u64,
         unix_ms: u64,
         req: &Request<'_, A>,
         payload: &[u8],
-    ) -> (Code, Option<u16>, Option<u32>, Vec<u8>) {
+        defer: bool,
+    ) -> Option<Answer> {
+        if req.message.path_is(UPLINK_PATH) {
+            return self.uplink(now, unix_ms, req, payload, defer);
+        }
+        Some(self.route_local(now, req))
+    }
+
+    /// `POST /u`: the batch is queued (now, or with its group when `defer`) and acknowledged
+    /// once it is durable.
+    fn uplink(
+        &mut self,
+        now: u64,
+        unix_ms: u64,
+        req: &Request<'_, A>,
+        payload: &[u8],
+        defer: bool,
+    ) -> Option<Answer> {
+        let m = &req.message;
+        let plain = |code, text: &str| Some((code, None, None, text.as_bytes().to_vec()));
+        if m.code() != Code::POST {
+            self.reject(RejectReason::MethodNotAllowed);
+            return plain(Code::METHOD_NOT_ALLOWED, "POST only");
+        }
+        self.stats.received += 1;
+        if m.content_format() != Some(content_format::CBOR) {
+            self.reject(RejectReason::BadContentFormat);
+            return plain(
+                Code::UNSUPPORTED_CONTENT_FORMAT,
+                "Content-Format 60 (CBOR) expected",
+            );
+        }
+        let batch = match Batch::decode(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reject(RejectReason::BadBatch);
+                return plain(Code::BAD_REQUEST, &format!("bad batch: {e}"));
+            }
+        };
+        if let Some(hint) = self.turn_away(batch.edge) {
+            return Some((Code::SERVICE_UNAVAILABLE, None, None, hint));
+        }
+        if let Some(Err(wait)) = self
+            .edge_limiter
+            .as_mut()
+            .map(|l| l.check(now, batch.edge.0))
+        {
+            self.stats.rejected_rate_limited_edge += 1;
+            self.max_age = Some(crate::ratelimit::max_age_s(wait));
+            return plain(Code::TOO_MANY_REQUESTS, "edge over its rate");
+        }
+        let last = batch.last_seq();
+        let parts = if payload.len() <= blockwise::UPSTREAM_BATCH_BYTES {
+            vec![(batch.first_seq, last, payload.to_vec())]
+        } else {
+            match blockwise::split_batch(&batch, blockwise::UPSTREAM_BATCH_BYTES) {
+                Ok(parts) => parts,
+                Err(()) => {
+                    self.stats.rejected_too_large += 1;
+                    return plain(
+                        Code::REQUEST_ENTITY_TOO_LARGE,
+                        "a record larger than the upstream's datagram",
+                    );
+                }
+            }
+        };
+        let pending = Pending {
+            handle: req.handle,
+            from: req.from,
+            edge: batch.edge,
+            last,
+            parts,
+            unix_ms,
+        };
+        match &mut self.group {
+            Some(group) if defer => {
+                group.push(pending);
+                None
+            }
+            _ => {
+                // All parts or none: the edge sends a refused batch again.
+                let queued = self.queue.append_all(&pending.new_batches()).map(|_| ());
+                if let Err(e) = &queued {
+                    tracing::error!(error = %e, "cannot queue a batch; answered 5.03");
+                }
+                Some(self.queued(now, &pending, &queued))
+            }
+        }
+    }
+
+    /// The answer to a batch whose append gave `queued`.
+    fn queued(
+        &mut self,
+        now: u64,
+        p: &Pending<A>,
+        queued: &Result<(), QueueError>,
+    ) -> Answer {
+        let plain = |code, text: &str| (code, None, None, text.as_bytes().to_vec());
+        if queued.is_err() {
+            self.stats.queue_failures += 1;
+            return plain(Code::SERVICE_UNAVAILABLE, "queue unavailable");
+        }
+        self.stats.acked += 1;
+        self.registry.saw_batch(now, p.from, p.edge, p.last);
+        let mut buf = [0u8; 16];
+        match (Ack { acked: p.last }).encode(&mut buf) {
+            Ok(n) => (
+                Code::CHANGED,
+                Some(content_format::CBOR),
+                None,
+                buf[..n].to_vec(),
+            ),
+            Err(_) => plain(Code::INTERNAL_SERVER_ERROR, ""),
+        }
+    }
+
+    /// Starts a group: the uplink batches handled until [`Broker::end_group`] are queued
+    /// together in one append (one wait for the disk) and answered then. A driver opens one
+    /// around the datagrams it takes at once. Requests other than uplink batches, and
+    /// reassembled block-wise batches, are answered at once as always.
+    pub fn begin_group(&mut self) {
+        self.group.get_or_insert_with(Vec::new);
+    }
+
+    /// Ends the group [`Broker::begin_group`] opened: queues its batches in one append and
+    /// answers each with its ack, or, if the append failed, each with 5.03 (none is queued, and
+    /// the edges send them again).
+    pub fn end_group(&mut self, now: u64) {
+        let Some(group) = self.group.take() else {
+            return;
+        };
+        if !group.is_empty() {
+            let batches: Vec<NewBatch<'_>> = group.iter().flat_map(Pending::new_batches).collect();
+            let queued = self.queue.append_all(&batches).map(|_| ());
+            drop(batches);
+            if let Err(e) = &queued {
+                tracing::error!(error = %e, batches = group.len(), "cannot queue a group of batches; each answered 5.03");
+            }
+            for p in &group {
+                let (code, cf, _, body) = self.queued(now, p, &queued);
+                let _ = self.down.respond(now, &p.handle, code, |w| {
+                    if let Some(cf) = cf {
+                        w.uint_option(option::CONTENT_FORMAT, u32::from(cf))?;
+                    }
+                    w.payload(&body)
+                });
+            }
+        }
+        self.poll(now);
+    }
+
+    /// Every request but `POST /u`.
+    fn route_local(
+        &mut self,
+        now: u64,
+        req: &Request<'_, A>,
+    ) -> Answer {
         let m = &req.message;
         let path: Vec<&[u8]> = m.uri_path().collect();
         let plain = |code, text: &str| (code, None, None, text.as_bytes().to_vec());
         match path.as_slice() {
-            [p] if *p == UPLINK_PATH.as_bytes() => {
-                if m.code() != Code::POST {
-                    self.reject(RejectReason::MethodNotAllowed);
-                    return plain(Code::METHOD_NOT_ALLOWED, "POST only");
-                }
-                self.stats.received += 1;
-                if m.content_format() != Some(content_format::CBOR) {
-                    self.reject(RejectReason::BadContentFormat);
-                    return plain(
-                        Code::UNSUPPORTED_CONTENT_FORMAT,
-                        "Content-Format 60 (CBOR) expected",
-                    );
-                }
-                let batch = match Batch::decode(payload) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        self.reject(RejectReason::BadBatch);
-                        return plain(Code::BAD_REQUEST, &format!("bad batch: {e}"));
-                    }
-                };
-                if let Some(hint) = self.turn_away(batch.edge) {
-                    return (Code::SERVICE_UNAVAILABLE, None, None, hint);
-                }
-                if let Some(Err(wait)) = self
-                    .edge_limiter
-                    .as_mut()
-                    .map(|l| l.check(now, batch.edge.0))
-                {
-                    self.stats.rejected_rate_limited_edge += 1;
-                    self.max_age = Some(crate::ratelimit::max_age_s(wait));
-                    return plain(Code::TOO_MANY_REQUESTS, "edge over its rate");
-                }
-                let last = batch.last_seq();
-                let parts = if payload.len() <= blockwise::UPSTREAM_BATCH_BYTES {
-                    vec![(batch.first_seq, last, payload.to_vec())]
-                } else {
-                    match blockwise::split_batch(&batch, blockwise::UPSTREAM_BATCH_BYTES) {
-                        Ok(parts) => parts,
-                        Err(()) => {
-                            self.stats.rejected_too_large += 1;
-                            return plain(
-                                Code::REQUEST_ENTITY_TOO_LARGE,
-                                "a record larger than the upstream's datagram",
-                            );
-                        }
-                    }
-                };
-                let mut queued = Ok(());
-                for (first, last, part) in &parts {
-                    queued = self
-                        .queue
-                        .append(batch.edge, *first, *last, part, unix_ms)
-                        .map(|_| ());
-                    if queued.is_err() {
-                        // Parts already queued are forwarded; the edge sends the batch again
-                        // and the super-manager absorbs the repeated records.
-                        break;
-                    }
-                }
-                match queued {
-                    Ok(()) => {
-                        self.stats.acked += 1;
-                        self.registry.saw_batch(now, req.from, batch.edge, last);
-                        let mut buf = [0u8; 16];
-                        match (Ack { acked: last }).encode(&mut buf) {
-                            Ok(n) => (
-                                Code::CHANGED,
-                                Some(content_format::CBOR),
-                                None,
-                                buf[..n].to_vec(),
-                            ),
-                            Err(_) => plain(Code::INTERNAL_SERVER_ERROR, ""),
-                        }
-                    }
-                    Err(e) => {
-                        self.stats.queue_failures += 1;
-                        tracing::error!(error = %e, "cannot queue a batch; answered 5.03");
-                        plain(Code::SERVICE_UNAVAILABLE, "queue unavailable")
-                    }
-                }
-            }
             [p, ..] if *p == DIRECTORY_PATH.as_bytes() => {
                 if path.len() == 1 && m.code() == Code::POST {
                     let id = m.uri_queries().find_map(|q| {

@@ -31,6 +31,21 @@ pub struct QueuedBatch {
     pub queued_at_ms: u64,
 }
 
+/// A batch to append ([`Queue::append_all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewBatch<'a> {
+    /// The edge that sent it.
+    pub edge: EdgeId,
+    /// Sequence number of its first record.
+    pub first_seq: Seq,
+    /// Sequence number of its last record.
+    pub last_seq: Seq,
+    /// The encoded batch.
+    pub payload: &'a [u8],
+    /// When it was queued (Unix ms).
+    pub queued_at_ms: u64,
+}
+
 /// Why a queue operation failed. The broker answers 5.03 to the edge when an append fails, so
 /// the edge keeps the batch and sends it again.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +89,24 @@ pub trait Queue: Send {
         last_seq: Seq,
         payload: &[u8],
         queued_at_ms: u64,
-    ) -> Result<QueueId, QueueError>;
+    ) -> Result<QueueId, QueueError> {
+        let batch = NewBatch {
+            edge,
+            first_seq,
+            last_seq,
+            payload,
+            queued_at_ms,
+        };
+        let ids = self.append_all(std::slice::from_ref(&batch))?;
+        ids.first()
+            .copied()
+            .ok_or_else(|| QueueError::Unavailable("no id for an appended batch".into()))
+    }
+
+    /// Appends `batches` in order, all or none, and returns their ids once they are all durable
+    /// (with the SQLite queue: one transaction, one wait for the disk). The quota may drop
+    /// older batches, never these.
+    fn append_all(&mut self, batches: &[NewBatch<'_>]) -> Result<Vec<QueueId>, QueueError>;
 
     /// The oldest batch (the next to forward), without removing it.
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError>;
@@ -116,6 +148,7 @@ pub struct MemoryQueue {
     max_bytes: Option<u64>,
     failing: bool,
     stats: QueueStats,
+    appends: u64,
 }
 
 impl MemoryQueue {
@@ -142,6 +175,11 @@ impl MemoryQueue {
         self.items.iter()
     }
 
+    /// Successful [`Queue::append_all`] calls (with the SQLite queue, transactions).
+    pub fn appends(&self) -> u64 {
+        self.appends
+    }
+
     fn check(&self) -> Result<(), QueueError> {
         if self.failing {
             Err(QueueError::Unavailable("failing on purpose".into()))
@@ -152,29 +190,27 @@ impl MemoryQueue {
 }
 
 impl Queue for MemoryQueue {
-    fn append(
-        &mut self,
-        edge: EdgeId,
-        first_seq: Seq,
-        last_seq: Seq,
-        payload: &[u8],
-        queued_at_ms: u64,
-    ) -> Result<QueueId, QueueError> {
+    fn append_all(&mut self, batches: &[NewBatch<'_>]) -> Result<Vec<QueueId>, QueueError> {
         self.check()?;
-        self.next += 1;
-        let id = QueueId(self.next);
-        self.items.push_back(QueuedBatch {
-            id,
-            edge,
-            first_seq,
-            last_seq,
-            payload: payload.to_vec(),
-            queued_at_ms,
-        });
-        self.stats.len += 1;
-        self.stats.bytes += payload.len() as u64;
+        let mut ids = Vec::with_capacity(batches.len());
+        for b in batches {
+            self.next += 1;
+            let id = QueueId(self.next);
+            ids.push(id);
+            self.items.push_back(QueuedBatch {
+                id,
+                edge: b.edge,
+                first_seq: b.first_seq,
+                last_seq: b.last_seq,
+                payload: b.payload.to_vec(),
+                queued_at_ms: b.queued_at_ms,
+            });
+            self.stats.len += 1;
+            self.stats.bytes += b.payload.len() as u64;
+        }
+        self.appends += 1;
         if let Some(max) = self.max_bytes {
-            while self.stats.bytes > max && self.items.len() > 1 {
+            while self.stats.bytes > max && self.items.len() > batches.len() {
                 let Some(old) = self.items.pop_front() else {
                     break;
                 };
@@ -184,7 +220,7 @@ impl Queue for MemoryQueue {
                 self.stats.dropped_quota_records += old.last_seq.0 - old.first_seq.0 + 1;
             }
         }
-        Ok(id)
+        Ok(ids)
     }
 
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError> {

@@ -11,7 +11,7 @@ use qos_wire::summary::Summary;
 use qos_wire::uplink::{Ack, Batch};
 
 use crate::broker::ReplayConfig;
-use crate::queue::{MemoryQueue, Queue, QueueError, QueueId, QueueStats, QueuedBatch};
+use crate::queue::{MemoryQueue, NewBatch, Queue, QueueError, QueueId, QueueStats, QueuedBatch};
 use crate::{Broker, BrokerConfig, WELL_KNOWN_CORE};
 
 /// A queue the test can reach while the broker owns it.
@@ -19,18 +19,8 @@ use crate::{Broker, BrokerConfig, WELL_KNOWN_CORE};
 struct Shared(Arc<Mutex<MemoryQueue>>);
 
 impl Queue for Shared {
-    fn append(
-        &mut self,
-        edge: EdgeId,
-        first: Seq,
-        last: Seq,
-        payload: &[u8],
-        at: u64,
-    ) -> Result<QueueId, QueueError> {
-        self.0
-            .lock()
-            .unwrap()
-            .append(edge, first, last, payload, at)
+    fn append_all(&mut self, batches: &[NewBatch<'_>]) -> Result<Vec<QueueId>, QueueError> {
+        self.0.lock().unwrap().append_all(batches)
     }
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError> {
         self.0.lock().unwrap().oldest()
@@ -345,6 +335,98 @@ fn a_batch_is_acked_only_after_a_durable_append() {
         (e.batches, e.last_seq, e.address),
         (1, Some(Seq(11)), EDGE_A)
     );
+}
+
+/// A `POST /u` of `payload` from edge `from`, as the datagram the broker would receive.
+fn uplink_datagram(h: &mut H, from: u8, payload: &[u8]) -> Vec<u8> {
+    let now = h.now;
+    let edge = &mut h.edges[usize::from(from - 1)];
+    edge.request(now, BROKER, Reliability::Confirmable, Code::POST, |w| {
+        w.uri_path("u")?;
+        w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
+        w.payload(payload)
+    })
+    .unwrap();
+    let mut buf = [0u8; 1152];
+    let (_, n) = edge.poll_transmit(now, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+/// What the broker sends to edges now: (edge, code, payload) of each answer.
+fn answers(h: &mut H) -> Vec<(u8, Code, Vec<u8>)> {
+    let mut buf = [0u8; 1152];
+    let mut out = Vec::new();
+    while let Some((to, n)) = h.broker.poll_transmit_downstream(h.now, &mut buf) {
+        let bytes = buf[..n].to_vec();
+        if let Some(Incoming::Response { message, .. }) =
+            h.edges[usize::from(to - 1)].handle_datagram(h.now, BROKER, &bytes)
+        {
+            out.push((to, message.code(), message.payload().to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_group_is_queued_in_one_append_and_answered_only_after_it() {
+    let mut h = H::new();
+    let (a, b) = (batch(4, 10, 2), batch(5, 0, 3));
+    let (da, db) = (
+        uplink_datagram(&mut h, EDGE_A, &a),
+        uplink_datagram(&mut h, EDGE_B, &b),
+    );
+    let unix = 1_700_000_000_000;
+    h.broker.begin_group();
+    h.broker.handle_downstream(h.now, unix, EDGE_A, &da);
+    h.broker.handle_downstream(h.now, unix, EDGE_B, &db);
+    // A retransmission within the group is not queued twice.
+    h.broker.handle_downstream(h.now, unix, EDGE_A, &da);
+    assert_eq!(
+        answers(&mut h),
+        vec![],
+        "nothing answered before the append"
+    );
+    assert_eq!(h.queued(), 0);
+    h.broker.end_group(h.now);
+    let got = answers(&mut h);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (edge, code, payload) in &got {
+        assert_eq!(*code, Code::CHANGED);
+        let want = if *edge == EDGE_A { 11 } else { 2 };
+        assert_eq!(Ack::decode(payload).unwrap().acked.0, want);
+    }
+    let q = h.queue.0.lock().unwrap();
+    assert_eq!(q.appends(), 1, "one append for the group");
+    let items: Vec<_> = q.items().map(|i| (i.edge, i.payload.clone())).collect();
+    assert_eq!(items, vec![(EdgeId(4), a), (EdgeId(5), b)]);
+    drop(q);
+    assert_eq!(h.broker.stats().acked, 2);
+    assert_eq!(
+        h.broker.registry().get(EdgeId(5)).unwrap().last_seq,
+        Some(Seq(2))
+    );
+}
+
+#[test]
+fn a_group_whose_append_fails_is_answered_5_03_and_nothing_is_queued() {
+    let mut h = H::new();
+    let (a, b) = (batch(4, 10, 2), batch(5, 0, 3));
+    let (da, db) = (
+        uplink_datagram(&mut h, EDGE_A, &a),
+        uplink_datagram(&mut h, EDGE_B, &b),
+    );
+    h.queue.0.lock().unwrap().set_failing(true);
+    h.broker.begin_group();
+    h.broker.handle_downstream(h.now, 0, EDGE_A, &da);
+    h.broker.handle_downstream(h.now, 0, EDGE_B, &db);
+    h.broker.end_group(h.now);
+    let codes: Vec<Code> = answers(&mut h).into_iter().map(|(_, c, _)| c).collect();
+    assert_eq!(codes, vec![Code::SERVICE_UNAVAILABLE; 2]);
+    h.queue.0.lock().unwrap().set_failing(false);
+    assert_eq!(h.queued(), 0);
+    let s = h.broker.stats();
+    assert_eq!((s.received, s.acked, s.queue_failures), (2, 0, 2));
+    assert!(h.broker.registry().get(EdgeId(4)).is_none());
 }
 
 #[test]

@@ -424,6 +424,8 @@ fn broker_loop(
             broker.set_draining(true);
             tracing::warn!("broker draining (SIGUSR1): edges are sent to its peers");
         }
+        // The uplink batches of what waits now are queued together (one wait for the disk).
+        broker.begin_group();
         while let Some(input) = next.take() {
             let now = mono();
             match input {
@@ -474,6 +476,7 @@ fn broker_loop(
             }
             next = rx.try_recv().ok();
         }
+        broker.end_group(mono());
         let now = mono();
         broker.poll(now);
         while let Some(peer) = broker.poll_downstream_disconnect() {
