@@ -951,12 +951,7 @@ impl<A: Copy + Eq> Broker<A> {
     }
 
     /// The answer to a batch whose append gave `queued`.
-    fn queued(
-        &mut self,
-        now: u64,
-        p: &Pending<A>,
-        queued: &Result<(), QueueError>,
-    ) -> Answer {
+    fn queued(&mut self, now: u64, p: &Pending<A>, queued: &Result<(), QueueError>) -> Answer {
         let plain = |code, text: &str| (code, None, None, text.as_bytes().to_vec());
         if queued.is_err() {
             self.stats.queue_failures += 1;
@@ -1012,11 +1007,7 @@ impl<A: Copy + Eq> Broker<A> {
     }
 
     /// Every request but `POST /u`.
-    fn route_local(
-        &mut self,
-        now: u64,
-        req: &Request<'_, A>,
-    ) -> Answer {
+    fn route_local(&mut self, now: u64, req: &Request<'_, A>) -> Answer {
         let m = &req.message;
         let path: Vec<&[u8]> = m.uri_path().collect();
         let plain = |code, text: &str| (code, None, None, text.as_bytes().to_vec());
