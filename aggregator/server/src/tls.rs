@@ -143,15 +143,24 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(name.to_owned()).map_err(|_| TlsError::ServerName(name.into()))
 }
 
-/// What a [`ServerSlot`] is built from, to build it again on reload.
+/// What a [`Slot`] is built from, to build it again on reload.
+pub trait SlotSource: std::fmt::Debug + Send + Sync + 'static {
+    /// The settings built.
+    type Config: Send + Sync + 'static;
+    /// Reads the files and builds the settings.
+    fn build(&self) -> Result<Arc<Self::Config>, TlsError>;
+}
+
+/// A listening side's files: certificate, key and, for mutual TLS, the clients' CA.
 #[derive(Debug, Clone)]
-struct ServerSource {
+pub struct ServerSource {
     cert_file: PathBuf,
     key_file: PathBuf,
     client_ca_file: Option<PathBuf>,
 }
 
-impl ServerSource {
+impl SlotSource for ServerSource {
+    type Config = ServerConfig;
     fn build(&self) -> Result<Arc<ServerConfig>, TlsError> {
         match &self.client_ca_file {
             Some(ca) => server_config(&self.cert_file, &self.key_file, ca),
@@ -160,22 +169,93 @@ impl ServerSource {
     }
 }
 
-/// A listening side's TLS settings that can be replaced while serving (certificate rotation,
-/// SIGHUP): each new connection takes the current settings; connections already established
-/// keep theirs. Every slot of the process is reloaded by [`reload_all`].
+/// A connecting side's files ([`client_config`]): the server's CA, our certificate and key.
 #[derive(Debug, Clone)]
-pub struct ServerSlot(Arc<SlotInner>);
+pub struct ClientSource {
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
 
-#[derive(Debug)]
-struct SlotInner {
-    source: ServerSource,
-    current: RwLock<Arc<ServerConfig>>,
+impl SlotSource for ClientSource {
+    type Config = ClientConfig;
+    fn build(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        client_config(&self.ca_file, &self.cert_file, &self.key_file)
+    }
+}
+
+/// TLS settings that can be replaced while running (certificate rotation, SIGHUP): each new
+/// connection takes the current settings; connections already established keep theirs. Every
+/// slot of the process is reloaded by [`reload_all`].
+pub struct Slot<S: SlotSource>(Arc<SlotInner<S>>);
+
+/// A listening side's slot ([`ServerSlot::load`]): `[coap_tls]`, `[downstream_tls]`, HTTPS.
+pub type ServerSlot = Slot<ServerSource>;
+
+/// A connecting side's slot ([`ClientSlot::load`]): a broker's `[upstream]` over TLS.
+pub type ClientSlot = Slot<ClientSource>;
+
+struct SlotInner<S: SlotSource> {
+    source: S,
+    current: RwLock<Arc<S::Config>>,
+}
+
+/// What [`reload_all`] needs of a slot, whatever its settings.
+trait Reload: Send + Sync {
+    fn reload(&self) -> Result<(), TlsError>;
+}
+
+impl<S: SlotSource> Reload for SlotInner<S> {
+    fn reload(&self) -> Result<(), TlsError> {
+        let fresh = self.source.build()?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
 }
 
 /// The live slots of this process, for [`reload_all`].
-fn registry() -> &'static Mutex<Vec<Weak<SlotInner>>> {
-    static SLOTS: OnceLock<Mutex<Vec<Weak<SlotInner>>>> = OnceLock::new();
+fn registry() -> &'static Mutex<Vec<Weak<dyn Reload>>> {
+    static SLOTS: OnceLock<Mutex<Vec<Weak<dyn Reload>>>> = OnceLock::new();
     SLOTS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+impl<S: SlotSource> Clone for Slot<S> {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone())
+    }
+}
+
+impl<S: SlotSource> std::fmt::Debug for Slot<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Slot").field(&self.0.source).finish()
+    }
+}
+
+impl<S: SlotSource> Slot<S> {
+    /// Builds the settings from `source` and registers the slot for [`reload_all`].
+    fn register(source: S) -> Result<Slot<S>, TlsError> {
+        let current = RwLock::new(source.build()?);
+        let inner = Arc::new(SlotInner { source, current });
+        let mut slots = registry().lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|w| w.strong_count() > 0);
+        let weak: Weak<SlotInner<S>> = Arc::downgrade(&inner);
+        slots.push(weak);
+        Ok(Slot(inner))
+    }
+
+    /// The settings for a new connection.
+    pub fn current(&self) -> Arc<S::Config> {
+        self.0
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the files again; on an error the previous settings stay in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        self.0.reload()
+    }
 }
 
 impl ServerSlot {
@@ -186,33 +266,11 @@ impl ServerSlot {
         key_file: &Path,
         client_ca_file: Option<&Path>,
     ) -> Result<ServerSlot, TlsError> {
-        let source = ServerSource {
+        Slot::register(ServerSource {
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
             client_ca_file: client_ca_file.map(Path::to_path_buf),
-        };
-        let current = RwLock::new(source.build()?);
-        let slot = ServerSlot(Arc::new(SlotInner { source, current }));
-        let mut slots = registry().lock().unwrap_or_else(|e| e.into_inner());
-        slots.retain(|w| w.strong_count() > 0);
-        slots.push(Arc::downgrade(&slot.0));
-        Ok(slot)
-    }
-
-    /// The settings for a new connection.
-    pub fn current(&self) -> Arc<ServerConfig> {
-        self.0
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Reads the files again; on an error the previous settings stay in use.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = self.0.source.build()?;
-        *self.0.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+        })
     }
 
     /// The certificate file (for logs).
@@ -221,84 +279,27 @@ impl ServerSlot {
     }
 }
 
-/// A connecting side's TLS settings (a broker's `[upstream]`: CA, client certificate and
-/// key) that can be replaced while running (SIGHUP, [`reload_all`]): each new connection
-/// takes the current settings; an established connection keeps its session.
-#[derive(Debug, Clone)]
-pub struct ClientSlot(Arc<ClientInner>);
-
-#[derive(Debug)]
-struct ClientInner {
-    ca_file: PathBuf,
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    current: RwLock<Arc<ClientConfig>>,
-}
-
-/// The live client slots of this process, for [`reload_all`].
-fn client_registry() -> &'static Mutex<Vec<Weak<ClientInner>>> {
-    static SLOTS: OnceLock<Mutex<Vec<Weak<ClientInner>>>> = OnceLock::new();
-    SLOTS.get_or_init(|| Mutex::new(Vec::new()))
-}
-
 impl ClientSlot {
     /// Loads the files ([`client_config`]) and registers the slot for [`reload_all`].
     pub fn load(ca_file: &Path, cert_file: &Path, key_file: &Path) -> Result<ClientSlot, TlsError> {
-        let current = RwLock::new(client_config(ca_file, cert_file, key_file)?);
-        let slot = ClientSlot(Arc::new(ClientInner {
+        Slot::register(ClientSource {
             ca_file: ca_file.to_path_buf(),
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
-            current,
-        }));
-        let mut slots = client_registry().lock().unwrap_or_else(|e| e.into_inner());
-        slots.retain(|w| w.strong_count() > 0);
-        slots.push(Arc::downgrade(&slot.0));
-        Ok(slot)
-    }
-
-    /// The settings for a new connection.
-    pub fn current(&self) -> Arc<ClientConfig> {
-        self.0
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Reads the files again; on an error the previous settings stay in use.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let i = &self.0;
-        let fresh = client_config(&i.ca_file, &i.cert_file, &i.key_file)?;
-        *i.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+        })
     }
 }
 
 /// Reloads every [`ServerSlot`] and [`ClientSlot`] of the process; each one's error (its
 /// previous settings kept).
 pub fn reload_all() -> Vec<TlsError> {
-    let slots: Vec<Arc<SlotInner>> = registry()
+    let slots: Vec<Arc<dyn Reload>> = registry()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    let clients: Vec<Arc<ClientInner>> = client_registry()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    slots
-        .into_iter()
-        .filter_map(|inner| ServerSlot(inner).reload().err())
-        .chain(
-            clients
-                .into_iter()
-                .filter_map(|inner| ClientSlot(inner).reload().err()),
-        )
-        .collect()
+    slots.iter().filter_map(|s| s.reload().err()).collect()
 }
 
 /// HTTPS: our certificate, no client certificate asked for (clients authenticate with API
