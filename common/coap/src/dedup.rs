@@ -67,9 +67,9 @@ impl<A: Copy + Eq, const N: usize, const RESP: usize> DedupCache<A, N, RESP> {
     /// Chain links are `u16`, with [`NIL`] reserved.
     const FITS: () = assert!(N < NIL as usize, "DEDUP must be below 65535");
 
-    // Inlined into the endpoint's `new`: no frame (and copy) of its own for a value that is
-    // ~100 KB in a server's endpoint.
-    #[inline(always)]
+    // Inlined into the endpoint's `new` on a host: no frame (and copy) of its own for a value
+    // that is ~100 KB in a server's endpoint (firmware's is small: the compiler decides).
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub(crate) fn new() -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::FITS;

@@ -328,9 +328,10 @@ impl<
     /// A new endpoint. `seed` drives message IDs, tokens and retransmission jitter: the same
     /// seed and inputs give the same outputs. Seed it from a hardware RNG or the clock in
     /// production, so that tokens are hard to guess (RFC 7252 §5.3.1).
-    // Inlined into the caller: no frame and copy of its own for a large value (a server's
-    // endpoint is ~250 KB, and unoptimised builds copied it up through each frame).
-    #[inline(always)]
+    // Inlined into the caller on a host: no frame and copy of its own for a large value (a
+    // server's endpoint is ~250 KB, and unoptimised builds copied it up through each frame).
+    // Firmware's endpoints are small: there the compiler decides (148 B less flash).
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub fn new(config: Config, seed: u64) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut rng = Rng(seed);

@@ -99,17 +99,19 @@ impl<
     > Link<A, E, D, M, R, P>
 {
     /// Datagrams by default; the stream endpoint uses [`stream_config`] of `config`.
-    // Inlined into the caller: no frame and copy of its own for a large value (a server's
-    // endpoint is ~250 KB, and unoptimised builds copied it up through each frame).
-    #[inline(always)]
+    // Inlined into the caller on a host: no frame and copy of its own for a large value (a
+    // server's endpoint is ~250 KB, and unoptimised builds copied it up through each frame).
+    // Firmware's endpoints are small: there the compiler decides (148 B less flash).
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub fn new(config: Config, seed: u64) -> Result<Self, ConfigError> {
         Self::with_transport(config, stream_config(&config), Transport::Datagram, seed)
     }
 
     /// Both endpoints, and the transport of requests to peers without a stream connection.
-    // Inlined into the caller: no frame and copy of its own for a large value (a server's
-    // endpoint is ~250 KB, and unoptimised builds copied it up through each frame).
-    #[inline(always)]
+    // Inlined into the caller on a host: no frame and copy of its own for a large value (a
+    // server's endpoint is ~250 KB, and unoptimised builds copied it up through each frame).
+    // Firmware's endpoints are small: there the compiler decides (148 B less flash).
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub fn with_transport(
         config: Config,
         stream: StreamConfig,
