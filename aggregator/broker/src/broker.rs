@@ -228,7 +228,8 @@ pub struct BrokerStats {
     /// Datagrams of edges dropped unread because their source exceeded its rate
     /// ([`Broker::with_rate_limit`]).
     pub rejected_rate_limited: u64,
-    /// Batches of edges over their own rate ([`Broker::with_edge_rate_limit`]), answered 4.29.
+    /// Batches and registrations of edges over their own rate
+    /// ([`Broker::with_edge_rate_limit`]), answered 4.29.
     pub rejected_rate_limited_edge: u64,
     /// Block-wise request bodies over `max_body_bytes` (4.13), or batches with a record too
     /// large to forward.
@@ -558,9 +559,10 @@ impl<A: Copy + Eq> Broker<A> {
     }
 
     /// Answers 4.29 Too Many Requests, with Max-Age the seconds until the next token, to the
-    /// batches of an edge over `limit` (per edge id, after the per-address gate of
-    /// [`Broker::with_rate_limit`]); counted in `rejected_rate_limited_edge`. The batch is
-    /// neither queued nor acknowledged: the edge keeps it and sends it again.
+    /// batches and registrations (`POST /rd`) of an edge over `limit` (per edge id, after the
+    /// per-address gate of [`Broker::with_rate_limit`]); counted in
+    /// `rejected_rate_limited_edge`. The batch is neither queued nor acknowledged: the edge
+    /// keeps it and sends it again; a refused registration is tried again later.
     pub fn with_edge_rate_limit(mut self, limit: crate::RateLimit) -> Self {
         self.edge_limiter = (limit.rate_per_s > 0).then(|| crate::RateLimiter::new(limit));
         self
@@ -902,14 +904,8 @@ impl<A: Copy + Eq> Broker<A> {
         if let Some(hint) = self.turn_away(batch.edge) {
             return Some((Code::SERVICE_UNAVAILABLE, None, None, hint));
         }
-        if let Some(Err(wait)) = self
-            .edge_limiter
-            .as_mut()
-            .map(|l| l.check(now, batch.edge.0))
-        {
-            self.stats.rejected_rate_limited_edge += 1;
-            self.max_age = Some(crate::ratelimit::max_age_s(wait));
-            return plain(Code::TOO_MANY_REQUESTS, "edge over its rate");
+        if let Some(refused) = self.edge_over_rate(now, batch.edge.0) {
+            return Some(refused);
         }
         let last = batch.last_seq();
         let parts = if payload.len() <= blockwise::UPSTREAM_BATCH_BYTES {
@@ -948,6 +944,20 @@ impl<A: Copy + Eq> Broker<A> {
                 Some(self.queued(now, &pending, &queued))
             }
         }
+    }
+
+    /// 4.29 with Max-Age (counted) when `edge` is over its own rate: a batch or a registration
+    /// takes a token ([`Broker::with_edge_rate_limit`]).
+    fn edge_over_rate(&mut self, now: u64, edge: u32) -> Option<Answer> {
+        let wait = self.edge_limiter.as_mut()?.check(now, edge).err()?;
+        self.stats.rejected_rate_limited_edge += 1;
+        self.max_age = Some(crate::ratelimit::max_age_s(wait));
+        Some((
+            Code::TOO_MANY_REQUESTS,
+            None,
+            None,
+            b"edge over its rate".to_vec(),
+        ))
     }
 
     /// The answer to a batch whose append gave `queued`.
@@ -1013,15 +1023,12 @@ impl<A: Copy + Eq> Broker<A> {
         let plain = |code, text: &str| (code, None, None, text.as_bytes().to_vec());
         match path.as_slice() {
             [p, ..] if *p == DIRECTORY_PATH.as_bytes() => {
-                if path.len() == 1 && m.code() == Code::POST {
-                    let id = m.uri_queries().find_map(|q| {
-                        core::str::from_utf8(q.strip_prefix(b"id=")?)
-                            .ok()?
-                            .parse()
-                            .ok()
-                    });
-                    if let Some(hint) = id.and_then(|id| self.turn_away(EdgeId(id))) {
+                if let Some(id) = directory::registering_edge(m) {
+                    if let Some(hint) = self.turn_away(EdgeId(id)) {
                         return (Code::SERVICE_UNAVAILABLE, None, None, hint);
+                    }
+                    if let Some(refused) = self.edge_over_rate(now, id) {
+                        return refused;
                     }
                 }
                 let Some(answer) = directory::serve(&mut self.registry, now, req.from, m) else {

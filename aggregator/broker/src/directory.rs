@@ -59,6 +59,21 @@ impl DirectoryAnswer {
     }
 }
 
+/// The edge id (`id=` query) of a registration, `POST /rd`; `None` for any other request or
+/// without one (the registration itself refuses it then).
+pub fn registering_edge(m: &Message<'_>) -> Option<u32> {
+    let path: Vec<&[u8]> = m.uri_path().collect();
+    if m.code() != Code::POST || path.as_slice() != [DIRECTORY_PATH.as_bytes()] {
+        return None;
+    }
+    m.uri_queries().find_map(|q| {
+        core::str::from_utf8(q.strip_prefix(b"id=")?)
+            .ok()?
+            .parse()
+            .ok()
+    })
+}
+
 /// Serves `m` from `from` at `now` when its path is `/rd` or `/rd/<n>`; `None` for any other
 /// path.
 pub fn serve<A: Copy>(

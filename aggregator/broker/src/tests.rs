@@ -1145,3 +1145,53 @@ fn an_edge_over_its_own_rate_gets_4_29_while_another_edge_at_the_same_address_do
     h.now += 1_000;
     assert_eq!(h.post_batch(EDGE_A, &batch(10, seq, 1)).code, Code::CHANGED);
 }
+
+#[test]
+fn registrations_take_their_edges_tokens_too() {
+    let limit = crate::RateLimit {
+        rate_per_s: 1,
+        burst: 2,
+        max_sources: 16,
+    };
+    let mut h = H::new();
+    h.broker = Broker::new(config(), UPSTREAM, Box::new(h.queue.clone()), 7)
+        .unwrap()
+        .with_edge_rate_limit(limit);
+    let reg = |id: &str| {
+        ["d=eu-west", "lt=60", "fw=1.2.3"]
+            .map(String::from)
+            .into_iter()
+            .chain([format!("ep=site-{id}"), format!("id={id}")])
+            .collect::<Vec<_>>()
+    };
+    let register = |h: &mut H, id: &str| {
+        let q = reg(id);
+        let q: Vec<&str> = q.iter().map(String::as_str).collect();
+        h.request(EDGE_A, Code::POST, "rd", &q, None, b"")
+    };
+    // Edge 10 re-registers in a loop: its burst, then 4.29 with Max-Age.
+    let codes: Vec<Code> = (0..5).map(|_| register(&mut h, "10").code).collect();
+    assert_eq!(codes[..2], [Code::CREATED, Code::CREATED]);
+    assert_eq!(codes[2..], [Code::TOO_MANY_REQUESTS; 3]);
+    assert_eq!(register(&mut h, "10").max_age, Some(1));
+    // Its batches share the bucket: refused too, and nothing queued.
+    assert_eq!(
+        h.post_batch(EDGE_A, &batch(10, 0, 1)).code,
+        Code::TOO_MANY_REQUESTS
+    );
+    assert_eq!(h.queued(), 0);
+    // Another edge at the same address registers, and an update (not a registration) of the
+    // noisy one is not refused.
+    assert_eq!(register(&mut h, "11").code, Code::CREATED);
+    let a = h.request(EDGE_A, Code::POST, "rd/1", &["lt=120"], None, b"");
+    assert_eq!(a.code, Code::CHANGED);
+    assert_eq!(h.broker.stats().rejected_rate_limited_edge, 5);
+    // Edge 10 twice, edge 11, the update.
+    assert_eq!(h.broker.stats().registrations, 4);
+    h.now += 1_000;
+    assert_eq!(
+        register(&mut h, "10").code,
+        Code::CREATED,
+        "a token a second later"
+    );
+}

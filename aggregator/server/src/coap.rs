@@ -169,15 +169,16 @@ impl<A: Copy + Ord> CoapServer<A> {
     }
 
     /// Answers 4.29 Too Many Requests with Max-Age (and counts as `rate_limited_edge`) the
-    /// batches of an edge over `limit`, per edge id whatever its address, once decoded and
-    /// before they are stored. Batches forwarded by a broker are not limited here: the broker
+    /// batches and registrations (`POST /rd`) of an edge over `limit`, per edge id whatever
+    /// its address, once decoded and before they are stored. Batches forwarded by a broker are not limited here: the broker
     /// limits its edges itself ([`qos_broker::Broker::with_edge_rate_limit`]).
     pub fn with_edge_rate_limit(mut self, limit: qos_broker::RateLimit) -> Self {
         self.edge_limiter = (limit.rate_per_s > 0).then(|| qos_broker::RateLimiter::new(limit));
         self
     }
 
-    /// The 4.29 answer to a batch of `edge` from `from` when the edge is over its rate.
+    /// The 4.29 answer to a batch or registration of `edge` from `from` when the edge is over
+    /// its rate.
     fn edge_over_rate(&mut self, now: u64, from: A, edge: u32) -> Option<Reply> {
         let limiter = self.edge_limiter.as_mut()?;
         if self
@@ -435,6 +436,11 @@ impl<A: Copy + Ord> CoapServer<A> {
             }
             if m.path_is(qos_broker::REPORT_PATH) {
                 return counted(&stats, broker_report(&centre, req, unix_ms));
+            }
+            if let Some(id) = qos_broker::directory::registering_edge(m) {
+                if let Some(refused) = self.edge_over_rate(now, req.from, id) {
+                    return refused;
+                }
             }
             let answer = qos_broker::directory::serve(
                 &mut centre.state().registry,
@@ -823,6 +829,74 @@ mod tests {
 
     fn acked(payload: &[u8]) -> u64 {
         qos_wire::uplink::Ack::decode(payload).unwrap().acked.0
+    }
+
+    #[test]
+    fn registrations_take_their_edges_tokens_too() {
+        let db = temp_db("rd-rate");
+        let store = SqliteStore::open(&db, Synchronous::Normal).unwrap();
+        let centre = Arc::new(Centre::new(crate::centre::ConfigStore::open(&db).unwrap()));
+        let stats = Arc::new(IngestStats::new());
+        let limit = qos_broker::RateLimit {
+            rate_per_s: 1,
+            burst: 2,
+            max_sources: 16,
+        };
+        let mut server = CoapServer::new(
+            CoapConfig::default(),
+            Ingest::new(Box::new(store), stats.clone()),
+            7,
+        )
+        .unwrap()
+        .with_centre(centre)
+        .with_edge_rate_limit(limit);
+        let from: SocketAddr = "127.0.0.1:5683".parse().unwrap();
+        let mut mid = 0u16;
+        let mut register = |id: u32| -> Code {
+            mid += 1;
+            let mut buf = vec![0u8; 256];
+            let token = mid.to_be_bytes();
+            let mut w =
+                MessageWriter::new(&mut buf, MessageType::Confirmable, Code::POST, mid, &token)
+                    .unwrap();
+            w.uri_path("rd").unwrap();
+            for q in [
+                format!("ep=site-{id}"),
+                "d=eu-west".into(),
+                "lt=60".into(),
+                format!("id={id}"),
+            ] {
+                w.option(option::URI_QUERY, q.as_bytes()).unwrap();
+            }
+            let n = w.finish();
+            server.handle_datagram(0, 0, from, &buf[..n]);
+            let mut out = [0u8; MAX_MESSAGE];
+            let (_, n) = server.poll_transmit(0, &mut out).expect("an answer");
+            let m = Message::parse(&out[..n]).unwrap();
+            assert_eq!(m.message_id(), mid);
+            m.code()
+        };
+        let codes: Vec<Code> = (0..4).map(|_| register(10)).collect();
+        assert_eq!(
+            codes,
+            [
+                Code::CREATED,
+                Code::CREATED,
+                Code::TOO_MANY_REQUESTS,
+                Code::TOO_MANY_REQUESTS
+            ]
+        );
+        assert_eq!(
+            register(11),
+            Code::CREATED,
+            "another edge at the same address"
+        );
+        let rejected = stats.snapshot().rejected;
+        let over = rejected
+            .iter()
+            .find(|(r, _)| *r == RejectReason::RateLimitedEdge)
+            .map(|(_, n)| *n);
+        assert_eq!(over, Some(2));
     }
 
     #[test]

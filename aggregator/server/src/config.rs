@@ -329,10 +329,10 @@ pub struct CoapConfig {
 /// rate is dropped unread and counted (`rejected.rate_limited`); a CoAP sender retransmits, so
 /// a well-behaved peer over the limit is slowed, not lost.
 ///
-/// Behind that first, cheap gate, a token bucket per edge id limits each edge's batches once
-/// they are decoded (`edge_rate_per_s`, `edge_burst`), whatever address they come from: edges
-/// behind one NAT share an address, and one edge may change addresses. A batch over its edge's
-/// rate is answered 4.29 Too Many Requests with Max-Age (the seconds until the edge may send
+/// Behind that first, cheap gate, a token bucket per edge id limits each edge's batches and
+/// registrations (`POST /rd`) once they are decoded (`edge_rate_per_s`, `edge_burst`),
+/// whatever address they come from: edges behind one NAT share an address, and one edge may
+/// change addresses. A batch or registration over its edge's rate is answered 4.29 Too Many Requests with Max-Age (the seconds until the edge may send
 /// again), neither stored nor acknowledged, and counted (`rejected.rate_limited_edge`); the
 /// edge keeps it and sends it again. `serve` does not apply it to batches a broker forwards
 /// (the broker applied it to its edges).
@@ -348,8 +348,8 @@ pub struct RateLimitConfig {
     /// `max_sources`: sources tracked at once, at least 1; beyond, idle ones are forgotten
     /// first. Default 65536.
     pub max_sources: usize,
-    /// `edge_rate_per_s`: batches per second one edge (by id) may send on average; 0 disables
-    /// the per-edge limit. Default 50 (an edge sends a few per window, and replays a backlog
+    /// `edge_rate_per_s`: batches and registrations per second one edge (by id) may send on
+    /// average; 0 disables the per-edge limit. Default 50 (an edge sends a few per window, and replays a backlog
     /// of at most a few hundred records at once).
     pub edge_rate_per_s: u32,
     /// `edge_burst`: batches one edge may send at once, at least 1. Default 500.
