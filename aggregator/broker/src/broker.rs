@@ -380,7 +380,7 @@ pub struct Broker<A> {
     limiter: Option<crate::ratelimit::SourceLimiter<A>>,
     /// Token buckets per edge id ([`Broker::with_edge_rate_limit`]).
     edge_limiter: Option<crate::ratelimit::EdgeLimiter>,
-    /// The Max-Age of the 4.29 answer [`Broker::route`] just gave.
+    /// The Max-Age of the 4.29 answer just given (`edge_over_rate`), for its response.
     max_age: Option<u32>,
     /// Where edges are sent when this broker is draining or full ([`Broker::with_peers`]).
     peers: Vec<String>,
@@ -643,8 +643,13 @@ impl<A: Copy + Eq> Broker<A> {
             Some(Incoming::Request(req)) => {
                 let payload = whole.as_ref().map_or(req.message.payload(), |(b, _)| b);
                 let defer = whole.is_none() && self.group.is_some();
-                // None: queued, and answered with its group (`end_group`).
-                if let Some(answer) = self.route(now, unix_ms, &req, payload, defer) {
+                let answer = if req.message.path_is(UPLINK_PATH) {
+                    // None: queued, and answered with its group (`end_group`).
+                    self.uplink(now, unix_ms, &req, payload, defer)
+                } else {
+                    Some(self.route(now, &req))
+                };
+                if let Some(answer) = answer {
                     let echo = whole.as_ref().map(|(_, e)| *e);
                     self.answer_request(now, &req, echo, answer);
                 }
@@ -677,7 +682,7 @@ impl<A: Copy + Eq> Broker<A> {
         self.poll(now);
     }
 
-    /// Answers an edge's request (piggybacked) with `answer` from [`Broker::route`], as Block2
+    /// Answers an edge's request (piggybacked) with `answer`, as Block2
     /// parts if it asked for them, echoing `echo` (the Block1 of a reassembled body).
     fn answer_request(
         &mut self,
@@ -854,22 +859,6 @@ impl<A: Copy + Eq> Broker<A> {
         }
     }
 
-    /// The answer to an edge's request: `(code, Content-Format, Location-Path number, body)`.
-    /// `None` when `defer` and it is an uplink batch now waiting in the open group.
-    fn route(
-        &mut self,
-        now: u64,
-        unix_ms: u64,
-        req: &Request<'_, A>,
-        payload: &[u8],
-        defer: bool,
-    ) -> Option<Answer> {
-        if req.message.path_is(UPLINK_PATH) {
-            return self.uplink(now, unix_ms, req, payload, defer);
-        }
-        Some(self.route_local(now, req))
-    }
-
     /// `POST /u`: the batch is queued (now, or with its group when `defer`) and acknowledged
     /// once it is durable.
     fn uplink(
@@ -1016,8 +1005,8 @@ impl<A: Copy + Eq> Broker<A> {
         self.poll(now);
     }
 
-    /// Every request but `POST /u`.
-    fn route_local(&mut self, now: u64, req: &Request<'_, A>) -> Answer {
+    /// The answer to an edge's request other than `POST /u` ([`Broker::uplink`]).
+    fn route(&mut self, now: u64, req: &Request<'_, A>) -> Answer {
         let m = &req.message;
         let path: Vec<&[u8]> = m.uri_path().collect();
         let plain = |code, text: &str| (code, None, None, text.as_bytes().to_vec());

@@ -367,20 +367,27 @@ fn answers(h: &mut H) -> Vec<(u8, Code, Vec<u8>)> {
     out
 }
 
-#[test]
-fn a_group_is_queued_in_one_append_and_answered_only_after_it() {
-    let mut h = H::new();
+/// Edges A and B each send a batch, and A sends its batch again, all in one group left open;
+/// returns the two payloads.
+fn two_batches_in_a_group(h: &mut H) -> (Vec<u8>, Vec<u8>) {
     let (a, b) = (batch(4, 10, 2), batch(5, 0, 3));
     let (da, db) = (
-        uplink_datagram(&mut h, EDGE_A, &a),
-        uplink_datagram(&mut h, EDGE_B, &b),
+        uplink_datagram(h, EDGE_A, &a),
+        uplink_datagram(h, EDGE_B, &b),
     );
     let unix = 1_700_000_000_000;
     h.broker.begin_group();
     h.broker.handle_downstream(h.now, unix, EDGE_A, &da);
     h.broker.handle_downstream(h.now, unix, EDGE_B, &db);
-    // A retransmission within the group is not queued twice.
     h.broker.handle_downstream(h.now, unix, EDGE_A, &da);
+    (a, b)
+}
+
+#[test]
+fn a_group_is_queued_in_one_append_and_answered_only_after_it() {
+    let mut h = H::new();
+    // The retransmission within the group is not queued twice (checked below).
+    let (a, b) = two_batches_in_a_group(&mut h);
     assert_eq!(
         answers(&mut h),
         vec![],
@@ -410,15 +417,8 @@ fn a_group_is_queued_in_one_append_and_answered_only_after_it() {
 #[test]
 fn a_group_whose_append_fails_is_answered_5_03_and_nothing_is_queued() {
     let mut h = H::new();
-    let (a, b) = (batch(4, 10, 2), batch(5, 0, 3));
-    let (da, db) = (
-        uplink_datagram(&mut h, EDGE_A, &a),
-        uplink_datagram(&mut h, EDGE_B, &b),
-    );
     h.queue.0.lock().unwrap().set_failing(true);
-    h.broker.begin_group();
-    h.broker.handle_downstream(h.now, 0, EDGE_A, &da);
-    h.broker.handle_downstream(h.now, 0, EDGE_B, &db);
+    two_batches_in_a_group(&mut h);
     h.broker.end_group(h.now);
     let codes: Vec<Code> = answers(&mut h).into_iter().map(|(_, c, _)| c).collect();
     assert_eq!(codes, vec![Code::SERVICE_UNAVAILABLE; 2]);
@@ -1102,17 +1102,23 @@ fn paced_replay_lets_live_batches_through_while_a_backlog_drains_in_order_per_ed
     assert!(waits[0] > K as usize + 1, "{waits:?}");
 }
 
-#[test]
-fn an_edge_over_its_own_rate_gets_4_29_while_another_edge_at_the_same_address_does_not() {
+/// A broker that gives each edge id one token a second, `burst` at once.
+fn edge_limited(burst: u32) -> H {
     let limit = crate::RateLimit {
         rate_per_s: 1,
-        burst: 3,
+        burst,
         max_sources: 16,
     };
     let mut h = H::new();
     h.broker = Broker::new(config(), UPSTREAM, Box::new(h.queue.clone()), 7)
         .unwrap()
         .with_edge_rate_limit(limit);
+    h
+}
+
+#[test]
+fn an_edge_over_its_own_rate_gets_4_29_while_another_edge_at_the_same_address_does_not() {
+    let mut h = edge_limited(3);
     // Edges 10 (noisy) and 11 (quiet) behind one address (a NAT): both come from EDGE_A.
     let mut refused = 0;
     let mut seq = 0;
@@ -1148,15 +1154,7 @@ fn an_edge_over_its_own_rate_gets_4_29_while_another_edge_at_the_same_address_do
 
 #[test]
 fn registrations_take_their_edges_tokens_too() {
-    let limit = crate::RateLimit {
-        rate_per_s: 1,
-        burst: 2,
-        max_sources: 16,
-    };
-    let mut h = H::new();
-    h.broker = Broker::new(config(), UPSTREAM, Box::new(h.queue.clone()), 7)
-        .unwrap()
-        .with_edge_rate_limit(limit);
+    let mut h = edge_limited(2);
     let reg = |id: &str| {
         ["d=eu-west", "lt=60", "fw=1.2.3"]
             .map(String::from)
