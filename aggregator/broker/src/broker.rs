@@ -534,7 +534,7 @@ impl<A: Copy + Eq> Broker<A> {
     fn turn_away(&mut self, edge: EdgeId) -> Option<Vec<u8>> {
         let full = self.max_edges > 0
             && self.registry.get(edge).is_none()
-            && self.registry.edges().count() >= self.max_edges;
+            && self.registry.len() >= self.max_edges;
         if !self.draining && !full {
             return None;
         }

@@ -300,6 +300,16 @@ impl<A: Copy> Registry<A> {
         self.edges.values()
     }
 
+    /// How many edges are known.
+    pub fn len(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// Whether no edge is known.
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+
     /// Edges registered at `now`.
     pub fn registered(&self, now: u64) -> usize {
         self.edges.values().filter(|e| e.registered(now)).count()

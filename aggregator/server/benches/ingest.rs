@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 
 use qos_aggregator::broker_config::BrokerSection;
 use qos_aggregator::centre::{Centre, ConfigStore};
-use qos_aggregator::config::{CoapConfig, RateLimitConfig, ReliabilityConfig, Synchronous};
+use qos_aggregator::config::{CoapConfig, RateLimitConfig, Synchronous};
 use qos_aggregator::serve::start_ingest;
 use qos_aggregator::stats::IngestStats;
 use qos_aggregator::store::SqliteStore;
@@ -329,12 +329,12 @@ fn start_serve_ingest(dir: &Path) -> Ingest {
     let shutdown = Arc::new(AtomicBool::new(false));
     let coap = CoapConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        reliability: ReliabilityConfig::default(),
         rate_limit: RateLimitConfig {
             rate_per_s: 0,
             edge_rate_per_s: 0,
             ..RateLimitConfig::default()
         },
+        ..CoapConfig::default()
     };
     let listener = start_ingest(
         &coap,

@@ -116,6 +116,8 @@ pub struct CoapServer<A> {
     oscore: Option<OscoreGate<A>>,
     /// Block1 reassembly ([`block`]).
     blocks: block::Blocks<A>,
+    /// Edges the directory knows at most ([`CoapServer::with_max_edges`]); 0: no limit.
+    max_edges: usize,
 }
 
 impl<A: Copy + Ord> CoapServer<A> {
@@ -131,6 +133,7 @@ impl<A: Copy + Ord> CoapServer<A> {
             edge_limiter: None,
             oscore: None,
             blocks: block::Blocks::new(),
+            max_edges: 0,
         })
     }
 
@@ -174,6 +177,13 @@ impl<A: Copy + Ord> CoapServer<A> {
     /// limits its edges itself ([`qos_broker::Broker::with_edge_rate_limit`]).
     pub fn with_edge_rate_limit(mut self, limit: qos_broker::RateLimit) -> Self {
         self.edge_limiter = (limit.rate_per_s > 0).then(|| qos_broker::RateLimiter::new(limit));
+        self
+    }
+
+    /// Answers 5.03 `full` (counted as `directory_full`) a new edge's registration while the
+    /// directory knows `max` edges; 0: no limit.
+    pub fn with_max_edges(mut self, max: usize) -> Self {
+        self.max_edges = max;
         self
     }
 
@@ -440,6 +450,15 @@ impl<A: Copy + Ord> CoapServer<A> {
             if let Some(id) = qos_broker::directory::registering_edge(m) {
                 if let Some(refused) = self.edge_over_rate(now, req.from, id) {
                     return refused;
+                }
+                let full = self.max_edges > 0 && {
+                    let registry = &centre.state().registry;
+                    registry.get(qos_wire::ids::EdgeId(id)).is_none()
+                        && registry.len() >= self.max_edges
+                };
+                if full {
+                    stats.reject(RejectReason::DirectoryFull);
+                    return Reply::new(Code::SERVICE_UNAVAILABLE, None, b"full".to_vec());
                 }
             }
             let answer = qos_broker::directory::serve(
@@ -831,52 +850,65 @@ mod tests {
         qos_wire::uplink::Ack::decode(payload).unwrap().acked.0
     }
 
-    #[test]
-    fn registrations_take_their_edges_tokens_too() {
-        let db = temp_db("rd-rate");
+    /// A server with a centre (so a directory) on a fresh store, and its counters.
+    fn directory_server(name: &str) -> (CoapServer<SocketAddr>, Arc<IngestStats>) {
+        let db = temp_db(name);
         let store = SqliteStore::open(&db, Synchronous::Normal).unwrap();
         let centre = Arc::new(Centre::new(crate::centre::ConfigStore::open(&db).unwrap()));
         let stats = Arc::new(IngestStats::new());
-        let limit = qos_broker::RateLimit {
-            rate_per_s: 1,
-            burst: 2,
-            max_sources: 16,
-        };
-        let mut server = CoapServer::new(
+        let server = CoapServer::new(
             CoapConfig::default(),
             Ingest::new(Box::new(store), stats.clone()),
             7,
         )
         .unwrap()
-        .with_centre(centre)
-        .with_edge_rate_limit(limit);
+        .with_centre(centre);
+        (server, stats)
+    }
+
+    /// Edge `id` registers (`POST /rd`, message ID `mid`) from 127.0.0.1:5683; the answer's
+    /// code.
+    fn register(server: &mut CoapServer<SocketAddr>, mid: u16, id: u32) -> Code {
+        let mut buf = vec![0u8; 256];
+        let token = mid.to_be_bytes();
+        let mut w = MessageWriter::new(&mut buf, MessageType::Confirmable, Code::POST, mid, &token)
+            .unwrap();
+        w.uri_path("rd").unwrap();
+        for q in [
+            format!("ep=site-{id}"),
+            "d=eu-west".into(),
+            "lt=60".into(),
+            format!("id={id}"),
+        ] {
+            w.option(option::URI_QUERY, q.as_bytes()).unwrap();
+        }
+        let n = w.finish();
         let from: SocketAddr = "127.0.0.1:5683".parse().unwrap();
-        let mut mid = 0u16;
-        let mut register = |id: u32| -> Code {
-            mid += 1;
-            let mut buf = vec![0u8; 256];
-            let token = mid.to_be_bytes();
-            let mut w =
-                MessageWriter::new(&mut buf, MessageType::Confirmable, Code::POST, mid, &token)
-                    .unwrap();
-            w.uri_path("rd").unwrap();
-            for q in [
-                format!("ep=site-{id}"),
-                "d=eu-west".into(),
-                "lt=60".into(),
-                format!("id={id}"),
-            ] {
-                w.option(option::URI_QUERY, q.as_bytes()).unwrap();
-            }
-            let n = w.finish();
-            server.handle_datagram(0, 0, from, &buf[..n]);
-            let mut out = [0u8; MAX_MESSAGE];
-            let (_, n) = server.poll_transmit(0, &mut out).expect("an answer");
-            let m = Message::parse(&out[..n]).unwrap();
-            assert_eq!(m.message_id(), mid);
-            m.code()
+        server.handle_datagram(0, 0, from, &buf[..n]);
+        let mut out = [0u8; MAX_MESSAGE];
+        let (_, n) = server.poll_transmit(0, &mut out).expect("an answer");
+        let m = Message::parse(&out[..n]).unwrap();
+        assert_eq!(m.message_id(), mid);
+        m.code()
+    }
+
+    fn rejected(stats: &IngestStats, reason: RejectReason) -> u64 {
+        let all = stats.snapshot().rejected;
+        all.iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    #[test]
+    fn registrations_take_their_edges_tokens_too() {
+        let (server, stats) = directory_server("rd-rate");
+        let limit = qos_broker::RateLimit {
+            rate_per_s: 1,
+            burst: 2,
+            max_sources: 16,
         };
-        let codes: Vec<Code> = (0..4).map(|_| register(10)).collect();
+        let mut server = server.with_edge_rate_limit(limit);
+        let codes: Vec<Code> = (1..=4).map(|mid| register(&mut server, mid, 10)).collect();
         assert_eq!(
             codes,
             [
@@ -886,17 +918,24 @@ mod tests {
                 Code::TOO_MANY_REQUESTS
             ]
         );
+        let other = register(&mut server, 5, 11);
+        assert_eq!(other, Code::CREATED, "another edge at the same address");
+        assert_eq!(rejected(&stats, RejectReason::RateLimitedEdge), 2);
+    }
+
+    #[test]
+    fn a_full_directory_turns_new_edges_away_and_keeps_the_known_ones() {
+        let (server, stats) = directory_server("rd-full");
+        let mut server = server.with_max_edges(2);
+        assert_eq!(register(&mut server, 1, 10), Code::CREATED);
+        assert_eq!(register(&mut server, 2, 11), Code::CREATED);
+        assert_eq!(register(&mut server, 3, 12), Code::SERVICE_UNAVAILABLE);
         assert_eq!(
-            register(11),
+            register(&mut server, 4, 10),
             Code::CREATED,
-            "another edge at the same address"
+            "a known edge registers again"
         );
-        let rejected = stats.snapshot().rejected;
-        let over = rejected
-            .iter()
-            .find(|(r, _)| *r == RejectReason::RateLimitedEdge)
-            .map(|(_, n)| *n);
-        assert_eq!(over, Some(2));
+        assert_eq!(rejected(&stats, RejectReason::DirectoryFull), 1);
     }
 
     #[test]

@@ -322,6 +322,10 @@ pub struct CoapConfig {
     pub reliability: ReliabilityConfig,
     /// `[coap.rate_limit]`: datagrams accepted per source IP address.
     pub rate_limit: RateLimitConfig,
+    /// `max_edges`: edges the directory of this super-manager (`POST /rd` straight to it)
+    /// knows at most; a new edge's registration beyond is answered 5.03 `full` (the edge tries
+    /// again later; edges registered with a broker do not count). 0: no limit. Default 100000.
+    pub max_edges: usize,
 }
 
 /// `[coap.rate_limit]` / `[broker.rate_limit]`: a token bucket per source IP address, so one
@@ -332,8 +336,9 @@ pub struct CoapConfig {
 /// Behind that first, cheap gate, a token bucket per edge id limits each edge's batches and
 /// registrations (`POST /rd`) once they are decoded (`edge_rate_per_s`, `edge_burst`),
 /// whatever address they come from: edges behind one NAT share an address, and one edge may
-/// change addresses. A batch or registration over its edge's rate is answered 4.29 Too Many Requests with Max-Age (the seconds until the edge may send
-/// again), neither stored nor acknowledged, and counted (`rejected.rate_limited_edge`); the
+/// change addresses. A batch or registration over its edge's rate is answered 4.29 Too Many
+/// Requests with Max-Age (the seconds until the edge may send again), neither stored nor
+/// acknowledged, and counted (`rejected.rate_limited_edge`); the
 /// edge keeps it and sends it again. `serve` does not apply it to batches a broker forwards
 /// (the broker applied it to its edges).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -409,9 +414,13 @@ impl Default for CoapConfig {
             listen: default_coap_listen(),
             reliability: ReliabilityConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            max_edges: DEFAULT_MAX_EDGES,
         }
     }
 }
+
+/// The default of `[coap] max_edges`.
+pub const DEFAULT_MAX_EDGES: usize = 100_000;
 
 /// `[coap.reliability]`: the transmission parameters of RFC 7252 §4.8, used for the confirmable
 /// messages this endpoint sends (its defaults are the RFC's).

@@ -196,7 +196,8 @@ pub fn start_ingest_with(
     .map_err(|e| ServeError::Coap(e.to_string()))?
     .with_centre(centre)
     .with_rate_limit(coap.rate_limit.limit(), crate::config::rate_key)
-    .with_edge_rate_limit(coap.rate_limit.edge_limit());
+    .with_edge_rate_limit(coap.rate_limit.edge_limit())
+    .with_max_edges(coap.max_edges);
     let server = match oscore {
         Some(gate) => server.with_oscore(gate),
         None => server,

@@ -47,14 +47,18 @@ pub enum RejectReason {
     /// OSCORE: a plaintext request naming an edge that uses OSCORE, or a protected one naming
     /// another edge than its key's.
     OscoreRequired,
-    /// The edge sent batches over its own rate (`[coap.rate_limit] edge_rate_per_s`, counted
-    /// per edge id whatever its address); answered 4.29 with Max-Age, not stored.
+    /// The edge sent batches or registrations over its own rate (`[coap.rate_limit]
+    /// edge_rate_per_s`, counted per edge id whatever its address); answered 4.29 with
+    /// Max-Age, not stored.
     RateLimitedEdge,
+    /// A new edge's registration while the directory knows `[coap] max_edges` edges; answered
+    /// 5.03 `full`.
+    DirectoryFull,
 }
 
 impl RejectReason {
     /// Every reason, in rendering order. Adding a variant means adding it here.
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::Malformed,
         RejectReason::Truncated,
         RejectReason::UnsupportedVersion,
@@ -72,6 +76,7 @@ impl RejectReason {
         RejectReason::OscoreMalformed,
         RejectReason::OscoreRequired,
         RejectReason::RateLimitedEdge,
+        RejectReason::DirectoryFull,
     ];
 
     /// The snake_case name used in JSON and logs.
@@ -94,6 +99,7 @@ impl RejectReason {
             RejectReason::OscoreMalformed => "oscore_malformed",
             RejectReason::OscoreRequired => "oscore_required",
             RejectReason::RateLimitedEdge => "rate_limited_edge",
+            RejectReason::DirectoryFull => "directory_full",
         }
     }
 
@@ -117,6 +123,7 @@ impl RejectReason {
             RejectReason::OscoreMalformed => 14,
             RejectReason::OscoreRequired => 15,
             RejectReason::RateLimitedEdge => 16,
+            RejectReason::DirectoryFull => 17,
         }
     }
 }
