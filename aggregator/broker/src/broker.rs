@@ -131,6 +131,23 @@ pub struct BrokerConfig {
     pub ping_timeout_ms: u64,
     /// How a backlog is replayed ([`replay`]).
     pub replay: ReplayConfig,
+    /// Batches on their way upstream at once, at least 1: at most one per edge, so each
+    /// edge's batches still reach the upstream one at a time and in order, and only among the
+    /// [`replay::LOOKAHEAD`] oldest. Above 1, the upstream endpoint's NSTART is raised to one
+    /// more than this, so relayed requests still have room. Default 1.
+    pub upstream_window: usize,
+}
+
+impl BrokerConfig {
+    /// The upstream endpoint's parameters: `upstream`, with NSTART room for the window.
+    pub(crate) fn upstream_coap(&self) -> CoapConfig {
+        let mut c = self.upstream;
+        if self.upstream_window > 1 {
+            let room = u8::try_from(self.upstream_window + 1).unwrap_or(u8::MAX);
+            c.nstart = c.nstart.max(room);
+        }
+        c
+    }
 }
 
 impl Default for BrokerConfig {
@@ -151,6 +168,7 @@ impl Default for BrokerConfig {
             ping_interval_ms: 30_000,
             ping_timeout_ms: 5_000,
             replay: ReplayConfig::default(),
+            upstream_window: 1,
         }
     }
 }
@@ -367,7 +385,11 @@ pub struct Broker<A> {
     registry: Registry<A>,
     stats: BrokerStats,
     config: BrokerConfig,
-    in_flight: Option<(ExchangeId, QueueId)>,
+    /// Batches on their way upstream: exchange, queue id, edge (at most one per edge).
+    in_flight: Vec<(ExchangeId, QueueId, EdgeId)>,
+    /// Room in the window but no batch that may go now (all waiting ones are of busy edges):
+    /// no retry timer until an answer or a new batch changes that.
+    starved: bool,
     retry_at: u64,
     backoff_ms: u64,
     /// Edges' `/c` requests on their way upstream.
@@ -460,12 +482,15 @@ impl<A: Copy + Eq> Broker<A> {
     ) -> Result<Self, ConfigError> {
         Ok(Broker {
             down: boxed(|| DownstreamEndpoint::new(config.downstream, seed))?,
-            up: boxed(|| UpstreamEndpoint::new(config.upstream, seed ^ 0x9e37_79b9_7f4a_7c15))?,
+            up: boxed(|| {
+                UpstreamEndpoint::new(config.upstream_coap(), seed ^ 0x9e37_79b9_7f4a_7c15)
+            })?,
             upstream,
             queue,
             registry: Registry::new(),
             stats: BrokerStats::default(),
-            in_flight: None,
+            in_flight: Vec::new(),
+            starved: false,
             retry_at: 0,
             backoff_ms: config.retry_initial_ms,
             config,
@@ -588,7 +613,7 @@ impl<A: Copy + Eq> Broker<A> {
 
     /// Whether a batch is on its way upstream.
     pub fn forwarding(&self) -> bool {
-        self.in_flight.is_some()
+        !self.in_flight.is_empty()
     }
 
     /// A datagram from an edge (downstream socket). `unix_ms` is recorded with queued batches.
@@ -1058,11 +1083,9 @@ impl<A: Copy + Eq> Broker<A> {
     pub fn handle_upstream(&mut self, now: u64, from: A, bytes: &[u8]) {
         match self.up.handle_datagram(now, from, bytes) {
             Some(Incoming::Response { exchange, message }) => {
-                if let Some((id, qid)) = self.in_flight {
-                    if id == exchange {
-                        self.in_flight = None;
-                        self.on_answer(now, qid, message.code());
-                    }
+                if let Some(i) = self.in_flight.iter().position(|f| f.0 == exchange) {
+                    let (_, qid, _) = self.in_flight.swap_remove(i);
+                    self.on_answer(now, qid, message.code());
                 }
                 if let Some(i) = self
                     .up_relays
@@ -1201,8 +1224,8 @@ impl<A: Copy + Eq> Broker<A> {
                 Event::Timeout(id) | Event::Reset(id) | Event::Aborted(id) => id,
                 _ => continue,
             };
-            if matches!(self.in_flight, Some((id, _)) if id == failed) {
-                self.in_flight = None;
+            if let Some(i) = self.in_flight.iter().position(|f| f.0 == failed) {
+                self.in_flight.swap_remove(i);
                 tracing::debug!("upstream did not answer; will retry");
                 self.fail(now);
             }
@@ -1222,7 +1245,7 @@ impl<A: Copy + Eq> Broker<A> {
         }
         self.poll_up_relays(now);
         self.poll_down_relays(now);
-        if self.in_flight.is_none() && now >= self.retry_at {
+        if now >= self.retry_at {
             self.forward_next(now);
         }
     }
@@ -1277,20 +1300,26 @@ impl<A: Copy + Eq> Broker<A> {
         }
     }
 
+    /// A `POST` of CBOR `body` to `path` at the upstream.
+    fn post_upstream(
+        &mut self,
+        now: u64,
+        reliability: Reliability,
+        path: &str,
+        body: &[u8],
+    ) -> Result<ExchangeId, RequestError> {
+        self.up
+            .request(now, self.upstream, reliability, Code::POST, |w| {
+                w.uri_path(path)?;
+                w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
+                w.payload(body)
+            })
+    }
+
     fn send_report(&mut self, now: u64) {
         self.next_report = now + self.config.report_interval_ms;
         let body = self.report(now).encode();
-        let sent = self.up.request(
-            now,
-            self.upstream,
-            Reliability::NonConfirmable,
-            Code::POST,
-            |w| {
-                w.uri_path(REPORT_PATH)?;
-                w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
-                w.payload(&body)
-            },
-        );
+        let sent = self.post_upstream(now, Reliability::NonConfirmable, REPORT_PATH, &body);
         if let Err(e) = sent {
             tracing::debug!(error = %e, "cannot send the broker report");
         }
@@ -1416,40 +1445,42 @@ impl<A: Copy + Eq> Broker<A> {
         }
     }
 
+    /// Starts sending queued batches upstream while the window has room
+    /// ([`BrokerConfig::upstream_window`]), each picked by the [`replay`] pacer among the edges
+    /// with nothing in flight.
     fn forward_next(&mut self, now: u64) {
         let unix_now = self
             .clock
             .map(|(then, unix)| unix.saturating_add(now.saturating_sub(then)));
-        let (batch, lane) = match self.pacer.pick(self.queue.as_mut(), unix_now) {
-            Ok(Some(b)) => b,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the queue");
-                self.fail(now);
-                return;
-            }
-        };
-        let sent = self.up.request(
-            now,
-            self.upstream,
-            Reliability::Confirmable,
-            Code::POST,
-            |w| {
-                w.uri_path(UPLINK_PATH)?;
-                w.uint_option(option::CONTENT_FORMAT, u32::from(content_format::CBOR))?;
-                w.payload(&batch.payload)
-            },
-        );
-        match sent {
-            Ok(id) => {
-                self.in_flight = Some((id, batch.id));
-                self.pacer.started(lane);
-            }
-            // A relayed request holds the upstream's NSTART: after it.
-            Err(RequestError::Busy) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot send a queued batch upstream");
-                self.fail(now);
+        self.starved = false;
+        while self.in_flight.len() < self.config.upstream_window.max(1) {
+            let busy: Vec<EdgeId> = self.in_flight.iter().map(|f| f.2).collect();
+            let (batch, lane) = match self.pacer.pick(self.queue.as_mut(), unix_now, &busy) {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    self.starved = !self.queue.is_empty();
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the queue");
+                    self.fail(now);
+                    return;
+                }
+            };
+            let sent =
+                self.post_upstream(now, Reliability::Confirmable, UPLINK_PATH, &batch.payload);
+            match sent {
+                Ok(id) => {
+                    self.in_flight.push((id, batch.id, batch.edge));
+                    self.pacer.started(lane);
+                }
+                // A relayed request holds the upstream's NSTART: after it.
+                Err(RequestError::Busy) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot send a queued batch upstream");
+                    self.fail(now);
+                    return;
+                }
             }
         }
     }
@@ -1468,7 +1499,8 @@ impl<A: Copy + Eq> Broker<A> {
 
     /// When to call [`Broker::poll`] (and the `poll_transmit_*`) next at the latest.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let retry = (self.in_flight.is_none() && !self.queue.is_empty()).then_some(self.retry_at);
+        let room = self.in_flight.len() < self.config.upstream_window.max(1);
+        let retry = (room && !self.starved && !self.queue.is_empty()).then_some(self.retry_at);
         let up = self
             .up_relays
             .iter()

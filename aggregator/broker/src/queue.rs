@@ -111,6 +111,12 @@ pub trait Queue: Send {
     /// The oldest batch (the next to forward), without removing it.
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError>;
 
+    /// The ids and edges of the `n` oldest batches, oldest first (no payloads: cheap).
+    fn heads(&mut self, n: usize) -> Result<Vec<(QueueId, EdgeId)>, QueueError>;
+
+    /// Batch `id`, if it is still queued.
+    fn get(&mut self, id: QueueId) -> Result<Option<QueuedBatch>, QueueError>;
+
     /// The oldest batch queued at or after `since_ms` (Unix ms) whose edge has no older batch
     /// waiting: the next *live* batch that may go ahead of older batches of other edges without
     /// reordering its own edge's (see [`crate::broker::replay`]). `Ok(None)` if there is none.
@@ -226,6 +232,16 @@ impl Queue for MemoryQueue {
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError> {
         self.check()?;
         Ok(self.items.front().cloned())
+    }
+
+    fn heads(&mut self, n: usize) -> Result<Vec<(QueueId, EdgeId)>, QueueError> {
+        self.check()?;
+        Ok(self.items.iter().take(n).map(|b| (b.id, b.edge)).collect())
+    }
+
+    fn get(&mut self, id: QueueId) -> Result<Option<QueuedBatch>, QueueError> {
+        self.check()?;
+        Ok(self.items.iter().find(|b| b.id == id).cloned())
     }
 
     fn oldest_live(&mut self, since_ms: u64) -> Result<Option<QueuedBatch>, QueueError> {

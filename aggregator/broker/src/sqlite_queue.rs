@@ -260,6 +260,31 @@ impl Queue for SqliteQueue {
             .map_err(|e| self.err(e))
     }
 
+    fn heads(&mut self, n: usize) -> Result<Vec<(QueueId, EdgeId)>, QueueError> {
+        let rows = self
+            .conn
+            .prepare_cached("SELECT id, edge FROM queue ORDER BY id LIMIT ?1")
+            .and_then(|mut st| {
+                st.query_map([n.min(i64::MAX as usize) as i64], |r| {
+                    Ok((
+                        QueueId(r.get::<_, i64>(0)? as u64),
+                        EdgeId(r.get::<_, i64>(1)? as u32),
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            });
+        rows.map_err(|e| self.err(e))
+    }
+
+    fn get(&mut self, id: QueueId) -> Result<Option<QueuedBatch>, QueueError> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, edge, first_seq, last_seq, payload, queued_at FROM queue WHERE id = ?1",
+            )
+            .and_then(|mut st| st.query_row([id.0 as i64], batch_of).optional())
+            .map_err(|e| self.err(e))
+    }
+
     fn oldest_live(&mut self, since_ms: u64) -> Result<Option<QueuedBatch>, QueueError> {
         self.conn
             .prepare_cached(

@@ -25,6 +25,12 @@ impl Queue for Shared {
     fn oldest(&mut self) -> Result<Option<QueuedBatch>, QueueError> {
         self.0.lock().unwrap().oldest()
     }
+    fn heads(&mut self, n: usize) -> Result<Vec<(QueueId, EdgeId)>, QueueError> {
+        self.0.lock().unwrap().heads(n)
+    }
+    fn get(&mut self, id: QueueId) -> Result<Option<QueuedBatch>, QueueError> {
+        self.0.lock().unwrap().get(id)
+    }
     fn oldest_live(&mut self, since_ms: u64) -> Result<Option<QueuedBatch>, QueueError> {
         self.0.lock().unwrap().oldest_live(since_ms)
     }
@@ -494,6 +500,61 @@ fn order_is_kept_across_edges_and_an_outage() {
     assert_eq!(h.queued(), 0);
     assert_eq!(distinct(&h.got), sent);
     assert_eq!(h.broker.stats().forwarded, 10);
+}
+
+/// A broker with `window` batches upstream at once, whose upstream takes what comes but
+/// answers nothing yet.
+fn windowed(window: usize) -> H {
+    let config = BrokerConfig {
+        upstream_window: window,
+        ..config()
+    };
+    let mut h = H::with_config(config, Shared::default());
+    h.mode = Up::Deaf;
+    h
+}
+
+#[test]
+fn a_window_sends_several_edges_at_once_and_each_edge_one_at_a_time() {
+    let mut h = windowed(3);
+    let (a0, a1, a2) = (batch(1, 0, 1), batch(1, 1, 1), batch(1, 2, 1));
+    let (b0, c0) = (batch(2, 0, 1), batch(3, 0, 1));
+    for b in [&a0, &a1, &a2, &b0, &c0] {
+        h.post_batch(EDGE_A, b);
+        h.run(10);
+    }
+    assert_eq!(
+        distinct(&h.got),
+        vec![a0.clone(), b0.clone(), c0.clone()],
+        "the first batch of each of three edges, none of edge 1's next ones"
+    );
+    h.mode = Up::Ack;
+    h.run(60_000);
+    assert_eq!(distinct(&h.got), vec![a0, b0, c0, a1, a2]);
+    assert_eq!(h.queued(), 0);
+    assert_eq!(h.broker.stats().forwarded, 5);
+}
+
+#[test]
+fn the_window_looks_no_further_than_the_lookahead() {
+    let mut h = windowed(2);
+    let n = crate::broker::replay::LOOKAHEAD as u64 + 1;
+    for i in 0..n {
+        h.post_batch(EDGE_A, &batch(1, i, 1));
+    }
+    // Edge 2's batch comes after more of edge 1's than the pacer looks at.
+    h.post_batch(EDGE_B, &batch(2, 0, 1));
+    h.run(10);
+    assert_eq!(distinct(&h.got), vec![batch(1, 0, 1)]);
+    // Once edge 1's backlog is within reach, edge 2 goes beside it.
+    h.mode = Up::Ack;
+    h.run(60_000);
+    assert_eq!(h.queued(), 0);
+    let got = distinct(&h.got);
+    assert_eq!(got.len() as u64, n + 1);
+    let of_edge_1: Vec<Vec<u8>> = (0..n).map(|i| batch(1, i, 1)).collect();
+    let kept: Vec<Vec<u8>> = got.into_iter().filter(|b| of_edge_1.contains(b)).collect();
+    assert_eq!(kept, of_edge_1, "edge 1's batches in order");
 }
 
 #[test]

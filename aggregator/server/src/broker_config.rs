@@ -17,6 +17,7 @@
 //! max_edges = 0
 //! ping_interval_ms = 30000
 //! max_body_bytes = 16384
+//! upstream_window = 4
 //!
 //! [broker.reliability]
 //! ack_timeout_ms = 2000
@@ -141,6 +142,10 @@ pub struct BrokerSection {
     /// [`qos_broker::broker::blockwise`]); larger ones get 4.13 with Size1. 1024 to 16384,
     /// default 16384.
     pub max_body_bytes: usize,
+    /// `upstream_window`: batches on their way upstream at once, at most one per edge (each
+    /// edge's batches still go one at a time and in order), picked among the 64 oldest. 1 to
+    /// 16, default 4. 1: one batch at a time, one round trip each.
+    pub upstream_window: usize,
     /// `[broker.reliability]`: RFC 7252 §4.8 parameters for both sides.
     pub reliability: ReliabilityConfig,
     /// `[broker.rate_limit]`: datagrams accepted from the edges per source IP address (see
@@ -198,6 +203,7 @@ impl Default for BrokerSection {
             max_edges: 0,
             ping_interval_ms: 30_000,
             max_body_bytes: qos_broker::broker::blockwise::MAX_BODY,
+            upstream_window: 4,
             reliability: ReliabilityConfig::default(),
             rate_limit: RateLimitConfig::default(),
             replay: ReplaySection::default(),
@@ -322,6 +328,13 @@ impl BrokerFile {
                 "expected 0 (off) or at least 100 ms",
             ));
         }
+        if !(1..=16).contains(&b.upstream_window) {
+            return Err(invalid(
+                "broker.upstream_window",
+                b.upstream_window.to_string(),
+                "expected 1 to 16 batches",
+            ));
+        }
         if !(1024..=qos_broker::broker::blockwise::MAX_BODY).contains(&b.max_body_bytes) {
             return Err(invalid(
                 "broker.max_body_bytes",
@@ -410,7 +423,8 @@ mod tests {
                 "reliability",
                 "replay",
                 "report_interval_ms",
-                "upstream"
+                "upstream",
+                "upstream_window"
             ]
         );
         assert_eq!(broker["reliability"].as_table().unwrap().len(), 3);
@@ -434,6 +448,7 @@ mod tests {
                 "[broker]\nmax_body_bytes = 100000\n",
                 "broker.max_body_bytes",
             ),
+            ("[broker]\nupstream_window = 0\n", "broker.upstream_window"),
             (
                 "[broker]\nlisten = \"127.0.0.1:9\"\nupstream = \"127.0.0.1:9\"\n",
                 "broker.upstream",

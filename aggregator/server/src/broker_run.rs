@@ -224,6 +224,7 @@ pub fn run_broker(
             ping_interval_ms: config.ping_interval_ms,
             max_body_bytes: config.max_body_bytes,
             replay: config.replay.config(),
+            upstream_window: config.upstream_window,
             ..BrokerConfig::default()
         },
         transport,

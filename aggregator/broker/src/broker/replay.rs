@@ -13,8 +13,8 @@
 //! eligible live batch goes; with nothing live waiting, the backlog goes at full speed, oldest
 //! first. The backlog therefore keeps at least `backlog_per_live / (backlog_per_live + 1)` of
 //! the upstream's exchanges while live data keeps flowing, and a live batch waits behind at
-//! most `backlog_per_live` backlog batches started after it was queued (plus the one that may
-//! have been in flight then, and any older live batches).
+//! most `backlog_per_live` backlog batches started after it was queued (plus those that may
+//! have been in flight then, `upstream_window` at most, and any older live batches).
 //!
 //! # The order rule
 //! *In order* means per edge: every edge's batches reach the upstream in the order the edge
@@ -28,8 +28,20 @@
 //! 2.xx, whichever lane it went in, and the store deduplicates by (edge, seq).
 //!
 //! `live_after_ms = 0` turns pacing off: plain append order.
+//!
+//! # The window
+//! With `upstream_window` above 1 several batches are on their way at once, never two of one
+//! edge: the pacer picks among the edges with nothing in flight, its head being the oldest
+//! batch of such an edge among the [`LOOKAHEAD`] oldest of the queue.
+
+use qos_wire::ids::EdgeId;
 
 use crate::queue::{Queue, QueueError, QueuedBatch};
+
+/// Batches looked at from the queue's head for one of an edge with nothing in flight: beyond,
+/// the window is not filled further (one edge's long backlog at the head is sent one batch at
+/// a time anyway, and scanning all of it for each pick would cost more than it gains).
+pub const LOOKAHEAD: usize = 64;
 
 /// How a backlog is replayed (see the [module documentation](self)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +84,30 @@ impl Pacer {
     /// The batch to send next, at Unix time `unix_now` (`None` when the broker has not
     /// learnt the time yet: append order), and its lane; call [`Pacer::started`] with the lane
     /// once it is on its way.
+    ///
+    /// `busy`: edges with a batch in flight ([`crate::BrokerConfig::upstream_window`]). None of
+    /// their batches is picked, so each edge's batches still go one at a time and in order;
+    /// the head is then the oldest batch of another edge among the [`LOOKAHEAD`] oldest.
     pub(crate) fn pick(
         &self,
         queue: &mut dyn Queue,
         unix_now: Option<u64>,
+        busy: &[EdgeId],
     ) -> Result<Option<(QueuedBatch, Lane)>, QueueError> {
-        let Some(head) = queue.oldest()? else {
+        let head = if busy.is_empty() {
+            queue.oldest()?
+        } else {
+            // The first batch of an edge in queue order is that edge's oldest.
+            match queue
+                .heads(LOOKAHEAD)?
+                .into_iter()
+                .find(|(_, e)| !busy.contains(e))
+            {
+                Some((id, _)) => queue.get(id)?,
+                None => None,
+            }
+        };
+        let Some(head) = head else {
             return Ok(None);
         };
         let since = match unix_now {
@@ -90,7 +120,11 @@ impl Pacer {
             // No backlog: the oldest batch is live itself.
             return Ok(Some((head, Lane::Fifo)));
         }
-        Ok(Some(match queue.oldest_live(since)? {
+        // A busy edge's oldest batch is the one in flight.
+        let live = queue
+            .oldest_live(since)?
+            .filter(|l| !busy.contains(&l.edge));
+        Ok(Some(match live {
             Some(live) if self.run >= self.config.backlog_per_live => (live, Lane::LiveFirst),
             Some(_) => (head, Lane::BacklogBeforeLive),
             None => (head, Lane::Fifo),

@@ -22,7 +22,7 @@
 
 use qos_coap::{ConfigError, StreamConfig, Transport};
 
-use super::{Broker, BrokerConfig, DownstreamEndpoint, UpstreamEndpoint};
+use super::{boxed, Broker, BrokerConfig, DownstreamEndpoint, UpstreamEndpoint};
 use crate::queue::Queue;
 
 impl<A: Copy + Eq> Broker<A> {
@@ -38,18 +38,17 @@ impl<A: Copy + Eq> Broker<A> {
         seed: u64,
     ) -> Result<Self, ConfigError> {
         let mut broker = Broker::new(config, upstream, queue, seed)?;
-        broker.up = Box::new(UpstreamEndpoint::with_transport(
-            config.upstream,
-            stream,
-            transport,
-            seed ^ 0x9e37_79b9_7f4a_7c15,
-        )?);
-        broker.down = Box::new(DownstreamEndpoint::with_transport(
-            config.downstream,
-            stream,
-            Transport::Datagram,
-            seed,
-        )?);
+        broker.up = boxed(|| {
+            UpstreamEndpoint::with_transport(
+                config.upstream_coap(),
+                stream,
+                transport,
+                seed ^ 0x9e37_79b9_7f4a_7c15,
+            )
+        })?;
+        broker.down = boxed(|| {
+            DownstreamEndpoint::with_transport(config.downstream, stream, Transport::Datagram, seed)
+        })?;
         Ok(broker)
     }
 
