@@ -408,6 +408,26 @@ impl Serve {
             .ok_or_else(|| "no received count".into())
     }
 
+    /// Waits until every edge of `ids` has at least `n` records stored.
+    pub fn wait_received(&self, ids: &[u32], n: u64, what: &str, wait: Duration) {
+        wait_for(what, wait, || {
+            let got: Vec<u64> = ids.iter().map(|&i| self.received(i).unwrap_or(0)).collect();
+            if got.iter().all(|&g| g >= n) {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        });
+    }
+
+    /// The events of `GET /api/v1/events`.
+    pub fn events(&self) -> Result<Vec<serde_json::Value>, String> {
+        Ok(self.get_json("/api/v1/events")?["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// The SQLite database file.
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("qos.sqlite")
@@ -688,17 +708,7 @@ pub fn two_limited_edges(dir: &Path, limit: &str, ids: [u32; 2], wait: Duration)
     };
     let specs = [spec(ids[0], serve.coap), spec(ids[1], listen)];
     let edges = [start_edge(dir, &specs[0]), start_edge(dir, &specs[1])];
-    wait_for("both edges stored", wait, || {
-        let n: Vec<u64> = ids
-            .iter()
-            .map(|&i| serve.received(i).unwrap_or(0))
-            .collect();
-        if n.iter().all(|&n| n >= 2) {
-            Ok(())
-        } else {
-            Err(format!("{n:?}"))
-        }
-    });
+    serve.wait_received(&ids, 2, "both edges stored", wait);
     LimitedEdges {
         serve,
         listen,
@@ -706,5 +716,76 @@ pub fn two_limited_edges(dir: &Path, limit: &str, ids: [u32; 2], wait: Duration)
         target,
         specs,
         edges,
+    }
+}
+
+impl LimitedEdges {
+    /// Waits until serve's `GET /api/v1/stats` counts at least `at_least` (and at least one)
+    /// refusals for `reason`; returns the stats.
+    pub fn serve_counted(&self, reason: &str, at_least: u64, wait: Duration) -> serde_json::Value {
+        wait_for(&format!("{reason} counted at serve"), wait, || {
+            let s = self.serve.get_json("/api/v1/stats")?;
+            if s["rejected"][reason].as_u64() >= Some(at_least.max(1)) {
+                Ok(s)
+            } else {
+                Err(format!("{s}"))
+            }
+        })
+    }
+
+    /// Waits until the broker's report (`GET /api/v1/brokers`) counts at least `at_least` (and
+    /// at least one) refusals for `reason`; returns the report.
+    pub fn broker_counted(&self, reason: &str, at_least: u64, wait: Duration) -> serde_json::Value {
+        wait_for(&format!("{reason} counted at the broker"), wait, || {
+            let b = self.serve.get_json("/api/v1/brokers")?;
+            let r = b["brokers"]
+                .as_array()
+                .and_then(|a| a.iter().find(|b| !b["report"].is_null()))
+                .map(|b| b["report"].clone())
+                .ok_or_else(|| format!("no report: {b}"))?;
+            if r["rejected"][reason].as_u64() >= Some(at_least.max(1)) {
+                Ok(r)
+            } else {
+                Err(format!("{r}"))
+            }
+        })
+    }
+
+    /// Waits until both edges have three more records stored (they are still served), stops
+    /// them, waits until every record they had acknowledged is stored, and checks that their
+    /// rows show no gap and nothing dropped. Returns the records stored of each.
+    pub fn finish(self, wait: Duration) -> Vec<usize> {
+        let ids = self.specs.each_ref().map(|s| s.id);
+        let serve = &self.serve;
+        let before: Vec<u64> = ids.iter().map(|&i| serve.received(i).unwrap()).collect();
+        wait_for("both edges progress", wait, || {
+            let n: Vec<u64> = ids
+                .iter()
+                .map(|&i| serve.received(i).unwrap_or(0))
+                .collect();
+            if n.iter().zip(&before).all(|(n, b)| *n >= b + 3) {
+                Ok(())
+            } else {
+                Err(format!("{n:?} (before {before:?})"))
+            }
+        });
+        for e in self.edges {
+            e.stop(wait);
+        }
+        let counts: Vec<usize> = wait_for("every acknowledged record stored", wait, || {
+            self.specs
+                .iter()
+                .map(|s| all_stored(serve, s))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        for id in ids {
+            let row = serve.edge_row(id).unwrap();
+            assert_eq!(
+                (row["gaps"].as_u64(), row["dropped_at_edge"].as_u64()),
+                (Some(0), Some(0)),
+                "{row}"
+            );
+        }
+        counts
     }
 }

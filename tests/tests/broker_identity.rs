@@ -34,10 +34,8 @@ fn brokers(serve: &Serve) -> Result<Vec<Value>, String> {
 }
 
 fn events(serve: &Serve, kind: &str) -> Result<Vec<Value>, String> {
-    Ok(serve.get_json("/api/v1/events")?["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    Ok(serve
+        .events()?
         .into_iter()
         .filter(|e| e["kind"] == kind)
         .collect())

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use qos_coap::{option, Code, Message, MessageType, MessageWriter};
-use qos_e2e::{all_stored, fresh_dir, http_get, two_limited_edges, wait_for, LimitedEdges};
+use qos_e2e::{fresh_dir, http_get, two_limited_edges};
 use qos_wire::ids::{EdgeId, Seq};
 use qos_wire::samples;
 use qos_wire::summary::Summary;
@@ -99,34 +99,20 @@ fn a_noisy_edge_behind_the_same_address_is_cut_per_edge_and_the_good_edges_lose_
     // good edges send about one batch per second.
     let limit = "rate_per_s = 100000\nburst = 100000\nedge_rate_per_s = 10\nedge_burst = 30\n";
     let ids = [51, 52];
-    let LimitedEdges {
-        serve,
-        listen,
-        broker: _broker,
-        target: _target,
-        specs: [direct, behind],
-        edges,
-    } = two_limited_edges(&dir, limit, ids, WAIT);
+    let limited = two_limited_edges(&dir, limit, ids, WAIT);
+    let serve = &limited.serve;
 
     // Noisy edges on 127.0.0.1 like the good ones, also hopping to 127.0.0.2 and 127.0.0.3.
     const N: u16 = 400;
     let hops = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
     let at_serve = noisy_edge(serve.coap, 61, N, &hops);
-    let at_broker = noisy_edge(listen, 62, N, &hops);
+    let at_broker = noisy_edge(limited.listen, 62, N, &hops);
     for (name, noise) in [("serve", &at_serve), ("broker", &at_broker)] {
         assert!(noise.refused > 0, "{name}: {noise:?}");
         assert!(noise.stored >= 30, "{name}: at least the burst, {noise:?}");
     }
 
-    let stats = wait_for("the refusals counted at serve", WAIT, || {
-        let s = serve.get_json("/api/v1/stats")?;
-        let n = s["rejected"]["rate_limited_edge"].as_u64().unwrap_or(0);
-        if n >= at_serve.refused {
-            Ok(s)
-        } else {
-            Err(format!("{s}"))
-        }
-    });
+    let stats = limited.serve_counted("rate_limited_edge", at_serve.refused, WAIT);
     let counted = stats["rejected"]["rate_limited_edge"].as_u64().unwrap();
     assert!(
         counted <= at_serve.refused + at_serve.unanswered,
@@ -145,50 +131,10 @@ fn a_noisy_edge_behind_the_same_address_is_cut_per_edge_and_the_good_edges_lose_
         )),
         "{metrics}"
     );
-    let report = wait_for("the refusals counted in the broker's report", WAIT, || {
-        let b = serve.get_json("/api/v1/brokers")?;
-        let r = b["brokers"]
-            .as_array()
-            .and_then(|a| a.iter().find(|b| !b["report"].is_null()))
-            .map(|b| b["report"].clone())
-            .ok_or_else(|| format!("no report: {b}"))?;
-        if r["rejected"]["rate_limited_edge"].as_u64() >= Some(at_broker.refused) {
-            Ok(r)
-        } else {
-            Err(format!("{r}"))
-        }
-    });
+    let report = limited.broker_counted("rate_limited_edge", at_broker.refused, WAIT);
 
     // The good edges keep being served, and lose nothing.
-    let before: Vec<u64> = ids.iter().map(|&i| serve.received(i).unwrap()).collect();
-    wait_for("both good edges progress", WAIT, || {
-        let n: Vec<u64> = ids
-            .iter()
-            .map(|&i| serve.received(i).unwrap_or(0))
-            .collect();
-        if n.iter().zip(&before).all(|(n, b)| *n >= b + 3) {
-            Ok(())
-        } else {
-            Err(format!("{n:?} (before {before:?})"))
-        }
-    });
-    for e in edges {
-        e.stop(WAIT);
-    }
-    let counts: Vec<usize> = wait_for("every acknowledged record stored", WAIT, || {
-        [&direct, &behind]
-            .iter()
-            .map(|s| all_stored(&serve, s))
-            .collect::<Result<Vec<_>, _>>()
-    });
-    for id in ids {
-        let row = serve.edge_row(id).unwrap();
-        assert_eq!(
-            (row["gaps"].as_u64(), row["dropped_at_edge"].as_u64()),
-            (Some(0), Some(0)),
-            "{row}"
-        );
-    }
+    let counts = limited.finish(WAIT);
     println!(
         "noisy edge, {N} batches each: at serve {} stored / {} refused 4.29 (counted {counted}); \
          via the broker {} stored / {} refused (reported {}); good edges stored {:?}",

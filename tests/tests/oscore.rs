@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use qos_coap::{option, Code, Message, MessageType, MessageWriter};
 use qos_e2e::{
-    binary, free_udp_port, fresh_dir, http_get, start_broker, start_edge, wait_for, EdgeSpec,
+    binary, free_udp_port, fresh_dir, http_get, start_broker, start_edge, wait_for, EdgeSpec, Proc,
     Serve, TcpTarget,
 };
 use qos_wire::ids::{EdgeId, Seq};
@@ -115,6 +115,50 @@ impl Drop for Tap {
     }
 }
 
+/// The edge `EDGE` with OSCORE (`edge_part` of [`provision`]), sending to `to` (bound to
+/// `bind` when given) and probing a TCP server of its own, which lives as long as it is kept.
+fn start_oscore_edge(
+    dir: &Path,
+    edge_part: &str,
+    to: SocketAddr,
+    bind: Option<SocketAddr>,
+) -> (Proc, TcpTarget) {
+    let target = TcpTarget::start();
+    let spec = EdgeSpec {
+        id: EDGE,
+        brokers: vec![to],
+        target: target.addr,
+        storage: dir.join("edge-data"),
+        extra_toml: format!("\n{edge_part}"),
+        bind,
+    };
+    (start_edge(dir, &spec), target)
+}
+
+/// Waits until serve holds at least `n` of `EDGE`'s records (the edge's log in the failure).
+fn wait_edge_stored(serve: &Serve, edge: &Proc, n: u64, what: &str) -> u64 {
+    wait_for(what, WAIT, || match serve.received(EDGE) {
+        Ok(got) if got >= n => Ok(got),
+        other => Err(format!("{other:?}\n{}", edge.log_tail())),
+    })
+}
+
+/// The edge's key id and serve's id, from the edge's `[oscore]` part of [`provision`].
+fn ids_of(edge_part: &str) -> (Vec<u8>, Vec<u8>) {
+    let hex_of = |key: &str| -> Vec<u8> {
+        let v = edge_part
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .expect(key);
+        (0..v.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&v[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    (hex_of("kid"), hex_of("serve_id"))
+}
+
 fn stats(serve: &Serve) -> Value {
     serve.get_json("/api/v1/stats").expect("stats")
 }
@@ -163,24 +207,8 @@ fn an_oscore_edge_speaks_through_a_broker_that_cannot_read_it() {
     let tap = Tap::start(serve.coap);
     let broker_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let broker = start_broker(&dir, 0, broker_addr, tap.listen, "report_interval_ms = 500");
-    let target = TcpTarget::start();
-    let spec = EdgeSpec {
-        id: EDGE,
-        brokers: vec![broker_addr],
-        target: target.addr,
-        storage: dir.join("edge-data"),
-        extra_toml: format!("\n{edge_part}"),
-        bind: None,
-    };
-    let edge = start_edge(&dir, &spec);
-    let stored = wait_for(
-        "serve to store the OSCORE edge's records",
-        WAIT,
-        || match serve.received(EDGE) {
-            Ok(n) if n >= 3 => Ok(n),
-            other => Err(format!("{other:?}\n{}", edge.log_tail())),
-        },
-    );
+    let (edge, _target) = start_oscore_edge(&dir, &edge_part, broker_addr, None);
+    let stored = wait_edge_stored(&serve, &edge, 3, "serve to store the OSCORE edge's records");
     assert!(stored >= 3);
     // The route serve sees is the broker (the tap's address), not "direct".
     let row = serve.edge_row(EDGE).unwrap();
@@ -237,18 +265,7 @@ fn an_oscore_edge_speaks_through_a_broker_that_cannot_read_it() {
     let mut flipped = capture.clone();
     *flipped.last_mut().unwrap() ^= 0x01;
     refused(&serve, &flipped, "oscore_replay");
-    let hex_of = |key: &str| -> Vec<u8> {
-        let v = edge_part
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-            .and_then(|v| v.strip_suffix('"'))
-            .expect(key);
-        (0..v.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&v[i..i + 2], 16).unwrap())
-            .collect()
-    };
-    let (kid, serve_id) = (hex_of("kid"), hex_of("serve_id"));
+    let (kid, serve_id) = ids_of(&edge_part);
     let mut forger = qos_oscore::Context::derive(&[9; 32], b"", None, &kid, &serve_id).unwrap();
     forger.set_sender_sequence(1 << 39);
     let batch0 = samples::batch(
@@ -409,23 +426,12 @@ fn oscore_batches_relayed_over_a_tcp_upstream_are_opened_like_datagrams() {
             tap.listen
         ),
     );
-    let target = TcpTarget::start();
-    let spec = EdgeSpec {
-        id: EDGE,
-        brokers: vec![broker_addr],
-        target: target.addr,
-        storage: dir.join("edge-data"),
-        extra_toml: format!("\n{edge_part}"),
-        bind: None,
-    };
-    let edge = start_edge(&dir, &spec);
-    let stored = wait_for(
+    let (edge, _target) = start_oscore_edge(&dir, &edge_part, broker_addr, None);
+    let stored = wait_edge_stored(
+        &serve,
+        &edge,
+        3,
         "serve to store the OSCORE edge's records (TCP upstream)",
-        WAIT,
-        || match serve.received(EDGE) {
-            Ok(n) if n >= 3 => Ok(n),
-            other => Err(format!("{other:?}\n{}", edge.log_tail())),
-        },
     );
     assert!(stored >= 3);
     edge.kill9();
@@ -501,25 +507,9 @@ fn orders_to_an_oscore_edge_are_protected_end_to_end_and_forgeries_refused() {
     let tap = Tap::start(serve.coap);
     let broker_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let _broker = start_broker(&dir, 0, broker_addr, tap.listen, "");
-    let target = TcpTarget::start();
     let edge_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-    let spec = EdgeSpec {
-        id: EDGE,
-        brokers: vec![broker_addr],
-        target: target.addr,
-        storage: dir.join("edge-data"),
-        extra_toml: format!("\n{edge_part}"),
-        bind: Some(edge_addr),
-    };
-    let edge = start_edge(&dir, &spec);
-    wait_for(
-        "serve to store the OSCORE edge's records",
-        WAIT,
-        || match serve.received(EDGE) {
-            Ok(n) if n >= 1 => Ok(n),
-            other => Err(format!("{other:?}\n{}", edge.log_tail())),
-        },
-    );
+    let (edge, target) = start_oscore_edge(&dir, &edge_part, broker_addr, Some(edge_addr));
+    wait_edge_stored(&serve, &edge, 1, "serve to store the OSCORE edge's records");
 
     // A probe now, and the recent results: through the broker, protected both ways.
     let (status, text) = qos_e2e::http_request(
@@ -601,18 +591,7 @@ fn orders_to_an_oscore_edge_are_protected_end_to_end_and_forgeries_refused() {
     let log = dir.join(format!("edge-{EDGE}.log"));
     sock.send_to(orders[0], edge_addr).unwrap();
     qos_e2e::tls::wait_log(&log, "replayed=1", 1);
-    let hex_of = |key: &str| -> Vec<u8> {
-        let v = edge_part
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
-            .and_then(|v| v.strip_suffix('"'))
-            .expect(key);
-        (0..v.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&v[i..i + 2], 16).unwrap())
-            .collect()
-    };
-    let (kid, serve_id) = (hex_of("kid"), hex_of("serve_id"));
+    let (kid, serve_id) = ids_of(&edge_part);
     let mut forger = qos_oscore::Context::derive(&[9; 32], b"", None, &serve_id, &kid).unwrap();
     forger.set_sender_sequence(1 << 30);
     let mut buf = [0u8; 64];
@@ -646,24 +625,8 @@ fn an_edge_resynchronises_after_serve_restarts_with_a_large_persist_interval() {
     let (serve_part, edge_part) = provision(&dir);
     let serve_cfg = format!("[oscore]\npersist_every = 4096\n\n{serve_part}");
     let serve = Serve::start_with(&dir, &serve_cfg);
-    let target = TcpTarget::start();
-    let spec = EdgeSpec {
-        id: EDGE,
-        brokers: vec![serve.coap],
-        target: target.addr,
-        storage: dir.join("edge-data"),
-        extra_toml: format!("\n{edge_part}"),
-        bind: None,
-    };
-    let edge = start_edge(&dir, &spec);
-    let before = wait_for(
-        "serve to store the OSCORE edge's records",
-        WAIT,
-        || match serve.received(EDGE) {
-            Ok(n) if n >= 2 => Ok(n),
-            other => Err(format!("{other:?}\n{}", edge.log_tail())),
-        },
-    );
+    let (edge, _target) = start_oscore_edge(&dir, &edge_part, serve.coap, None);
+    let before = wait_edge_stored(&serve, &edge, 2, "serve to store the OSCORE edge's records");
     let (http, coap) = (serve.http, serve.coap);
     serve.proc.kill9();
     let serve = Serve::start_at_with(&dir, http, coap, &serve_cfg);

@@ -26,13 +26,6 @@ fn base() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("silence")
 }
 
-fn events(serve: &Serve) -> Result<Vec<Value>, String> {
-    Ok(serve.get_json("/api/v1/events")?["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
 #[test]
 fn a_killed_broker_is_one_event_with_its_edges_as_consequences() {
     let dir = fresh_dir(&base(), "kill");
@@ -57,25 +50,15 @@ fn a_killed_broker_is_one_event_with_its_edges_as_consequences() {
             )
         })
         .collect();
-    wait_for("both edges stored through the broker", WAIT, || {
-        let n: Vec<u64> = ids
-            .iter()
-            .map(|&i| serve.received(i).unwrap_or(0))
-            .collect();
-        if n.iter().all(|&n| n >= 2) {
-            Ok(())
-        } else {
-            Err(format!("{n:?}"))
-        }
-    });
+    serve.wait_received(&ids, 2, "both edges stored through the broker", WAIT);
     assert!(
-        events(&serve).unwrap().is_empty(),
+        serve.events().unwrap().is_empty(),
         "no event while it talks"
     );
 
     broker.kill9();
     let ev = wait_for("one broker_silent event", WAIT, || {
-        let ev = events(&serve)?;
+        let ev = serve.events()?;
         if ev.iter().any(|e| e["kind"] == "broker_silent") {
             Ok(ev)
         } else {
@@ -105,7 +88,7 @@ fn a_killed_broker_is_one_event_with_its_edges_as_consequences() {
             Err("not logged yet".into())
         }
     });
-    let again = events(&serve).unwrap();
+    let again = serve.events().unwrap();
     assert_eq!(
         again
             .iter()
@@ -176,7 +159,7 @@ fn a_silent_region_is_one_event_and_comes_back_with_one_of_its_brokers() {
         Ok(())
     });
     assert!(
-        events(&serve).unwrap().is_empty(),
+        serve.events().unwrap().is_empty(),
         "no event while all talk"
     );
 
@@ -185,7 +168,7 @@ fn a_silent_region_is_one_event_and_comes_back_with_one_of_its_brokers() {
         b.take().unwrap().kill9();
     }
     let ev = wait_for("a region_silent event", WAIT, || {
-        let ev = events(&serve)?;
+        let ev = serve.events()?;
         if ev.iter().any(|e| e["kind"] == "region_silent") {
             Ok(ev)
         } else {
@@ -236,7 +219,7 @@ fn a_silent_region_is_one_event_and_comes_back_with_one_of_its_brokers() {
         .expect("the restarted broker answers");
     assert_eq!(a.code, Code::CHANGED, "{a:?}");
     let ev = wait_for("a region_back event", WAIT, || {
-        let ev = events(&serve)?;
+        let ev = serve.events()?;
         if ev.iter().any(|e| e["kind"] == "region_back") {
             Ok(ev)
         } else {

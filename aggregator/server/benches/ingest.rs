@@ -22,8 +22,9 @@
 //! socket buffers and it takes little of the two cores from what it measures; each run is
 //! bounded by a count of datagrams. Then the ratios to raw and the storage bytes per summary.
 //! The store runs with `synchronous = normal` (an acknowledged record survives a process kill;
-//! see the example configuration); set `QOS_BENCH_SYNC=full` for fsync at every commit, and
-//! `QOS_BENCH_ONLY=single` to run 2 and 2b alone (for `perf`).
+//! see the example configuration); set `QOS_BENCH_SYNC=full` for fsync at every commit,
+//! `QOS_BENCH_ONLY=single` to run 2 and 2b alone (for `perf`), and
+//! `QOS_BENCH_UPSTREAM_WINDOW=N` for the broker's second run (default: the broker's default).
 //!
 //! `serve` takes the datagrams waiting together as one group (one `recvmmsg` on Linux), stores
 //! their batches in one transaction (group commit) and sends the group's acks with one
@@ -47,7 +48,8 @@
 //! deduplication cache (three linear scans of its 1024 entries per datagram); it is now a ring
 //! with a chain per message-ID bucket. The broker's figure was two fsyncs per batch (append,
 //! then removal); now one per group of appends, and with the window several edges' batches
-//! are on their way upstream at once (8: ~83 000, 16: ~91 000; 4 is gentler on the upstream).
+//! are on their way upstream at once (one run each: `QOS_BENCH_UPSTREAM_WINDOW=8`
+//! 91 000, 1.58×; 16: 99 000, 1.67×; 4 is gentler on the upstream).
 //!
 //! **The one-summary goal (>= 50 % of raw) is out of reach with this store on 2 cores**, and
 //! 2b shows why in every run: the SQLite commit of one-summary batches by itself, with a whole
@@ -514,7 +516,10 @@ fn main() {
         per,
         &pool,
     );
-    let window = BrokerSection::default().upstream_window;
+    let window = std::env::var("QOS_BENCH_UPSTREAM_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BrokerSection::default().upstream_window);
     let via = through_broker(
         &ingest,
         &base.join("broker-w"),

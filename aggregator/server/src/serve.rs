@@ -354,7 +354,7 @@ pub fn run_serve(config: &Config, shutdown: Arc<AtomicBool>) -> Result<ServeHand
         _ => None,
     };
     let scheme = if https.is_some() { "https" } else { "http" };
-    let http = http::start_limited(
+    let http = http::start_secured(
         config.http.listen,
         readers,
         stats.clone(),

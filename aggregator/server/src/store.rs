@@ -669,8 +669,6 @@ impl Store for SqliteStore {
 /// An edge's row as a group of batches changes it, written once at the end of the group.
 struct EdgeUpdate<'k> {
     edge_id: i64,
-    /// Whether the row existed before the group.
-    exists: bool,
     first_seen: i64,
     last_seen: i64,
     last_seq: Option<u64>,
@@ -714,7 +712,6 @@ fn insert_group<'k>(
                     .optional()?;
                 edges.push(EdgeUpdate {
                     edge_id,
-                    exists: previous.is_some(),
                     first_seen: now,
                     last_seen: now,
                     last_seq: previous.flatten().map(from_sql_u64),
@@ -796,49 +793,33 @@ fn insert_group<'k>(
             to_sql_count(e.gaps),
         );
         let dropped = to_sql_count(e.dropped);
-        if e.exists {
-            tx.prepare_cached(
-                "UPDATE edges SET
-                    name = coalesce(?2, name),
-                    region = coalesce(?3, region),
-                    last_seen = max(last_seen, ?4),
-                    last_seq = ?5,
-                    received = received + ?6,
-                    duplicates = duplicates + ?7,
-                    gaps = gaps + ?8,
-                    dropped_at_edge = max(dropped_at_edge, ?9)
-                 WHERE edge_id = ?1",
-            )?
-            .execute(params![
-                e.edge_id,
-                name,
-                region,
-                e.last_seen,
-                seq,
-                new,
-                dups,
-                gaps,
-                dropped
-            ])?;
-        } else {
-            tx.prepare_cached(
-                "INSERT INTO edges (edge_id, name, region, first_seen, last_seen, last_seq,
-                                    received, duplicates, gaps, dropped_at_edge)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                e.edge_id,
-                name,
-                region,
-                e.first_seen,
-                e.last_seen,
-                seq,
-                new,
-                dups,
-                gaps,
-                dropped
-            ])?;
-        }
+        // New edge: its row as is; known edge: the group's sums added to its row.
+        tx.prepare_cached(
+            "INSERT INTO edges (edge_id, name, region, first_seen, last_seen, last_seq,
+                                received, duplicates, gaps, dropped_at_edge)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (edge_id) DO UPDATE SET
+                name = coalesce(excluded.name, name),
+                region = coalesce(excluded.region, region),
+                last_seen = max(last_seen, excluded.last_seen),
+                last_seq = excluded.last_seq,
+                received = received + excluded.received,
+                duplicates = duplicates + excluded.duplicates,
+                gaps = gaps + excluded.gaps,
+                dropped_at_edge = max(dropped_at_edge, excluded.dropped_at_edge)",
+        )?
+        .execute(params![
+            e.edge_id,
+            name,
+            region,
+            e.first_seen,
+            e.last_seen,
+            seq,
+            new,
+            dups,
+            gaps,
+            dropped
+        ])?;
     }
     Ok(outcomes)
 }

@@ -849,14 +849,19 @@ mod tests {
                     .respond(now, &req.handle, code, |w| w.payload(&body))
                     .unwrap();
             }
-            let mut out = [0u8; MSG];
-            while let Some((_, m)) = server.poll_transmit(now, &mut out) {
-                let reply = out[..m].to_vec();
-                assert!(up.handle_datagram(now, B1, &reply).is_none());
-            }
+            deliver_answers(server, up, now);
         }
         up.poll(now);
         seen
+    }
+
+    /// Hands what `server` has to send to `up` (answers the uplink consumes itself).
+    fn deliver_answers(server: &mut Server, up: &mut Up, now: u64) {
+        let mut out = [0u8; MSG];
+        while let Some((_, m)) = server.poll_transmit(now, &mut out) {
+            let reply = out[..m].to_vec();
+            assert!(up.handle_datagram(now, B1, &reply).is_none());
+        }
     }
 
     fn ack_all(payload: &[u8]) -> (Code, std::vec::Vec<u8>) {
@@ -1031,11 +1036,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let mut out = [0u8; MSG];
-        while let Some((_, m)) = server.poll_transmit(now, &mut out) {
-            let reply = out[..m].to_vec();
-            assert!(up.handle_datagram(now, B1, &reply).is_none());
-        }
+        deliver_answers(server, up, now);
         up.poll(now);
     }
 

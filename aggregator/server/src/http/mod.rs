@@ -135,7 +135,7 @@ pub fn start(
     auth: auth::Auth,
     tls: Option<crate::tls::ServerSlot>,
 ) -> Result<HttpServer, HttpError> {
-    start_limited(
+    start_secured(
         listen,
         readers,
         stats,
@@ -145,29 +145,6 @@ pub fn start(
         services,
         auth,
         tls,
-    )
-}
-
-/// [`start`] with the limits of `options` (`[http]`'s connection and rate limits), the body
-/// limit set to [`MAX_BODY_BYTES`].
-#[allow(clippy::too_many_arguments)]
-pub fn start_limited(
-    listen: SocketAddr,
-    readers: Vec<Box<dyn StoreRead>>,
-    stats: Arc<IngestStats>,
-    started: Instant,
-    options: ServerOptions,
-    centre: Option<Arc<Centre>>,
-    services: Option<Arc<crate::services::Services>>,
-    auth: auth::Auth,
-    tls: Option<crate::tls::ServerSlot>,
-) -> Result<HttpServer, HttpError> {
-    let options = ServerOptions {
-        max_body_bytes: MAX_BODY_BYTES,
-        ..options
-    };
-    start_secured(
-        listen, readers, stats, started, options, centre, services, auth, tls,
     )
 }
 
@@ -182,7 +159,8 @@ pub fn start_with(
     start_full(listen, readers, stats, started, options, None, None)
 }
 
-/// [`start_full`] with the accepted tokens ([`auth`]) and, with `tls`, over HTTPS.
+/// [`start_full`] with the accepted tokens ([`auth`]) and, with `tls`, over HTTPS (`serve`
+/// passes `[http]`'s connection and rate limits in `options`).
 #[allow(clippy::too_many_arguments)]
 pub fn start_secured(
     listen: SocketAddr,

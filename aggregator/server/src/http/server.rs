@@ -110,7 +110,7 @@ impl Default for ServerOptions {
         ServerOptions {
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
-            max_body_bytes: 64 * 1024,
+            max_body_bytes: super::MAX_BODY_BYTES,
             max_requests_per_connection: 100,
             queue_capacity: 64,
             max_connections: 64,
